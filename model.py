@@ -276,63 +276,43 @@ def empty_model(config: ModelConfig, device="cpu", dtype=torch.float32) -> GPT:
 
 
 # ----------------------------------------------------------------------------------------------- name tables
-# Ours -> theirs. "{}" is the layer index; a tuple is concatenated along dim 0 into one fused tensor of ours.
+# Our module -> theirs; ".weight"/".bias" carry over. "{}" is the layer; a tuple is fused along dim 0 into ours.
 
 GPT2_HF = {
-    "wte.weight": "transformer.wte.weight",
-    "wpe.weight": "transformer.wpe.weight",
-    "h.{}.ln_1.weight": "transformer.h.{}.ln_1.weight",
-    "h.{}.ln_1.bias": "transformer.h.{}.ln_1.bias",
-    "h.{}.attn.c_attn.weight": "transformer.h.{}.attn.c_attn.weight",
-    "h.{}.attn.c_attn.bias": "transformer.h.{}.attn.c_attn.bias",
-    "h.{}.attn.c_proj.weight": "transformer.h.{}.attn.c_proj.weight",
-    "h.{}.attn.c_proj.bias": "transformer.h.{}.attn.c_proj.bias",
-    "h.{}.ln_2.weight": "transformer.h.{}.ln_2.weight",
-    "h.{}.ln_2.bias": "transformer.h.{}.ln_2.bias",
-    "h.{}.mlp.c_fc.weight": "transformer.h.{}.mlp.c_fc.weight",
-    "h.{}.mlp.c_fc.bias": "transformer.h.{}.mlp.c_fc.bias",
-    "h.{}.mlp.c_proj.weight": "transformer.h.{}.mlp.c_proj.weight",
-    "h.{}.mlp.c_proj.bias": "transformer.h.{}.mlp.c_proj.bias",
-    "ln_f.weight": "transformer.ln_f.weight",
-    "ln_f.bias": "transformer.ln_f.bias",
-    "lm_head.weight": "lm_head.weight",
+    "wte": "transformer.wte", "wpe": "transformer.wpe", "ln_f": "transformer.ln_f", "lm_head": "lm_head",
+    "h.{}.ln_1": "transformer.h.{}.ln_1", "h.{}.ln_2": "transformer.h.{}.ln_2",
+    "h.{}.attn.c_attn": "transformer.h.{}.attn.c_attn", "h.{}.attn.c_proj": "transformer.h.{}.attn.c_proj",
+    "h.{}.mlp.c_fc": "transformer.h.{}.mlp.c_fc", "h.{}.mlp.c_proj": "transformer.h.{}.mlp.c_proj",
 }
 GPT2_CONV1D = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")  # HF GPT-2 stores these as (in, out): transpose
 
 LLAMA_HF = {
-    "wte.weight": "model.embed_tokens.weight",
-    "h.{}.ln_1.weight": "model.layers.{}.input_layernorm.weight",
-    "h.{}.attn.c_attn.weight": ("model.layers.{}.self_attn.q_proj.weight", "model.layers.{}.self_attn.k_proj.weight",
-                                "model.layers.{}.self_attn.v_proj.weight"),
-    "h.{}.attn.c_proj.weight": "model.layers.{}.self_attn.o_proj.weight",
-    "h.{}.ln_2.weight": "model.layers.{}.post_attention_layernorm.weight",
-    "h.{}.mlp.c_fc.weight": ("model.layers.{}.mlp.gate_proj.weight", "model.layers.{}.mlp.up_proj.weight"),
-    "h.{}.mlp.c_proj.weight": "model.layers.{}.mlp.down_proj.weight",
-    "ln_f.weight": "model.norm.weight",
-    "lm_head.weight": "lm_head.weight",
+    "wte": "model.embed_tokens", "ln_f": "model.norm", "lm_head": "lm_head",
+    "h.{}.ln_1": "model.layers.{}.input_layernorm", "h.{}.ln_2": "model.layers.{}.post_attention_layernorm",
+    "h.{}.attn.c_attn": ("model.layers.{}.self_attn.q_proj", "model.layers.{}.self_attn.k_proj",
+                         "model.layers.{}.self_attn.v_proj"),
+    "h.{}.attn.c_proj": "model.layers.{}.self_attn.o_proj",
+    "h.{}.mlp.c_fc": ("model.layers.{}.mlp.gate_proj", "model.layers.{}.mlp.up_proj"),
+    "h.{}.mlp.c_proj": "model.layers.{}.mlp.down_proj",
 }
 
 LLAMA_GGUF = {
-    "wte.weight": "token_embd.weight",
-    "h.{}.ln_1.weight": "blk.{}.attn_norm.weight",
-    "h.{}.attn.c_attn.weight": ("blk.{}.attn_q.weight", "blk.{}.attn_k.weight", "blk.{}.attn_v.weight"),
-    "h.{}.attn.c_proj.weight": "blk.{}.attn_output.weight",
-    "h.{}.ln_2.weight": "blk.{}.ffn_norm.weight",
-    "h.{}.mlp.c_fc.weight": ("blk.{}.ffn_gate.weight", "blk.{}.ffn_up.weight"),
-    "h.{}.mlp.c_proj.weight": "blk.{}.ffn_down.weight",
-    "ln_f.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
+    "wte": "token_embd", "ln_f": "output_norm", "lm_head": "output",
+    "h.{}.ln_1": "blk.{}.attn_norm", "h.{}.ln_2": "blk.{}.ffn_norm",
+    "h.{}.attn.c_attn": ("blk.{}.attn_q", "blk.{}.attn_k", "blk.{}.attn_v"), "h.{}.attn.c_proj": "blk.{}.attn_output",
+    "h.{}.mlp.c_fc": ("blk.{}.ffn_gate", "blk.{}.ffn_up"), "h.{}.mlp.c_proj": "blk.{}.ffn_down",
 }
 
 
 def source_names(table: dict, name: str) -> list[str]:
     """The tensors of a checkpoint that make up our tensor `name`, e.g. 'h.3.mlp.c_fc.weight' -> [gate_3, up_3]."""
-    layer = re.match(r"h\.(\d+)\.", name)
-    key = re.sub(r"^h\.\d+\.", "h.{}.", name)
+    module, kind = name.rsplit(".", 1)
+    layer = re.match(r"h\.(\d+)\.", module)
+    key = re.sub(r"^h\.\d+\.", "h.{}.", module)
     if key not in table:
         raise KeyError(name)
     sources = table[key] if isinstance(table[key], tuple) else (table[key],)
-    return [s.format(layer.group(1)) if layer else s for s in sources]
+    return [(s.format(layer.group(1)) if layer else s) + "." + kind for s in sources]
 
 
 def fused_sizes(config: ModelConfig, name: str) -> list[int]:
@@ -440,38 +420,28 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 def _hf_reader(folder: Path):
     """read(name) over a HF folder's safetensors (single or sharded) or pytorch_model*.bin, opening files lazily."""
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
-        if (folder / index_name).exists():
-            weight_map = json.loads((folder / index_name).read_text())["weight_map"]
-            break
-        if (folder / single).exists():
-            weight_map = None
-            break
-    else:
+    index = [folder / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (folder / n).exists()]
+    single = [n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
+    if not index and not single:
         raise UserError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin")
     opened = {}
 
-    def open_file(file_name):
+    def open_file(file_name):  # sharded checkpoints: only the shards holding requested tensors are opened
         if file_name not in opened:
-            path = folder / file_name
-            if not path.exists():
-                raise UserError(f"{path} is missing (named by {index_name}); download the complete checkpoint")
+            if not (folder / file_name).exists():
+                raise UserError(f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint")
             if file_name.endswith(".safetensors"):
                 from safetensors import safe_open
-                opened[file_name] = safe_open(str(path), framework="pt")
+                opened[file_name] = safe_open(str(folder / file_name), framework="pt")  # memory-mapped
             else:
-                opened[file_name] = _torch_load(path)
+                opened[file_name] = _torch_load(folder / file_name)
         return opened[file_name]
 
-    if weight_map is None:
-        names = list(open_file(single).keys())
-        weight_map = dict.fromkeys(names, single)
+    weight_map = json.loads(index[0].read_text())["weight_map"] if index else dict.fromkeys(open_file(single[0]).keys(),
+                                                                                             single[0])
 
     def read(name):
-        if name not in weight_map:
-            _missing(folder, name)
-        f = open_file(weight_map[name])
+        f = open_file(weight_map[name]) if name in weight_map else _missing(folder, name)
         return f.get_tensor(name) if hasattr(f, "get_tensor") else f[name]
 
     return read, weight_map
@@ -513,6 +483,7 @@ def _open_gguf(path: Path) -> Weights:
         tie_embeddings="output.weight" not in tensors, norm_eps=meta("llama.attention.layer_norm_rms_epsilon"),
         rope_theta=meta("llama.rope.freq_base", 10000.0), bos_token_id=meta("tokenizer.ggml.bos_token_id"),
         eos_token_id=meta("tokenizer.ggml.eos_token_id"))
+    config.norm_eps = float(f"{config.norm_eps:.6g}")  # stored as float32: 9.99999975e-06 -> 1e-05
 
     def read(name):
         if name not in tensors:
@@ -627,11 +598,9 @@ def save_hf(model: nn.Module, out_dir) -> None:
         for src, piece in zip(sources, pieces):
             out[src] = (piece.t() if config.arch == "gpt2" and GPT2_CONV1D.search(src) else piece).contiguous()
     if config.arch == "gpt2":  # HF GPT-2 always has biases: a bias-free model is the same with zero biases
-        for name, t in state.items():
-            bias = name.removesuffix("weight") + "bias"
-            if name.endswith(".weight") and bias not in state and "wte" not in name and "wpe" not in name \
-                    and name != "lm_head.weight":
-                out[source_names(table, bias)[0]] = torch.zeros(t.shape[0])
+        for name, m in model.named_modules():
+            if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != "lm_head":
+                out[source_names(table, name + ".bias")[0]] = torch.zeros(m.weight.shape[0])
     out_dir = Path(out_dir)
     atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(out, tmp, metadata={"format": "pt"}))
     atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(hf_config(config), indent=2)))
@@ -644,15 +613,3 @@ def cli(main) -> None:
         main()
     except UserError as e:
         sys.exit(f"error: {e}")
-
-
-if __name__ == "__main__":  # smoke demo: a tiny GPT-2 and LLaMA forward, backward and generate on random tokens
-    for cfg in (ModelConfig(arch="gpt2", n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=64),
-                ModelConfig(arch="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=64, vocab_size=1000, block_size=64)):
-        torch.manual_seed(0)
-        m = GPT(cfg)
-        x = torch.randint(0, cfg.vocab_size, (2, 32))
-        logits, loss = m(x, x)
-        loss.backward()
-        print(f"{cfg.arch}: {m.num_params():,} params, loss {loss.item():.3f} (ln V = {math.log(cfg.vocab_size):.3f}), "
-              f"{m.flops_per_token(32):.3g} FLOPs/token, generated {m.generate(x[:1, :4], 8)[0].tolist()}")
