@@ -7,6 +7,7 @@ and mlp.c_fc the fused [gate; up] projection of SwiGLU.
 Checkpoints are read through `open_weights(path)`: a lazy view of a project checkpoint, a HF folder or a GGUF
 file under these names (declarative name tables below), so `load_model` and inherit.py read only what they need.
 """
+import contextlib
 import json
 import math
 import os
@@ -181,10 +182,7 @@ class GPT(nn.Module):
         self.register_buffer("rope_cos", None, persistent=False)
         self.register_buffer("rope_sin", None, persistent=False)
         self.init_buffers()
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2 paper: residual projections scaled by 1/sqrt(2 * n_layer)
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self.init_weights()
 
     def init_buffers(self):
         """(Re)compute the RoPE tables; needed again after a model built on the meta device is materialised."""
@@ -193,12 +191,20 @@ class GPT(nn.Module):
             cos, sin = rope_tables(self.config.head_dim, self.config.block_size, self.config.rope_theta)
             self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    @torch.no_grad()
+    def init_weights(self, modules: tuple[str, ...] = ("",)):
+        """Fresh GPT-2-style init of the named submodules (all by default): N(0, 0.02), residual projections
+        N(0, 0.02 / sqrt(2 * n_layer)) as in the GPT-2 paper, zero biases, unit norm gains."""
+        for name, m in self.named_modules():
+            if not any(name == p or name.startswith(p + ".") or p == "" for p in modules):
+                continue
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj") else 0.02
+                nn.init.normal_(m.weight, mean=0.0, std=std)
+            if isinstance(m, (nn.LayerNorm, RMSNorm)):
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
 
     def forward(self, idx, targets=None):
         """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore) returns (logits, loss)."""
@@ -424,25 +430,29 @@ def _hf_reader(folder: Path):
     single = [n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
     if not index and not single:
         raise UserError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin")
-    opened = {}
+    loaded_bins = {}
 
     def open_file(file_name):  # sharded checkpoints: only the shards holding requested tensors are opened
-        if file_name not in opened:
-            if not (folder / file_name).exists():
-                raise UserError(f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint")
-            if file_name.endswith(".safetensors"):
-                from safetensors import safe_open
-                opened[file_name] = safe_open(str(folder / file_name), framework="pt")  # memory-mapped
-            else:
-                opened[file_name] = _torch_load(folder / file_name)
-        return opened[file_name]
+        if not (folder / file_name).exists():
+            raise UserError(f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint")
+        if file_name.endswith(".safetensors"):  # memory-mapped, and unmapped after each read to keep RSS low
+            from safetensors import safe_open
+            return safe_open(str(folder / file_name), framework="pt")
+        if file_name not in loaded_bins:
+            loaded_bins[file_name] = _torch_load(folder / file_name)
+        return contextlib.nullcontext(loaded_bins[file_name])
 
-    weight_map = json.loads(index[0].read_text())["weight_map"] if index else dict.fromkeys(open_file(single[0]).keys(),
-                                                                                             single[0])
+    if index:
+        weight_map = json.loads(index[0].read_text())["weight_map"]
+    else:
+        with open_file(single[0]) as f:
+            weight_map = dict.fromkeys(f.keys(), single[0])
 
     def read(name):
-        f = open_file(weight_map[name]) if name in weight_map else _missing(folder, name)
-        return f.get_tensor(name) if hasattr(f, "get_tensor") else f[name]
+        if name not in weight_map:
+            _missing(folder, name)
+        with open_file(weight_map[name]) as f:
+            return f.get_tensor(name) if hasattr(f, "get_tensor") else f[name]
 
     return read, weight_map
 
@@ -525,13 +535,13 @@ def load_model(path, device="cpu", dtype=torch.float32) -> GPT:
 
 
 def load_tensors(model: GPT, weights: Weights, names) -> None:
-    """Copy tensors `names` of `weights` into the same-named parameters of `model`, checking every shape."""
+    """model[name] = weights[source] for each name (a list: same name) or name -> source (a dict), shape-checked."""
     params = dict(model.state_dict(keep_vars=True))
     with torch.no_grad():
-        for name in names:
-            t = weights.get(name)
+        for name, source in (names if isinstance(names, dict) else {n: n for n in names}).items():
+            t = weights.get(source)
             if t.shape != params[name].shape:
-                raise UserError(f"{weights.path}: tensor {'+'.join(weights.sources(name))} has shape "
+                raise UserError(f"{weights.path}: tensor {'+'.join(weights.sources(source))} has shape "
                                 f"{tuple(t.shape)}, expected {tuple(params[name].shape)} for {name}")
             params[name].copy_(t)
 

@@ -33,6 +33,51 @@ def tiny_hf_llama(**overrides):
     return randomize(LlamaForCausalLM(LlamaConfig(**{**kw, **overrides})))
 
 
+def rotary_interleave(w, n_head):
+    """What llama.cpp's converter does to Q/K rows (written here independently of model.py)."""
+    head_dim = w.shape[0] // n_head
+    return w.reshape(n_head, 2, head_dim // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(hf, path, dtype):
+    import gguf
+    c = hf.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_freq_base(c.rope_parameters["rope_theta"] if hasattr(c, "rope_parameters") else c.rope_theta)
+    writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    writer.add_bos_token_id(c.bos_token_id)
+    writer.add_eos_token_id(c.eos_token_id)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    per_layer = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+                 "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm":
+                 "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for name, t in hf.state_dict().items():
+        if name == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        if name.startswith("model.layers."):
+            i, rest = name.split(".")[2], ".".join(name.split(".")[3:]).removesuffix(".weight")
+            gguf_name = f"blk.{i}.{per_layer[rest]}.weight"
+            if rest == "self_attn.q_proj":
+                t = rotary_interleave(t, c.num_attention_heads)
+            if rest == "self_attn.k_proj":
+                t = rotary_interleave(t, c.num_key_value_heads)
+        else:
+            gguf_name = names[name]
+        writer.add_tensor(gguf_name, t.numpy().astype(dtype if t.dim() == 2 else "float32"))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 @pytest.fixture(scope="session")
 def tokens():
     return torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(1))

@@ -1,0 +1,210 @@
+"""inherit.py: logits against an independent truncated reference, audit completeness, laziness, bad inputs."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import ROOT, tiny_hf_gpt2, tiny_hf_llama, write_gguf
+from inherit import inherit_layers, parse_layers
+from model import UserError, load_model, open_weights, save_checkpoint
+
+DEPTH = 6
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    """Tiny 6-layer references saved in HF layout (and the llama one also as GGUF)."""
+    root = tmp_path_factory.mktemp("refs")
+    models = {"gpt2": tiny_hf_gpt2(n_layer=DEPTH), "llama": tiny_hf_llama(num_hidden_layers=DEPTH)}
+    for name, hf in models.items():
+        hf.save_pretrained(root / name)
+    write_gguf(models["llama"], root / "llama.gguf", "float32")
+    return root, models
+
+
+def truncated_reference_logits(hf, layers, tokens):
+    """The reference's own forward through only the selected blocks, then its own final norm and head."""
+    body = hf.transformer if hasattr(hf, "transformer") else hf.model
+    full = body.h if hasattr(body, "h") else body.layers
+    try:
+        if hasattr(body, "h"):
+            body.h = nn.ModuleList(full[i] for i in layers)
+        else:
+            body.layers = nn.ModuleList(full[i] for i in layers)
+        with torch.no_grad():
+            return hf(tokens, use_cache=False).logits
+    finally:
+        if hasattr(body, "h"):
+            body.h = full
+        else:
+            body.layers = full
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_full_depth_is_bit_exact(arch, refs, tokens):
+    root, _ = refs
+    model, _ = inherit_layers(root / arch, n_layer=DEPTH)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(tokens), load_model(root / arch)(tokens))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("layers", [[0, 1, 2], [0, 2, 4], [4, 0, 5], [0, 1, 5]])
+def test_inherited_logits_match_truncated_reference(arch, layers, refs, tokens):
+    root, models = refs
+    spec = {"n_layer": 3} if layers == [0, 1, 2] else {"layers": layers}
+    model, prov = inherit_layers(root / arch, **spec)
+    assert prov["layers"] == layers and model.config.n_layer == 3
+    with torch.no_grad():
+        ours = model.eval()(tokens)
+    assert (ours - truncated_reference_logits(models[arch], layers, tokens)).abs().max().item() <= 1e-4
+
+
+def test_inherit_from_gguf(refs, tokens):
+    root, models = refs
+    model, prov = inherit_layers(root / "llama.gguf", layers="0,-1")
+    with torch.no_grad():
+        ours = model.eval()(tokens)
+    assert (ours - truncated_reference_logits(models["llama"], [0, 5], tokens)).abs().max().item() <= 1e-4
+    assert prov["sources"]["h.1.attn.c_attn.weight"] == ["blk.5.attn_q.weight", "blk.5.attn_k.weight",
+                                                         "blk.5.attn_v.weight"]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_audit_names_a_source_for_every_parameter(arch, refs):
+    root, _ = refs
+    before = (root / arch / "config.json").read_text()
+    model, prov = inherit_layers(root / arch, n_layer=2)
+    ref_names = set(open_weights(root / arch).file_names)
+    assert set(prov["sources"]) == set(model.state_dict())
+    for name, src in prov["sources"].items():
+        if name == "lm_head.weight" and model.config.tie_embeddings:
+            assert src == "tied to wte.weight"
+        else:
+            assert isinstance(src, list) and src and set(src) <= ref_names, (name, src)
+    wanted = {"gpt2": ["transformer.wpe.weight", "transformer.ln_f.weight", "transformer.wte.weight"],
+              "llama": ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]}[arch]
+    copied = {s for src in prov["sources"].values() if isinstance(src, list) for s in src}
+    assert set(wanted) <= copied  # the tensors the paper's code leaves random
+    assert prov["reinit"] == []
+    assert (model.lm_head.weight is model.wte.weight) == (arch == "gpt2")
+    assert (root / arch / "config.json").read_text() == before
+    assert open_weights(root / arch).config.n_layer == DEPTH and prov["reference_config"]["n_layer"] == DEPTH
+
+
+def test_reference_config_object_is_not_mutated(tmp_path):
+    ref = load_model_from_hf(tiny_hf_llama(num_hidden_layers=4), tmp_path)
+    save_checkpoint(tmp_path / "ref.pt", ref)
+    model, _ = inherit_layers(tmp_path / "ref.pt", n_layer=2)
+    assert ref.config.n_layer == 4 and model.config.n_layer == 2 and model.config is not ref.config
+
+
+def load_model_from_hf(hf, folder):
+    hf.save_pretrained(folder)
+    return load_model(folder)
+
+
+def test_reinit_is_explicit_and_audited(refs, tokens):
+    root, _ = refs
+    ref_head = open_weights(root / "llama").get("lm_head.weight")
+    model, prov = inherit_layers(root / "llama", n_layer=2, reinit=("lm_head",), seed=3)
+    assert prov["sources"]["lm_head.weight"] == "reinit" and prov["reinit"] == ["lm_head.weight"]
+    assert not torch.equal(model.lm_head.weight, ref_head)
+    assert model.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    with pytest.raises(UserError, match="tied to wte"):
+        inherit_layers(root / "gpt2", n_layer=2, reinit=("lm_head",))
+    with pytest.raises(UserError, match="no such module"):
+        inherit_layers(root / "gpt2", n_layer=2, reinit=("h.7",))
+
+
+def test_missing_reference_tensor_is_an_error_naming_reinit(tmp_path, tokens):
+    from safetensors.torch import load_file, save_file
+    tiny_hf_llama(num_hidden_layers=3).save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["lm_head.weight"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(UserError, match="--reinit lm_head"):
+        inherit_layers(tmp_path, n_layer=2)
+    model, prov = inherit_layers(tmp_path, n_layer=2, reinit=("lm_head",))
+    assert prov["sources"]["lm_head.weight"] == "reinit"
+
+
+def test_only_needed_shards_are_opened(tmp_path, tokens):
+    hf = tiny_hf_llama(num_hidden_layers=DEPTH)
+    hf.save_pretrained(tmp_path, max_shard_size="60KB")
+    weight_map = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    needed = {f for name, f in weight_map.items() if not name.startswith("model.layers.")
+              or name.startswith("model.layers.0.")}
+    unneeded = set(weight_map.values()) - needed
+    assert unneeded, "the fixture should spread later layers over shards of their own"
+    for f in unneeded:
+        (tmp_path / f).unlink()
+    model, _ = inherit_layers(tmp_path, n_layer=1)
+    with torch.no_grad():
+        ours = model.eval()(tokens)
+    assert (ours - truncated_reference_logits(hf, [0], tokens)).abs().max().item() <= 1e-4
+
+
+def test_dtype_follows_the_reference_unless_asked(tmp_path):
+    hf = tiny_hf_llama(num_hidden_layers=3).to(torch.bfloat16)
+    hf.save_pretrained(tmp_path)
+    assert inherit_layers(tmp_path, n_layer=2)[0].wte.weight.dtype == torch.bfloat16
+    assert inherit_layers(tmp_path, n_layer=2, dtype=torch.float32)[0].wte.weight.dtype == torch.float32
+
+
+def test_parse_layers():
+    assert parse_layers("0-11", 36) == list(range(12))
+    assert parse_layers("0,2,4,6", 36) == [0, 2, 4, 6]
+    assert parse_layers("0-5,30-35", 36) == [0, 1, 2, 3, 4, 5, 30, 31, 32, 33, 34, 35]
+    assert parse_layers("-2,-1", 36) == [34, 35]
+    assert parse_layers("-3--1", 36) == [33, 34, 35]
+    assert parse_layers("5,1", 36) == [5, 1]
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "inherit.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_cli_writes_checkpoint_with_provenance_and_prints_audit(refs, tmp_path, tokens):
+    root, _ = refs
+    r = run_cli("--ref", root / "gpt2", "--n_layer", 3, "--out", tmp_path / "small.pt")
+    assert r.returncode == 0, r.stderr
+    assert "wpe.weight" in r.stdout and "transformer.wpe.weight" in r.stdout and "h.2.*" in r.stdout
+    ckpt = torch.load(tmp_path / "small.pt", weights_only=True)
+    assert set(ckpt["inherit"]["sources"]) == set(ckpt["model"]) and ckpt["inherit"]["layers"] == [0, 1, 2]
+    assert ckpt["inherit"]["reference"]["fingerprint"] and ckpt["inherit"]["reference"]["bytes"] > 0
+    model, _ = inherit_layers(root / "gpt2", n_layer=3)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "small.pt")(tokens), model.eval()(tokens))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--n_layer", 0], "outside 1..6"),
+    (["--n_layer", 7], "outside 1..6"),
+    (["--layers", "0-6"], "out of range"),
+    (["--layers", "-7"], "out of range"),
+    (["--layers", "0,1,1"], "more than once"),
+    (["--layers", "a-b"], "bad layer spec"),
+])
+def test_cli_bad_layer_choices(refs, tmp_path, args, message):
+    root, _ = refs
+    r = run_cli("--ref", root / "llama", *args, "--out", tmp_path / "x.pt")
+    assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unreadable_reference_and_unwritable_out(refs, tmp_path):
+    root, _ = refs
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    for ref, out, message in [(tmp_path / "junk.pt", tmp_path / "x.pt", "cannot be loaded safely"),
+                              (tmp_path / "missing", tmp_path / "x.pt", "no such file"),
+                              (root / "llama", tmp_path / "junk.pt" / "x.pt", "cannot write"),
+                              (root / "llama", tmp_path, "cannot write")]:
+        r = run_cli("--ref", ref, "--n_layer", 2, "--out", out)
+        assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, (message, r.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt"]
