@@ -397,6 +397,8 @@ def _open_project(path: Path) -> Weights:
 def config_from_hf(hf: dict) -> ModelConfig:
     """Our config from a HF config.json (GPT2LMHeadModel or LlamaForCausalLM)."""
     kind = hf.get("model_type")
+    if kind is None or "vocab_size" not in hf:
+        raise UserError("config.json has no model_type/vocab_size: not a HF model folder")
     common = dict(vocab_size=hf["vocab_size"], bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"))
     if kind == "gpt2":
         if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):

@@ -81,3 +81,25 @@ def write_gguf(hf, path, dtype):
 @pytest.fixture(scope="session")
 def tokens():
     return torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def small_bins(tmp_path_factory):
+    """Shakespeare tokenized with a 512-token byte-level BPE trained here: real text, CPU-sized vocabulary."""
+    import subprocess
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from prepare_owt import shakespeare_files
+    root = tmp_path_factory.mktemp("small_bins")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    files = [str(f) for f in shakespeare_files()]
+    tok.train(files[:10], trainer)
+    tok.save(str(root / "tokenizer.json"))
+    r = subprocess.run([sys.executable, "prepare_owt.py", "--source", "shakespeare", "--out", str(root / "data"),
+                        "--tokenizer", str(root / "tokenizer.json"), "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return root / "data"

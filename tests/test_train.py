@@ -1,0 +1,232 @@
+"""train.py: config handling, DDP equivalence, exact resume after SIGKILL, SIGTERM, the growth loop, bad inputs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+from model import UserError, load_model
+from train import TrainConfig, load_config
+
+TINY = ["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",
+        "--micro_batch_size=2", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=5", "--eval_tokens=2048",
+        "--log_interval=5", "--eval_interval=10", "--checkpoint_interval=10", "--device=cpu"]
+
+
+def run_train(*args, torchrun=0, check=True, background=None):
+    """Run train.py (under torchrun with `torchrun` ranks); background=<file> starts it and returns the Popen."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] \
+        if torchrun else [sys.executable]
+    cmd, env = [*launcher, "train.py", *map(str, args)], {**os.environ, "OMP_NUM_THREADS": "1"}
+    if background:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=open(background, "w"), stderr=subprocess.STDOUT, env=env)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def read_log(out_dir):
+    lines = [json.loads(x) for x in (out_dir / "log.jsonl").read_text().splitlines()]
+    return lines[0]["config"], lines[1:]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in ("tok_per_s", "mfu")} for r in records]
+
+
+# ------------------------------------------------------------------------------------------- configuration
+
+def test_config_file_and_typed_overrides(tmp_path):
+    (tmp_path / "c.py").write_text("import math\nn_layer = 6\nlearning_rate = 1e-3\n_private = 3\n")
+    cfg = load_config([str(tmp_path / "c.py"), "--learning_rate=1", "--compile=true", "--lr_decay_iters=None",
+                       "--max_iters=1e3", "--out_dir=x"])
+    assert cfg.n_layer == 6 and cfg.learning_rate == 1.0 and type(cfg.learning_rate) is float
+    assert cfg.compile is True and cfg.lr_decay_iters is None and cfg.max_iters == 1000 and cfg.out_dir == "x"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--learnig_rate=1"], "did you mean 'learning_rate'"),
+    (["--max_iters=abc"], "max_iters expects int"),
+    (["--max_iters=1.5"], "max_iters expects int"),
+    (["--compile=maybe"], "compile expects bool"),
+    (["--n_layer=None"], "n_layer expects int, got None"),
+    (["--init_from=magic"], "init_from='magic'"),
+    (["--init_from=inherit"], "needs ref="),
+    (["config/nope.py"], "not found"),
+    (["--max_iters"], "--key=value"),
+])
+def test_config_errors(args, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(args)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+def test_one_process_and_two_ddp_ranks_agree(small_bins, tmp_path):
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10"]
+    run_train(*common, f"--out_dir={tmp_path / 'one'}")
+    run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=2)
+    cfg1, log1 = read_log(tmp_path / "one")
+    _, log2 = read_log(tmp_path / "two")
+    assert cfg1["batch_size"] == 8
+    assert [r["step"] for r in log1] == [r["step"] for r in log2]
+    for a, b in zip(log1, log2):
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (a, b)
+    w1, w2 = load_model(tmp_path / "one"), load_model(tmp_path / "two")
+    for (name, p1), p2 in zip(w1.state_dict().items(), w2.state_dict().values()):
+        assert torch.allclose(p1, p2, atol=1e-5), name
+
+
+def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path):
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=150", "--checkpoint_interval=7"]
+    run_train(*common, f"--out_dir={tmp_path / 'straight'}")
+    proc = run_train(*common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt")
+    ckpt = tmp_path / "killed" / "ckpt.pt"
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill -9 somewhere after the second checkpoint
+        log = tmp_path / "killed" / "log.jsonl"
+        if ckpt.exists() and log.exists() and '"step": 15,' in log.read_text():
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 14 <= torch.load(ckpt, weights_only=True)["step"] < 150
+    run_train(*common, f"--out_dir={tmp_path / 'killed'}", "--init_from=resume")
+    a, b = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True), torch.load(ckpt, weights_only=True)
+    assert a["step"] == b["step"] == 150
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert without_timing(read_log(tmp_path / "straight")[1]) == without_timing(read_log(tmp_path / "killed")[1])
+
+
+def test_sigterm_saves_a_checkpoint(small_bins, tmp_path):
+    out = tmp_path / "run"
+    proc = run_train(*TINY, f"--data_dir={small_bins}", "--max_iters=100000", "--checkpoint_interval=100000",
+                     f"--out_dir={out}", background=tmp_path / "out.txt")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "log.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    output = (tmp_path / "out.txt").read_text()
+    assert proc.returncode == 143 and "SIGTERM: checkpoint at step" in output, output
+    assert 0 < torch.load(out / "ckpt.pt", weights_only=True)["step"] < 100000
+
+
+def test_nan_loss_stops_with_a_clear_message(small_bins, tmp_path):
+    r = run_train(*TINY, f"--data_dir={small_bins}", "--max_iters=30", "--learning_rate=1e30", "--grad_clip=0",
+                  "--warmup_iters=0", f"--out_dir={tmp_path / 'nan'}", check=False)
+    assert r.returncode == 1 and "train loss became" in r.stderr and "last good checkpoint" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------------------- growth loop
+
+@pytest.fixture(scope="module")
+def reference(small_bins, tmp_path_factory):
+    """A 4-layer GPT-2 trained from scratch on the small bins: the growth loop's reference."""
+    out = tmp_path_factory.mktemp("ref")
+    run_train(*TINY, "--n_layer=4", f"--data_dir={small_bins}", "--max_iters=60", f"--out_dir={out}")
+    return out / "ckpt.pt"
+
+
+def grow_args(small_bins, reference, out, *extra):
+    return [*TINY, f"--data_dir={small_bins}", f"--ref={reference}", "--grow=True", "--n_layer=1", "--grow_step=1",
+            "--max_iters=20", "--grow_last_k=2", f"--out_dir={out}", *extra]
+
+
+def test_growth_loop_stops_at_first_matching_depth_and_resumes(small_bins, reference, tmp_path):
+    # 1) never matching: every depth up to the reference's is trained, each from the reference
+    run_train(*grow_args(small_bins, reference, tmp_path / "all", "--grow_tolerance=-100"))
+    state = json.loads((tmp_path / "all" / "growth.json").read_text())
+    rounds = state["rounds"]
+    assert [r["n_layer"] for r in rounds] == [1, 2, 3, 4] and not any(r["matches"] for r in rounds)
+    assert (tmp_path / "all" / "growth.png").exists()
+    for r in rounds:  # each round starts from the reference, not from the previous round
+        ckpt = torch.load(os.path.join(r["dir"], "ckpt.pt"), weights_only=True)
+        assert ckpt["inherit"]["reference"]["path"] == str(reference.resolve())
+        assert ckpt["inherit"]["layers"] == list(range(r["n_layer"]))
+    from inherit import inherit_layers
+    from train import Runtime, val_loss
+    import contextlib
+    fresh, _ = inherit_layers(reference, n_layer=2, dtype=torch.float32)
+    rt = Runtime(0, 1, torch.device("cpu"), contextlib.nullcontext())
+    assert rounds[1]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2, rt), abs=1e-6)
+
+    # 2) a target that the first rounds miss and a later one meets: the loop stops right there
+    means = [r["mean_last_k_val_loss"] for r in rounds]
+    stop_at = next(k for k in range(1, 4) if means[k] < min(means[:k]))  # the first depth that beats all shallower
+    tolerance = (means[stop_at] + min(means[:stop_at])) / 2 - state["reference_val_loss"]
+    args = grow_args(small_bins, reference, tmp_path / "stop", f"--grow_tolerance={tolerance}")
+    run_train(*args)
+    stopped = json.loads((tmp_path / "stop" / "growth.json").read_text())["rounds"]
+    assert [(r["n_layer"], r["matches"]) for r in stopped] == [(k + 1, k == stop_at) for k in range(stop_at + 1)]
+    assert [r["val_curve"] for r in stopped] == [r["val_curve"] for r in rounds[:stop_at + 1]]
+
+    # 3) killed during round 2, rerun: the loop resumes that round and ends as the uninterrupted one
+    proc = run_train(*grow_args(small_bins, reference, tmp_path / "resumed", f"--grow_tolerance={tolerance}",
+                                "--checkpoint_interval=5"), background=tmp_path / "resumed.txt")
+    ckpt = tmp_path / "resumed" / "round2_2L" / "ckpt.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_train(*args[:-2], f"--out_dir={tmp_path / 'resumed'}", f"--grow_tolerance={tolerance}",
+              "--checkpoint_interval=5")
+    resumed = json.loads((tmp_path / "resumed" / "growth.json").read_text())["rounds"]
+    assert [(r["n_layer"], r["matches"], r["val_curve"]) for r in resumed] == \
+        [(r["n_layer"], r["matches"], r["val_curve"]) for r in stopped]
+
+
+# ------------------------------------------------------------------------------------------- bad inputs
+
+def expect_error(tmp_path, *args, message):
+    out = tmp_path / "never"
+    r = run_train(*TINY, f"--out_dir={out}", *args, check=False)
+    assert r.returncode == 1 and message in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert not out.exists(), "a failed start must write nothing"
+
+
+def test_error_missing_bins(tmp_path):
+    expect_error(tmp_path, f"--data_dir={tmp_path / 'nothing'}", message="no meta.json")
+
+
+def test_error_vocab_mismatch(small_bins, tmp_path):
+    hf_dir = tmp_path / "gpt2ref"
+    from conftest import tiny_hf_gpt2
+    tiny_hf_gpt2().save_pretrained(hf_dir)  # vocab 1000; the bins have 512
+    expect_error(tmp_path, f"--data_dir={small_bins}", "--init_from=pretrained", f"--ref={hf_dir}",
+                 message="vocabulary of 1000")
+
+
+def test_error_val_shorter_than_eval_budget(small_bins, tmp_path):
+    expect_error(tmp_path, f"--data_dir={small_bins}", "--eval_tokens=100000000", message="fewer than eval_tokens")
+
+
+def test_error_batch_not_divisible(small_bins, tmp_path):
+    expect_error(tmp_path, f"--data_dir={small_bins}", "--batch_size=7", message="not divisible")
+
+
+def test_error_grow_depth_above_reference(small_bins, reference, tmp_path):
+    expect_error(tmp_path, f"--data_dir={small_bins}", f"--ref={reference}", "--grow=True", "--n_layer=5",
+                 message="outside 1..4")
+    expect_error(tmp_path, f"--data_dir={small_bins}", f"--ref={reference}", "--init_from=inherit", "--n_layer=9",
+                 message="outside 1..4")
+
+
+def test_lr_schedule_shape():
+    from train import lr_at
+    cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    lrs = [lr_at(s, cfg) for s in range(120)]
+    assert lrs[0] < lrs[9] < 1.0 and lrs[10] == pytest.approx(1.0) and lrs[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[60] == pytest.approx(0.55)

@@ -1,0 +1,535 @@
+"""Train on token bins, one process or DDP, with Inheritune v2's growth loop.
+
+    python train.py config/shakespeare_tiny.py --max_iters=200         # one device
+    torchrun --nproc_per_node=3 train.py config/gpt2_large_inherit18.py # DDP; the global batch stays the config's
+
+init_from: scratch | resume (out_dir/ckpt.pt) | inherit (the first n_layer blocks of `ref`, or `inherit_layers`) |
+pretrained (`ref` as it is). With grow=True the run becomes the growth loop (paper, Inheritune v2): inherit
+n_layer blocks from the reference, train for the full recipe, compare the val loss with the reference's on the
+same fixed val windows; if worse, n_layer += grow_step and start again *from the reference*.
+
+Determinism: the windows of step s are drawn from a generator seeded by (seed, s) and split over ranks and
+micro-steps, and torch's RNG is reseeded from (seed, rank, s) every step, so the step number is the whole data
+position and RNG state: a resumed run repeats the uninterrupted one exactly, and any world size sees the same batch.
+"""
+import ast
+import contextlib
+import difflib
+import json
+import math
+import os
+import re
+import signal
+import sys
+import time
+import types
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from model import GPT, ModelConfig, UserError, atomic_write, cli, load_model, open_weights, save_checkpoint, unwrap
+from prepare_owt import check_bins, open_split, read_meta
+
+
+@dataclass
+class TrainConfig:
+    # where
+    out_dir: str = "out"
+    data_dir: str = "data/shakespeare"
+    init_from: str = "scratch"          # scratch | resume | inherit | pretrained
+    ref: str | None = None              # reference for inherit / pretrained / grow: .pt, HF folder or .gguf
+    inherit_layers: str | None = None   # explicit blocks for inherit (e.g. "0-5,30-35"); default: the first n_layer
+    # model (scratch; n_layer also sets the inherited depth)
+    arch: str = "gpt2"
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int | None = None
+    n_embd: int = 768
+    intermediate_size: int | None = None
+    block_size: int = 1024              # training sequence length (an inherited model is cropped to it)
+    bias: bool | None = None
+    tie_embeddings: bool | None = None
+    rope_theta: float = 10000.0
+    dropout: float = 0.0
+    # batch: batch_size sequences of block_size tokens per optimizer step, whatever the world size
+    batch_size: int = 64
+    micro_batch_size: int = 8           # per process; grad accumulation = batch_size / (micro_batch_size * world)
+    # AdamW + warmup + cosine
+    max_iters: int = 1000
+    learning_rate: float = 6e-4
+    min_lr: float = 6e-5
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None   # None: max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0              # 0 disables
+    # evaluation, logging, checkpoints
+    eval_interval: int = 100
+    eval_tokens: int = 65536            # fixed val budget: the same windows for every run, so runs compare
+    log_interval: int = 10
+    checkpoint_interval: int = 100      # also at the end and on SIGTERM
+    seed: int = 1337
+    # system
+    device: str = "auto"                # auto: cuda if available, else cpu
+    dtype: str = "auto"                 # auto: bfloat16 autocast on cuda, float32 on cpu
+    compile: bool = False
+    peak_flops: float = 989e12          # per device, for MFU (H100/H200 dense bf16)
+    # Inheritune v2 growth loop
+    grow: bool = False
+    grow_step: int = 2
+    grow_max_layer: int | None = None   # None: the reference's depth
+    grow_last_k: int = 3                # compare the mean of the last k val evaluations ...
+    grow_tolerance: float = 0.0         # ... with reference loss + tolerance
+
+
+# ----------------------------------------------------------------------------------------------- configuration
+
+def coerce(key: str, value, annotation):
+    """value (a config-file object or a command-line string) as the field's declared type, or a UserError."""
+    args = getattr(annotation, "__args__", ())
+    optional, kind = type(None) in args, next(t for t in (args or (annotation,)) if t is not type(None))
+    if isinstance(value, str) and kind is not str or value == "None":
+        text = {"true": "True", "false": "False"}.get(value.strip().lower(), value.strip())
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise UserError(f"{key} expects {kind.__name__}, got '{text}'") from None
+    if value is None and optional:
+        return None
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind is int and type(value) is float and value.is_integer():  # --max_iters=1e5
+        return int(value)
+    if type(value) is not kind:
+        raise UserError(f"{key} expects {kind.__name__}{' or None' if optional else ''}, got {value!r}")
+    return value
+
+
+def set_key(cfg: TrainConfig, key: str, value) -> None:
+    valid = {f.name: f.type for f in fields(cfg)}
+    if key not in valid:
+        close = difflib.get_close_matches(key, valid, n=1)
+        raise UserError(f"unknown config key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
+    setattr(cfg, key, coerce(key, value, valid[key]))
+
+
+def load_config(argv: list[str]) -> TrainConfig:
+    """Config files (plain Python assigning keys) and --key=value overrides, applied left to right."""
+    cfg = TrainConfig()
+    for arg in argv:
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                raise UserError(f"'{arg}': overrides are written --key=value")
+            set_key(cfg, key, value)
+            continue
+        path = Path(arg)
+        if not path.is_file():
+            raise UserError(f"config file {arg} not found; configs live in config/, e.g. config/shakespeare_tiny.py")
+        namespace = {}
+        exec(compile(path.read_text(), str(path), "exec"), namespace)
+        for key, value in namespace.items():
+            if not key.startswith("_") and not isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                set_key(cfg, key, value)
+    if cfg.init_from not in ("scratch", "resume", "inherit", "pretrained"):
+        raise UserError(f"init_from='{cfg.init_from}'; use scratch, resume, inherit or pretrained")
+    if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
+        raise UserError(f"init_from={cfg.init_from}{' with grow' if cfg.grow else ''} needs ref=<reference checkpoint>")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- distributed setup
+
+@dataclass
+class Runtime:
+    rank: int
+    world: int
+    device: torch.device
+    autocast: contextlib.AbstractContextManager
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """torchrun's env vars -> process group (nccl on CUDA, gloo on CPU), device and autocast context."""
+    rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device.split(":")[0]
+    device = torch.device(f"cuda:{local_rank}" if device_type == "cuda" else device_type)
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    dtype = {"auto": "bfloat16" if device_type == "cuda" else "float32"}.get(cfg.dtype, cfg.dtype)
+    if dtype not in ("float32", "bfloat16"):
+        raise UserError(f"dtype='{cfg.dtype}'; use auto, float32 or bfloat16 (autocast; weights stay float32)")
+    autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
+    return Runtime(rank, world, device, autocast)
+
+
+def all_sum(rt: Runtime, *values: float) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=rt.device)
+    if rt.world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def step_windows(cfg: TrainConfig, n_tokens: int, step: int) -> np.ndarray:
+    """Start offsets of the batch_size training windows of one optimizer step: a function of (seed, step) only."""
+    return np.random.default_rng([cfg.seed, step]).integers(0, n_tokens - cfg.block_size - 1, size=cfg.batch_size)
+
+
+def fetch(data_dir: str, split: str, starts, block_size: int, device: torch.device):
+    """(x, y) int64 windows; the memmap is reopened per batch so its pages never pile up in RSS."""
+    data = open_split(data_dir, split)
+    rows = np.stack([data[s: s + block_size + 1] for s in starts]).astype(np.int64)
+    xy = torch.from_numpy(rows)
+    if device.type == "cuda":
+        xy = xy.pin_memory().to(device, non_blocking=True)
+    return xy[:, :-1], xy[:, 1:]
+
+
+def val_windows(n_tokens: int, block_size: int, eval_tokens: int) -> np.ndarray:
+    """The fixed validation set: eval_tokens // block_size windows spread evenly over val.bin."""
+    n = eval_tokens // block_size
+    if n < 1 or n_tokens < eval_tokens + 1:
+        raise UserError(f"val.bin has {n_tokens} tokens, fewer than eval_tokens={eval_tokens} (+1); lower eval_tokens "
+                        f"or prepare a larger val split (--val_fraction)")
+    return np.linspace(0, n_tokens - block_size - 1, n).round().astype(np.int64)
+
+
+@torch.no_grad()
+def val_loss(model, data_dir: str, block_size: int, eval_tokens: int, micro_batch_size: int, rt: Runtime) -> float:
+    """Mean next-token loss over the fixed val windows, spread over ranks and summed (train.py and eval.py)."""
+    starts = val_windows(len(open_split(data_dir, "val")), block_size, eval_tokens)
+    was_training = model.training
+    model.eval()
+    total = count = 0.0
+    mine = starts[rt.rank::rt.world]
+    for i in range(0, len(mine), micro_batch_size):
+        x, y = fetch(data_dir, "val", mine[i: i + micro_batch_size], block_size, rt.device)
+        with rt.autocast:
+            logits = model(x)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    total, count = all_sum(rt, total, count)
+    return total / count
+
+
+# ----------------------------------------------------------------------------------------------- model and optimizer
+
+def crop_block_size(model: GPT, block_size: int) -> None:
+    """Train a model with a shorter context than it was made with (drop the extra positions)."""
+    c = model.config
+    if block_size > c.block_size:
+        raise UserError(f"block_size={block_size} is longer than the model's {c.block_size}")
+    if block_size < c.block_size:
+        c.block_size = block_size
+        if model.wpe is not None:
+            model.wpe.weight = torch.nn.Parameter(model.wpe.weight[:block_size].detach().clone())
+        model.init_buffers()
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, dict]:
+    """The model for init_from, in float32 on the run's device; returns (model, metadata for the checkpoint)."""
+    from inherit import inherit_layers
+    meta = {}
+    if cfg.init_from == "scratch":
+        torch.manual_seed(cfg.seed)
+        model = GPT(ModelConfig(
+            arch=cfg.arch, n_layer=cfg.n_layer, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, n_embd=cfg.n_embd,
+            intermediate_size=cfg.intermediate_size, vocab_size=vocab_size, block_size=cfg.block_size, bias=cfg.bias,
+            tie_embeddings=cfg.tie_embeddings, rope_theta=cfg.rope_theta, dropout=cfg.dropout))
+    elif cfg.init_from == "inherit":
+        model, provenance = inherit_layers(cfg.ref, n_layer=None if cfg.inherit_layers else cfg.n_layer,
+                                           layers=cfg.inherit_layers, dtype=torch.float32)
+        meta["inherit"] = provenance
+    else:  # pretrained
+        model = load_model(cfg.ref, dtype=torch.float32)
+    if model.config.vocab_size != vocab_size:
+        raise UserError(f"the model has a vocabulary of {model.config.vocab_size} but {cfg.data_dir} was tokenized "
+                        f"with {vocab_size}: prepare the data with the model's tokenizer (prepare_owt.py --tokenizer)")
+    crop_block_size(model, cfg.block_size)
+    return model.to(rt.device).train(), meta
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings (>= 2-D) only; fused kernels on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to learning_rate, cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
+    if step >= decay_iters:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+# ----------------------------------------------------------------------------------------------- the training run
+
+class StopRequested:
+    """SIGTERM -> finish the current step, checkpoint, exit (agreed over ranks, so no rank waits forever)."""
+    def __init__(self):
+        self.flag = False
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
+
+
+def read_log(path: Path) -> list[dict]:
+    """log.jsonl: a {"config": ...} header, then one record per evaluation or logged step."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def write_log(path: Path, records: list[dict]) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
+
+
+def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
+    """One training run from cfg.init_from to max_iters; returns its log records (every rank gets them)."""
+    out = Path(cfg.out_dir)
+    ckpt_path, log_path = out / "ckpt.pt", out / "log.jsonl"
+    if cfg.init_from == "resume" and not ckpt_path.exists():
+        raise UserError(f"init_from=resume but {ckpt_path} does not exist; start with init_from=scratch or inherit")
+    if rt.world * cfg.micro_batch_size == 0 or cfg.batch_size % (cfg.micro_batch_size * rt.world):
+        raise UserError(f"batch_size={cfg.batch_size} is not divisible by micro_batch_size={cfg.micro_batch_size} x "
+                        f"world size {rt.world}; change batch_size or micro_batch_size")
+    accum = cfg.batch_size // (cfg.micro_batch_size * rt.world)
+    data_meta = read_meta(cfg.data_dir)
+    n_train = len(open_split(cfg.data_dir, "train", data_meta))
+    if n_train <= cfg.block_size + 1:
+        raise UserError(f"train.bin has {n_train} tokens, fewer than one block of {cfg.block_size}")
+    val_windows(len(open_split(cfg.data_dir, "val", data_meta)), cfg.block_size, cfg.eval_tokens)  # fail early
+
+    start, pending_loss, records, extra = 0, torch.zeros(()), [], {}
+    if cfg.init_from == "resume":
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model = GPT(ModelConfig.from_dict(ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+        model.to(rt.device).train()
+        start, pending_loss = ckpt["step"], ckpt["pending_loss"]
+        extra = {k: ckpt[k] for k in ("inherit",) if k in ckpt}
+        # the log as it was at the checkpoint: the steps after it are about to be redone identically
+        records = [r for r in read_log(log_path)[1:] if r["step"] < start or (r["step"] == start and "lr" in r)]
+    else:
+        model, extra = build_model(cfg, data_meta["vocab_size"], rt)
+    check_bins(cfg.data_dir, model.config.vocab_size)
+    optimizer = make_optimizer(model, cfg, rt.device)
+    if cfg.init_from == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        del ckpt
+    raw = model
+    flops_per_token = raw.flops_per_token(cfg.block_size)
+    if cfg.compile:
+        model = torch.compile(model)
+    if rt.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    header = {"config": asdict(cfg)}  # every run's log starts with its resolved config
+    if rt.master:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(cfg), indent=2)))
+        write_log(log_path, [header] + records)
+        print(f"[{out}] {cfg.init_from}: {raw.config.arch} {raw.config.n_layer} layers, {raw.num_params() / 1e6:.2f}M "
+              f"params; {cfg.batch_size} x {cfg.block_size} tokens/step = {rt.world} ranks x {cfg.micro_batch_size} "
+              f"x {accum} accumulation; steps {start} -> {cfg.max_iters}", flush=True)
+
+    def checkpoint(step):
+        check_finite(step)
+        if rt.master:
+            save_checkpoint(ckpt_path, raw, optimizer=optimizer.state_dict(), step=step, pending_loss=pending_loss,
+                            tokens_seen=step * cfg.batch_size * cfg.block_size, train_config=asdict(cfg),
+                            data={"dir": cfg.data_dir, "meta": data_meta}, **extra)
+            write_log(log_path, [header] + records)
+
+    def check_finite(step):  # a NaN/inf loss stops the run before it can overwrite the last good checkpoint
+        if not all(math.isfinite(v) for v in all_sum(rt, pending_loss.item())):
+            raise UserError(f"train loss became {pending_loss.item()} before step {step}: stopping; the last good "
+                            f"checkpoint is {ckpt_path} (lower learning_rate or check the data)")
+
+    def log(record):
+        records.append(record)
+        if rt.master:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    step, t_last = start, time.time()
+    pending_loss = pending_loss.to(rt.device)
+    while True:
+        if step > start and (step % cfg.checkpoint_interval == 0 or step == cfg.max_iters):
+            checkpoint(step)
+        if step % cfg.eval_interval == 0 or step == cfg.max_iters:
+            loss = val_loss(model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
+            log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss})
+            if rt.master:
+                print(f"step {step}: val loss {loss:.4f}", flush=True)
+        if step == cfg.max_iters:
+            break
+        if all_sum(rt, float(stop.flag))[0]:
+            checkpoint(step)
+            if rt.master:
+                print(f"SIGTERM: checkpoint at step {step} in {ckpt_path}; resume with init_from=resume", flush=True)
+            sys.exit(143)
+
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rt.rank, step]).generate_state(1)[0]))
+        windows = step_windows(cfg, n_train, step)
+        mine = windows[rt.rank * accum * cfg.micro_batch_size:(rt.rank + 1) * accum * cfg.micro_batch_size]
+        for micro in range(accum):
+            x, y = fetch(cfg.data_dir, "train", mine[micro * cfg.micro_batch_size:(micro + 1) * cfg.micro_batch_size],
+                         cfg.block_size, rt.device)
+            sync = micro == accum - 1 or rt.world == 1  # all-reduce gradients once, on the last micro-step
+            with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast:
+                _, loss = model(x, y)
+                (loss / accum).backward()
+            pending_loss += loss.detach() / accum
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if step % cfg.log_interval == 0 or step == cfg.max_iters:
+            check_finite(step)
+            n_steps = step - (step - 1) // cfg.log_interval * cfg.log_interval  # steps since the last record
+            train_loss = all_sum(rt, pending_loss.item())[0] / rt.world / n_steps
+            dt = time.time() - t_last
+            tok_s = min(n_steps, step - start) * cfg.batch_size * cfg.block_size / dt
+            mfu = tok_s * flops_per_token / (cfg.peak_flops * rt.world)
+            log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "lr": lr, "train_loss": train_loss,
+                 "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 5)})
+            if rt.master:
+                print(f"step {step}: loss {train_loss:.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, MFU {mfu:.1%}", flush=True)
+            t_last, pending_loss = time.time(), torch.zeros((), device=rt.device)
+    if rt.master:
+        plot_curves({str(out): records}, out / "loss.png")
+    return records
+
+
+# ----------------------------------------------------------------------------------------------- growth loop
+
+def reference_val_loss(cfg: TrainConfig, rt: Runtime) -> float:
+    """The target: the reference's val loss on the same fixed windows as every round."""
+    model = load_model(cfg.ref, device=rt.device)
+    crop_block_size(model, cfg.block_size)
+    return val_loss(model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
+
+
+def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
+    """Inheritune v2: rounds of inherit-n-layers-from-the-reference + full training, n += grow_step until the
+    mean of the last grow_last_k val losses is within grow_tolerance of the reference's. Resumable at any point."""
+    out = Path(cfg.out_dir)
+    state_path = out / "growth.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"rounds": []}
+    ref_depth = open_weights(cfg.ref).config.n_layer
+    max_layer = min(cfg.grow_max_layer or ref_depth, ref_depth)
+    if not 1 <= cfg.n_layer <= max_layer:
+        raise UserError(f"n_layer={cfg.n_layer} is outside 1..{max_layer} (the reference has {ref_depth} layers)")
+    if "reference_val_loss" not in state:
+        state.update(reference=cfg.ref, reference_layers=ref_depth, reference_val_loss=reference_val_loss(cfg, rt))
+    target = state["reference_val_loss"] + cfg.grow_tolerance
+
+    def save_state():
+        if rt.master:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write(state_path, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
+
+    save_state()
+    if rt.master:
+        print(f"growth loop: reference {cfg.ref} ({ref_depth} layers) val loss {state['reference_val_loss']:.4f}; "
+              f"target <= {target:.4f}", flush=True)
+    rounds = state["rounds"]
+    n_layer = rounds[-1]["n_layer"] + cfg.grow_step if rounds else cfg.n_layer
+    while not (rounds and rounds[-1]["matches"]) and n_layer <= max_layer:
+        round_dir = out / f"round{len(rounds) + 1}_{n_layer}L"
+        resumable = (round_dir / "ckpt.pt").exists()
+        round_cfg = replace(cfg, out_dir=str(round_dir), n_layer=n_layer, grow=False, inherit_layers=None,
+                            init_from="resume" if resumable else "inherit")  # always inherit from the reference
+        records = train(round_cfg, rt, stop)
+        vals = [r["val_loss"] for r in records if "val_loss" in r]
+        mean_k = float(np.mean(vals[-cfg.grow_last_k:]))
+        rounds.append({"round": len(rounds) + 1, "n_layer": n_layer, "dir": str(round_dir), "steps": cfg.max_iters,
+                       "final_val_loss": vals[-1], "mean_last_k_val_loss": mean_k, "k": cfg.grow_last_k,
+                       "matches": mean_k <= target,
+                       "val_curve": [[r["step"], r["val_loss"]] for r in records if "val_loss" in r]})
+        save_state()
+        n_layer += cfg.grow_step
+    if rt.master:
+        print(growth_table(state, target))
+        plot_curves({f"{r['n_layer']} layers": r["val_curve"] for r in rounds}, out / "growth.png",
+                    reference=state["reference_val_loss"])
+    return state
+
+
+def growth_table(state: dict, target: float) -> str:
+    lines = [f"| depth | steps | final val | mean last k | reference | verdict |", "|---|---|---|---|---|---|"]
+    for r in state["rounds"]:
+        verdict = "matches" if r["matches"] else "worse: grow"
+        lines.append(f"| {r['n_layer']} | {r['steps']} | {r['final_val_loss']:.4f} | {r['mean_last_k_val_loss']:.4f} "
+                     f"(k={r['k']}) | {state['reference_val_loss']:.4f} | {verdict} |")
+    if state["rounds"] and not state["rounds"][-1]["matches"]:
+        lines.append(f"no depth up to the limit reached the target {target:.4f}")
+    return "\n".join(lines)
+
+
+def plot_curves(curves: dict, path: Path, reference: float | None = None) -> None:
+    """Val (and train) loss against step; skipped with a note if matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(matplotlib not installed: no {path})")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, data in curves.items():
+        if data and isinstance(data[0], dict):  # a run's log records
+            for key, style in (("train_loss", "-"), ("val_loss", "o-")):
+                pts = [(r["step"], r[key]) for r in data if key in r]
+                if pts:
+                    ax.plot(*zip(*pts), style, label=key.replace("_", " "), markersize=3)
+        elif data:
+            ax.plot(*zip(*data), "o-", label=label, markersize=3)
+    if reference is not None:
+        ax.axhline(reference, color="k", linestyle="--", label="reference")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def main(argv=None):
+    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    rt = setup_runtime(cfg)
+    if rt.master:
+        print(json.dumps(asdict(cfg)), flush=True)
+    stop = StopRequested()
+    try:
+        grow(cfg, rt, stop) if cfg.grow else train(cfg, rt, stop)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli(main)
