@@ -577,7 +577,7 @@ def save_checkpoint(path, model: nn.Module, **extra) -> None:
 def hf_config(config: ModelConfig) -> dict:
     """The config.json transformers needs to load our weights as GPT2LMHeadModel / LlamaForCausalLM."""
     common = {"vocab_size": config.vocab_size, "tie_word_embeddings": config.tie_embeddings,
-              "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "torch_dtype": "float32"}
+              "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
     if config.arch == "gpt2":
         return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_layer": config.n_layer,
                 "n_head": config.n_head, "n_embd": config.n_embd, "n_inner": config.intermediate_size,

@@ -52,7 +52,7 @@ def main():
         save_hf(ours, tmp)
         hf = AutoModelForCausalLM.from_pretrained(tmp).eval()
     hfg = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                               torch_dtype=torch.float32).eval()
+                                               dtype=torch.float32).eval()
     with torch.no_grad():
         logits = {"ours": ours(ids), "hf (save_hf export)": hf(ids).logits,
                   "hf (reads GGUF itself)": hfg(ids).logits}
