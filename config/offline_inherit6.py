@@ -1,0 +1,10 @@
+# Inheritune v2 against config/offline_ref12.py: start from its first 6 layers, +2 per round, same recipe.
+exec(open("config/offline_ref12.py").read())
+out_dir = "out/offline_inherit6"
+init_from = "inherit"
+ref = "out/offline_ref12/ckpt.pt"
+grow = True
+n_layer = 6
+grow_step = 2
+grow_last_k = 3
+grow_tolerance = 0.0

@@ -1,0 +1,23 @@
+# GPU reproduction at lease scale (issue 7): the reference, a 12-layer GPT-2 (width 512) trained from scratch on the
+# ~29M tokens of English reachable offline (bench/offline_english.py -> prepare_owt.py --val_fraction 0.02).
+out_dir = "out/offline_ref12"
+data_dir = "data/offline_english"
+arch = "gpt2"
+n_layer = 12
+n_head = 8
+n_embd = 512
+block_size = 1024
+batch_size = 32             # 32K tokens per step
+micro_batch_size = 32
+max_iters = 1500            # 49M tokens, ~1.7 epochs
+learning_rate = 1e-3
+min_lr = 1e-5
+warmup_iters = 150
+weight_decay = 0.1
+beta1, beta2 = 0.9, 0.95
+grad_clip = 1.0
+eval_interval = 100
+eval_tokens = 262_144       # 256 fixed windows of val.bin
+log_interval = 25
+checkpoint_interval = 500
+compile = True
