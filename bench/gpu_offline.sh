@@ -40,6 +40,7 @@ phase1)
   ;;
 phase2)
   run 0 inherit6_grow_s1 config/offline_inherit6.py --ref="$STASH/ref12/ckpt.pt" --seed=1 --checkpoint_interval=250 &
+  run 1 random6_2x config/offline_random6.py --seed=1 --max_iters=3000 --checkpoint_interval=250 &  # OOMed beside 3 others in phase1
   for seed in 2 3; do
     run 1 inherit6_s$seed config/offline_inherit6.py --ref="$STASH/ref12/ckpt.pt" --grow=False --seed=$seed \
       --checkpoint_interval=250 &
