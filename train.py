@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from model import GPT, ModelConfig, UserError, atomic_write, cli, load_model, open_weights, save_checkpoint, unwrap
 from prepare_owt import check_bins, open_split, read_meta
+from tokenizer import load_tokenizer
 
 
 @dataclass
@@ -188,9 +189,9 @@ def step_windows(cfg: TrainConfig, n_tokens: int, step: int) -> np.ndarray:
     return np.random.default_rng([cfg.seed, step]).integers(0, n_tokens - cfg.block_size - 1, size=cfg.batch_size)
 
 
-def fetch(data_dir: str, split: str, starts, block_size: int, device: torch.device):
+def fetch(data_dir: str, split: str, starts, block_size: int, device: torch.device, meta: dict):
     """(x, y) int64 windows; the memmap is reopened per batch so its pages never pile up in RSS."""
-    data = open_split(data_dir, split)
+    data = open_split(data_dir, split, meta)
     rows = np.stack([data[s: s + block_size + 1] for s in starts]).astype(np.int64)
     xy = torch.from_numpy(rows)
     if device.type == "cuda":
@@ -210,13 +211,14 @@ def val_windows(n_tokens: int, block_size: int, eval_tokens: int) -> np.ndarray:
 @torch.no_grad()
 def val_loss(model, data_dir: str, block_size: int, eval_tokens: int, micro_batch_size: int, rt: Runtime) -> float:
     """Mean next-token loss over the fixed val windows, spread over ranks and summed (train.py and eval.py)."""
-    starts = val_windows(len(open_split(data_dir, "val")), block_size, eval_tokens)
+    meta = read_meta(data_dir)
+    starts = val_windows(len(open_split(data_dir, "val", meta)), block_size, eval_tokens)
     was_training = model.training
     model.eval()
     total = count = 0.0
     mine = starts[rt.rank::rt.world]
     for i in range(0, len(mine), micro_batch_size):
-        x, y = fetch(data_dir, "val", mine[i: i + micro_batch_size], block_size, rt.device)
+        x, y = fetch(data_dir, "val", mine[i: i + micro_batch_size], block_size, rt.device, meta)
         with rt.autocast:
             logits = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
@@ -256,11 +258,20 @@ def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, di
         meta["inherit"] = provenance
     else:  # pretrained
         model = load_model(cfg.ref, dtype=torch.float32)
-    if model.config.vocab_size != vocab_size:
-        raise UserError(f"the model has a vocabulary of {model.config.vocab_size} but {cfg.data_dir} was tokenized "
-                        f"with {vocab_size}: prepare the data with the model's tokenizer (prepare_owt.py --tokenizer)")
     crop_block_size(model, cfg.block_size)
     return model.to(rt.device).train(), meta
+
+
+def reference_tokenizer_hash(ref) -> str | None:
+    """The tokenizer a reference expects: from the data meta a train.py checkpoint carries, else its own tokenizer
+    files (HF folder, GGUF); None when it names none (check_bins then insists on an equal vocabulary size)."""
+    data = getattr(open_weights(ref), "meta", {}).get("data")
+    if data:
+        return data["meta"]["tokenizer"]["hash"]
+    try:
+        return load_tokenizer(str(ref)).hash
+    except UserError:
+        return None
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -324,12 +335,14 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         model.load_state_dict(ckpt["model"])
         model.to(rt.device).train()
         start, pending_loss = ckpt["step"], ckpt["pending_loss"]
+        expected_hash = ckpt["data"]["meta"]["tokenizer"]["hash"]  # resume on the tokenization it began with
         extra = {k: ckpt[k] for k in ("inherit",) if k in ckpt}
         # the log as it was at the checkpoint: the steps after it are about to be redone identically
         records = [r for r in read_log(log_path)[1:] if r["step"] < start or (r["step"] == start and "lr" in r)]
     else:
         model, extra = build_model(cfg, data_meta["vocab_size"], rt)
-    check_bins(cfg.data_dir, model.config.vocab_size)
+        expected_hash = None if cfg.init_from == "scratch" else reference_tokenizer_hash(cfg.ref)
+    check_bins(cfg.data_dir, model.config.vocab_size, expected_hash)
     optimizer = make_optimizer(model, cfg, rt.device)
     if cfg.init_from == "resume":
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -395,7 +408,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         mine = windows[rt.rank * accum * cfg.micro_batch_size:(rt.rank + 1) * accum * cfg.micro_batch_size]
         for micro in range(accum):
             x, y = fetch(cfg.data_dir, "train", mine[micro * cfg.micro_batch_size:(micro + 1) * cfg.micro_batch_size],
-                         cfg.block_size, rt.device)
+                         cfg.block_size, rt.device, data_meta)
             sync = micro == accum - 1 or rt.world == 1  # all-reduce gradients once, on the last micro-step
             with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast:
                 _, loss = model(x, y)
@@ -428,6 +441,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
 def reference_val_loss(cfg: TrainConfig, rt: Runtime) -> float:
     """The target: the reference's val loss on the same fixed windows as every round."""
     model = load_model(cfg.ref, device=rt.device)
+    check_bins(cfg.data_dir, model.config.vocab_size, reference_tokenizer_hash(cfg.ref))
     crop_block_size(model, cfg.block_size)
     return val_loss(model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
 

