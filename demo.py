@@ -1,31 +1,88 @@
-"""The CPU demo (README's first command). For now the model's smoke demo: tiny GPT-2 and LLaMA, forward,
-a short overfit of one batch, save -> load round trip, generate. (The full Inheritune demo lands with train.py.)"""
-import math
-import tempfile
+"""The CPU demo (the README's first command): the whole Inheritune method on the Shakespeare plays, offline, in
+minutes on 2 cores — through the same scripts and code paths as the GPU runs; only the configs are smaller.
+
+  1. a 1024-token byte-level BPE trained on the plays (small vocabulary: a CPU spends its time on the model)
+  2. prepare_owt.py: the plays -> data/demo_shakespeare/{train,val}.bin
+  3. train.py config/demo_ref8.py       the reference: 8 layers from scratch
+  4. train.py config/demo_inherit4.py   Inheritune v2: inherit 4 layers, train, grow by 2 until the reference is matched
+  5. train.py config/demo_random4.py    baseline: 4 layers from random init, same steps
+  6. a table and out/demo/demo.png
+
+    python demo.py            # or: make demo   (a rerun starts over: out/demo is replaced)
+"""
+import json
+import shutil
 import time
+from pathlib import Path
 
-import torch
+import prepare_owt
+import train
+from model import cli
 
-from model import GPT, ModelConfig, load_model, save_checkpoint
+DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024
 
-for config in (ModelConfig(arch="gpt2", n_layer=4, n_head=4, n_embd=128, vocab_size=1000, block_size=64),
-               ModelConfig(arch="llama", n_layer=4, n_head=4, n_kv_head=2, n_embd=128, vocab_size=1000, block_size=64)):
-    torch.manual_seed(0)
-    model = GPT(config)
-    batch = torch.randint(0, config.vocab_size, (8, 33))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+def train_tokenizer(path: Path) -> None:
+    """A byte-level BPE on the plays, with <|endoftext|> as the document separator."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train([str(f) for f in prepare_owt.shakespeare_files()], trainer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+
+
+def step(title: str, run) -> float:
+    print(f"\n=== {title}", flush=True)
     t0 = time.time()
-    for step in range(101):
-        _, loss = model(batch[:, :-1], batch[:, 1:])
-        if step % 25 == 0:
-            print(f"{config.arch} step {step:3d}: loss {loss.item():.3f} (uniform guess {math.log(config.vocab_size):.3f})")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(f"{tmp}/ckpt.pt", model)
-        reloaded = load_model(tmp)
-    prompt = batch[:1, :8]
-    sample = reloaded.generate(prompt, 24, temperature=0)[0, 8:]
-    print(f"{config.arch}: {model.num_params():,} params, {time.time() - t0:.1f}s; greedy continuation reproduces "
-          f"the memorised batch: {torch.equal(sample, batch[0, 8:32])}")
+    run()
+    return time.time() - t0
+
+
+def val_losses(out_dir: Path) -> list[float]:
+    return [r["val_loss"] for r in map(json.loads, (out_dir / "log.jsonl").read_text().splitlines()[1:])
+            if "val_loss" in r]
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    tokenizer = DATA / "tokenizer.json"
+    times = {}
+    times["tokenizer"] = step(f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer))
+    times["prepare"] = step("2. prepare_owt.py --source shakespeare", lambda: prepare_owt.main(
+        ["--source", "shakespeare", "--tokenizer", str(tokenizer), "--out", str(DATA)]))
+    times["reference"] = step("3. reference: 8 layers from scratch", lambda: train.main(["config/demo_ref8.py"]))
+    times["inherit"] = step("4. Inheritune v2 growth loop from 4 layers", lambda: train.main(["config/demo_inherit4.py"]))
+    times["random"] = step("5. baseline: 4 layers from random init", lambda: train.main(["config/demo_random4.py"]))
+
+    cfg = train.load_config(["config/demo_ref8.py"])
+    tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
+    growth = json.loads((OUT / "inherit" / "growth.json").read_text())
+    ref_loss, k = growth["reference_val_loss"], cfg.__class__.grow_last_k
+    random_vals = val_losses(OUT / "random4")
+    rows = [("reference (scratch)", 8, val_losses(OUT / "ref8"), "-", times["reference"])]
+    rows += [(f"inherited, round {r['round']}", r["n_layer"], [v for _, v in r["val_curve"]],
+              "matches" if r["matches"] else "worse: grow", None) for r in growth["rounds"]]
+    rows.append(("random init (scratch)", 4, random_vals,
+                 "matches" if sum(random_vals[-k:]) / k <= ref_loss else "worse", times["random"]))
+    print(f"\n=== 6. results: every model trained {cfg.max_iters} steps x {cfg.batch_size * cfg.block_size} tokens "
+          f"= {tokens:,} tokens; val loss on the same {cfg.eval_tokens:,} val tokens\n")
+    print(f"| model | layers | val loss at step 0 | final val loss | mean of last {k} | reference | verdict | time |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, layers, vals, verdict, seconds in rows:
+        when = f"{seconds:.0f} s" if seconds else "(in growth loop)"
+        print(f"| {name} | {layers} | {vals[0]:.3f} | {vals[-1]:.3f} | {sum(vals[-k:]) / k:.3f} | {ref_loss:.3f} | "
+              f"{verdict} | {when} |")
+    print(f"\ngrowth loop: {times['inherit']:.0f} s for {len(growth['rounds'])} round(s); total {sum(times.values()):.0f} s")
+    curves = {"reference (8 layers)": [[i * cfg.eval_interval, v] for i, v in enumerate(val_losses(OUT / "ref8"))],
+              **{f"inherited {r['n_layer']} layers": r["val_curve"] for r in growth["rounds"]},
+              "random init (4 layers)": [[i * cfg.eval_interval, v] for i, v in enumerate(random_vals)]}
+    train.plot_curves(curves, OUT / "demo.png", reference=ref_loss)
+    print(f"curves: {OUT / 'demo.png'}")
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -230,3 +230,12 @@ def test_lr_schedule_shape():
     lrs = [lr_at(s, cfg) for s in range(120)]
     assert lrs[0] < lrs[9] < 1.0 and lrs[10] == pytest.approx(1.0) and lrs[110] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[60] == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.py")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # configs that build on another read it relative to the repository root
+    cfg = load_config([str(path.relative_to(ROOT))])
+    assert cfg.batch_size % cfg.micro_batch_size == 0
+    if cfg.grow or cfg.init_from in ("inherit", "pretrained"):
+        assert cfg.ref
