@@ -119,7 +119,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope=None):
+    def forward(self, x, rope=None, mask=None):  # mask (B, 1, T, T) bool replaces the causal mask when given
         B, T, _ = x.shape
         sizes = [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim]
         q, k, v = self.c_attn(x).split(sizes, dim=-1)
@@ -129,8 +129,8 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin).type_as(v), apply_rope(k, cos, sin).type_as(v)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
-                                           enable_gqa=self.n_kv_head != self.n_head)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv_head
+                                           != self.n_head, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.c_proj(y))
 
@@ -160,8 +160,8 @@ class Block(nn.Module):
         self.ln_1, self.attn = make_norm(config), CausalSelfAttention(config)
         self.ln_2, self.mlp = make_norm(config), MLP(config)
 
-    def forward(self, x, rope=None):
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(self, x, rope=None, mask=None):
+        x = x + self.attn(self.ln_1(x), rope, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -206,19 +206,29 @@ class GPT(nn.Module):
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, idx, targets=None):
-        """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore) returns (logits, loss)."""
-        B, T = idx.shape
-        if T > self.config.block_size:
+    def hidden_states(self, idx, pos=None, mask=None):
+        """Final-norm hidden states (B, T, n_embd). By default token t sits at position t and sees tokens <= t;
+        pos (B, T) and a bool mask (B, T, T) let one row hold several sequences that share a prefix (eval.py)."""
+        T = idx.shape[1]
+        if pos is None and T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
         x = self.wte(idx)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
-        rope = (self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)) if self.rope_cos is not None else None
+            x = x + self.wpe(torch.arange(T, device=idx.device) if pos is None else pos)
+        rope = None
+        if self.rope_cos is not None:  # per-token tables (B, 1, T, head_dim) broadcast over heads when pos is given
+            cos, sin = (self.rope_cos[:T], self.rope_sin[:T]) if pos is None else \
+                (self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1))
+            rope = (cos.to(x.dtype), sin.to(x.dtype))
         x = self.drop(x)
+        mask = None if mask is None else mask.unsqueeze(1)
         for block in self.h:
-            x = block(x, rope)
-        logits = self.lm_head(self.ln_f(x))
+            x = block(x, rope, mask)
+        return self.ln_f(x)
+
+    def forward(self, idx, targets=None):
+        """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore) returns (logits, loss)."""
+        logits = self.lm_head(self.hidden_states(idx))
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]  # padding rows exist for speed, never as predictions
         if targets is None:

@@ -18,7 +18,6 @@ import difflib
 import json
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -31,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig, UserError, atomic_write, cli, load_model, open_weights, save_checkpoint, unwrap
+from model import GPT, ModelConfig, UserError, atomic_write, cli, load_model, open_weights, save_checkpoint
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer
 
@@ -493,7 +492,7 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
 
 
 def growth_table(state: dict, target: float) -> str:
-    lines = [f"| depth | steps | final val | mean last k | reference | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| depth | steps | final val | mean last k | reference | verdict |", "|---|---|---|---|---|---|"]
     for r in state["rounds"]:
         verdict = "matches" if r["matches"] else "worse: grow"
         lines.append(f"| {r['n_layer']} | {r['steps']} | {r['final_val_loss']:.4f} | {r['mean_last_k_val_loss']:.4f} "

@@ -1,0 +1,564 @@
+"""Evaluate a checkpoint: val loss on train.py's fixed val windows, and lm-evaluation-harness tasks in memory.
+
+    python eval.py --ckpt out/run --val_data data/openwebtext         # val loss and perplexity, as train.py measures it
+    python eval.py --ckpt out/run --tasks paper                       # the paper's suite: MMLU 5-shot, the rest 0-shot
+    python eval.py --ckpt model.gguf --tasks piqa,boolq --limit 200 --out results.json
+    python eval.py --ckpt out/run --tasks inheritune_local --include_path tests/tasks   # local task YAMLs, no network
+
+--ckpt is anything model.load_model reads. Its tokenizer is found automatically: a train.py checkpoint uses the
+tokenizer its data was prepared with, an inherit.py checkpoint its reference's, a HF folder its tokenizer.json
+(a GPT-2 folder without one: GPT-2's BPE), a GGUF its own vocabulary; --tokenizer overrides.
+
+`InherituneLM` is lm-eval's model interface (TemplateLM) over our GPT. Loglikelihood requests that share a context
+are packed into one sequence: the context once, then every continuation as a branch of a prefix tree that attends
+to the context and to its own earlier tokens only (explicit mask and positions), so a 4-way multiple-choice question
+costs one pass over its context instead of four, and the head runs only where a token is scored. Scores match
+HFLM's request by request (tests/test_eval.py); bench/eval_throughput.py measures the speed.
+"""
+import argparse
+import functools
+import json
+import logging
+import math
+import os
+import socket
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from tqdm import tqdm
+
+from model import UserError, atomic_write, cli, load_model, open_weights
+from tokenizer import load_tokenizer
+
+try:
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+except ImportError:
+    sys.exit("error: eval.py needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)")
+
+# The paper's evaluation (Sanyal et al. 2024): lm-eval task, few-shot examples, the metric it reports, and chance:
+# the better of a uniform guess and always giving the majority answer, on the split lm-eval scores.
+PAPER_SUITE = (
+    ("piqa", 0, "acc", 0.50),
+    ("boolq", 0, "acc", 0.622),           # validation: 2033 of 3270 answers are "yes"
+    ("winogrande", 0, "acc", 0.50),
+    ("wsc", 0, "acc", 0.635),             # SuperGLUE WSC (the released code's "wsc"), validation: 66 of 104 "no"
+    ("logiqa", 0, "acc", 0.25),
+    ("truthfulqa_mc2", 0, "acc", None),   # mc2 is the probability mass on the true answers: no single chance level
+    ("mnli", 0, "acc", 0.354),            # validation_matched: 3479 of 9815 "entailment"
+    ("qnli", 0, "acc", 0.505),            # validation: 2761 of 5463 "not_entailment"
+    ("wnli", 0, "acc", 0.563),            # validation: 40 of 71 "not_entailment"
+    ("mmlu", 5, "acc", 0.25),
+)
+log = logging.getLogger("eval")
+OFFLINE_FIX = ("use local task YAMLs with --include_path DIR, or a local HF datasets cache with "
+               "HF_DATASETS_OFFLINE=1 (HF_DATASETS_CACHE=<cache>)")
+
+
+# ----------------------------------------------------------------------------------------------- checkpoint
+
+def tokenizer_spec(ckpt) -> str:
+    """The tokenizer a checkpoint was made with, as a load_tokenizer spec; UserError if it cannot be told."""
+    path = Path(ckpt)
+    if path.suffix == ".gguf":
+        return str(path)
+    weights = open_weights(path)
+    if path.is_dir() and (path / "config.json").exists():  # HF folder
+        if (path / "tokenizer.json").is_file():
+            return str(path)
+        if weights.config.arch == "gpt2" and weights.config.vocab_size == 50257:
+            return "gpt2"
+    meta = getattr(weights, "meta", None) or {}
+    data_tokenizer = ((meta.get("data") or {}).get("meta") or {}).get("tokenizer") or {}
+    if "spec" in data_tokenizer:  # train.py: the tokenizer prepare_owt.py tokenized its data with
+        return data_tokenizer["spec"]
+    reference = (meta.get("inherit") or {}).get("reference", {}).get("path")
+    if reference:  # inherit.py: the reference's tokenizer
+        return tokenizer_spec(reference)
+    raise UserError(f"{ckpt}: cannot tell which tokenizer it uses; pass --tokenizer (gpt2, a tokenizer.json, "
+                    f"a model folder or a .gguf)")
+
+
+def load_for_eval(ckpt, tokenizer=None, device="cpu", dtype="float32"):
+    """(model, tokenizer) for a checkpoint; the tokenizer found automatically unless given."""
+    if dtype not in ("float32", "bfloat16"):
+        raise UserError(f"--dtype {dtype}: use float32 or bfloat16")
+    spec = tokenizer or tokenizer_spec(ckpt)
+    try:
+        tok = load_tokenizer(spec)
+    except UserError as e:
+        if tokenizer:
+            raise
+        raise UserError(f"{ckpt} was made with tokenizer {spec!r}, which does not load here ({e}); "
+                        f"pass --tokenizer") from None
+    model = load_model(ckpt, device=device, dtype=getattr(torch, dtype))
+    if tok.vocab_size > model.config.vocab_size:
+        raise UserError(f"tokenizer {tok.name} has {tok.vocab_size} tokens but {ckpt} only {model.config.vocab_size} "
+                        f"embeddings: pass the model's own tokenizer with --tokenizer")
+    return model, tok
+
+
+# ----------------------------------------------------------------------------------------------- packed forward
+
+def head_log_probs(model, h):
+    """log-softmax over the real vocabulary (no padding rows) for hidden states h (N, n_embd), in float32."""
+    return model.lm_head(h)[:, : model.config.vocab_size].float().log_softmax(dim=-1)
+
+
+@dataclass
+class Row:
+    """One sequence of a forward pass: a prefix (a plain causal run), then the continuations that follow it, merged
+    into a prefix tree: a token shared by several continuations (" a" in " a cat" / " a dog") is computed once.
+    Continuations are added in sorted order, so the tree is laid out in preorder: each subtree is a contiguous run."""
+    tokens: list
+    positions: list
+    n_prefix: int
+    members: list = field(default_factory=list)  # (request index, row offsets whose predictions are scored, targets)
+    nodes: dict = field(default_factory=dict)    # (parent offset, token) -> offset; parent -1 is the prefix's end
+
+    def add(self, index, continuation):
+        """Insert one continuation: its input tokens (all but the last) not already in the tree become new tokens."""
+        parent, path = -1, []
+        for token in continuation[:-1]:
+            if (parent, token) not in self.nodes:
+                self.nodes[parent, token] = len(self.tokens)
+                self.tokens.append(token)
+                self.positions.append(self.n_prefix + len(path))
+            parent = self.nodes[parent, token]
+            path.append(parent)
+        self.members.append((index, [self.n_prefix - 1, *path], continuation))
+
+    def new_tokens(self, continuation):
+        """How many tokens add(continuation) would append."""
+        parent = -1
+        for n, token in enumerate(continuation[:-1]):
+            if (parent, token) not in self.nodes:
+                return len(continuation) - 1 - n
+            parent = self.nodes[parent, token]
+        return 0
+
+    def subtree_ends(self):
+        """Per offset, the last offset a query may have to see it: a tree token is seen by its own subtree only,
+        a prefix token by everything after it."""
+        ends, stack = [len(self.tokens)] * len(self.tokens), []
+        for offset in range(self.n_prefix, len(self.tokens)):
+            while stack and self.positions[stack[-1]] >= self.positions[offset]:  # left that subtree
+                ends[stack.pop()] = offset - 1
+            stack.append(offset)
+        for offset in stack:
+            ends[offset] = len(self.tokens) - 1
+        return ends
+
+
+def pack_requests(pairs, block_size):
+    """Rows for (context tokens, continuation tokens) pairs. Each request keeps the last block_size + 1 tokens of
+    context + continuation (truncated from the left, as HFLM does); requests with the same resulting prefix share a
+    row, while the row stays within max(block_size, prefix + one continuation) tokens."""
+    groups = {}
+    for i, (context, continuation) in enumerate(pairs):
+        if not 0 < len(continuation) <= block_size:
+            raise UserError(f"a continuation of {len(continuation)} tokens cannot be scored with a block of "
+                            f"{block_size}; evaluate a model with a longer context")
+        window = (context + continuation)[-(block_size + 1):]
+        groups.setdefault(tuple(window[: len(window) - len(continuation)]), []).append((i, continuation))
+    rows = []
+    for prefix, members in groups.items():
+        row = None
+        for i, continuation in sorted(members, key=lambda m: m[1][:-1]):  # sorted inputs: a preorder tree
+            budget = max(block_size, len(prefix) + len(continuation))
+            if row is None or len(row.tokens) + row.new_tokens(continuation) > budget:
+                row = Row(list(prefix), list(range(len(prefix))), len(prefix))
+                rows.append(row)
+            row.add(i, continuation)
+    return rows
+
+
+def batch_tensors(rows, device):
+    """Right-padded (idx, pos, mask) for rows. mask[b, q, k]: k <= q and q within k's reach (subtree_ends), so every
+    token sees the prefix causally and a tree token also its own ancestors; padding sees only the prefix."""
+    T = max(len(r.tokens) for r in rows)
+    idx = torch.zeros(len(rows), T, dtype=torch.long)
+    pos = torch.zeros(len(rows), T, dtype=torch.long)
+    ends = torch.full((len(rows), T), -1, dtype=torch.long)
+    for b, r in enumerate(rows):
+        n = len(r.tokens)
+        idx[b, :n] = torch.tensor(r.tokens)
+        pos[b, :n] = torch.tensor(r.positions)
+        ends[b, :n] = torch.tensor(r.subtree_ends())
+        ends[b, :r.n_prefix] = T  # prefix tokens are seen by all later tokens, padding included
+    q = torch.arange(T)[:, None]
+    mask = (torch.arange(T)[None, :] <= q) & (q <= ends[:, None, :])
+    return idx.to(device), pos.to(device), mask.to(device)
+
+
+# ----------------------------------------------------------------------------------------------- lm-eval model
+
+class InherituneLM(TemplateLM):
+    """lm-eval's model interface over an in-memory GPT and a tokenizer.load_tokenizer tokenizer.
+
+    batch_size: sequences per forward pass, as in HFLM; a loglikelihood sequence holds every continuation of one
+    context (HFLM: one request, or all one-token continuations of a context), a perplexity one a window.
+    Loglikelihoods condition an empty context on the tokenizer's document separator (eot_id), what the model saw
+    before every document in training; generation stops at EOS, at a stop sequence or after max_gen_toks.
+    """
+
+    def __init__(self, model, tokenizer, batch_size=8, max_gen_toks=256):
+        super().__init__()
+        self.model, self.tok = model.eval(), tokenizer
+        self.batch_size, self.max_gen_toks = int(batch_size), max_gen_toks
+        self._device = next(model.parameters()).device
+        self.max_length = model.config.block_size
+        # a context is encoded once, not once per answer choice; bounded, since few-shot prompts are long
+        self.encode_cached = functools.lru_cache(maxsize=4096)(self.tok.encode)
+
+    @property
+    def eot_token_id(self):
+        return self.tok.eos_id if self.tok.eos_id is not None else self.tok.eot_id
+
+    @property
+    def prefix_token_id(self):
+        return self.tok.eot_id
+
+    @property
+    def tokenizer_name(self):
+        return self.tok.name
+
+    def get_model_info(self):
+        return {"model_num_parameters": self.model.num_params(), "model_dtype": str(self.model.lm_head.weight.dtype),
+                "tokenizer": self.tok.name, "block_size": self.max_length}
+
+    def tok_encode(self, string, add_special_tokens=None, **kwargs):
+        """Plain-text ids, with BOS in front when the tokenizer prepends one (as the model saw in training)."""
+        ids = self.encode_cached(string)
+        return [self.tok.bos_id, *ids] if self.tok.prepend_bos and add_special_tokens is not False else list(ids)
+
+    def tok_decode(self, ids):
+        return self.tok.decode(ids)
+
+    @torch.inference_mode()
+    def _loglikelihood_tokens(self, requests, disable_tqdm=False):
+        """(sum of log p(continuation | context), whether greedy decoding gives the continuation) per request."""
+        pairs = [(context, continuation) for _, context, continuation in requests]
+        if cut := sum(len(c) + len(x) > self.max_length + 1 for c, x in pairs):
+            log.warning(f"{cut} of {len(pairs)} requests are longer than the block of {self.max_length} tokens: "
+                        f"their contexts are cut from the left")
+        rows = pack_requests(pairs, self.max_length)
+        rows.sort(key=lambda r: -len(r.tokens))  # similar lengths together: little padding
+        results = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm)
+        for first in range(0, len(rows), self.batch_size):
+            batch = rows[first: first + self.batch_size]
+            hidden = self.model.hidden_states(*batch_tensors(batch, self.device))
+            members = [(b, *m) for b, row in enumerate(batch) for m in row.members]
+            flat = torch.tensor([b * hidden.size(1) + o for b, _, offsets, _ in members for o in offsets])
+            targets = torch.tensor([t for *_, continuation in members for t in continuation], device=self.device)
+            scored, which = flat.unique(return_inverse=True)  # a shared position goes through the head once
+            logp = head_log_probs(self.model, hidden.flatten(0, 1)[scored.to(self.device)])
+            which = which.to(self.device)
+            token_logp = logp[which, targets].tolist()
+            hits = (logp.argmax(dim=-1)[which] == targets).tolist()
+            start = 0
+            for _, i, offsets, _ in members:
+                end = start + len(offsets)
+                results[i] = (sum(token_logp[start:end]), all(hits[start:end]))
+                start = end
+            bar.update(len(members))
+        bar.close()
+        for (request, _, _), result in zip(requests, results):
+            if request is not None:
+                self.cache_hook.add_partial("loglikelihood", request, result)
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        """Total log-likelihood of each text, scored in windows of the block size (each token predicted once)."""
+        windows, owner = [], []
+        for i, (text,) in enumerate(req.args for req in requests):
+            ids = self.tok_encode(text, add_special_tokens=False)
+            pieces = get_rolling_token_windows(ids, self.prefix_token_id, self.max_length, context_len=1)
+            for context, continuation in map(make_disjoint_window, pieces):
+                windows.append((None, context, continuation))
+                owner.append(i)
+        scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
+        totals = [0.0] * len(requests)
+        for i, (logp, _) in zip(owner, scores):
+            totals[i] += logp
+        for req, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals
+
+    @torch.inference_mode()
+    def generate_until(self, requests, disable_tqdm=False):
+        """Greedy continuations, batched by equal generation settings and sorted by context length."""
+        results = [None] * len(requests)
+        by_settings = {}
+        for i, req in enumerate(requests):
+            by_settings.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
+        eos_text = self.tok.decode([self.eot_token_id])
+        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm)
+        for indices in by_settings.values():
+            kwargs = normalize_gen_kwargs(requests[indices[0]].args[1], self.max_gen_toks)
+            if kwargs.get("do_sample"):
+                raise UserError(f"task {requests[indices[0]].task_name} asks for sampling; eval.py decodes greedily")
+            until = handle_stop_sequences(kwargs["until"], eos=eos_text)
+            max_new = kwargs["max_gen_toks"]
+            if max_new >= self.max_length:
+                raise UserError(f"max_gen_toks={max_new} leaves no room for a context in a block of {self.max_length}")
+            keep = self.max_length - max_new  # the context's last tokens, leaving room to generate (as HFLM)
+            contexts = {i: (self.tok_encode(requests[i].args[0]) or [self.prefix_token_id])[-keep:] for i in indices}
+            order = sorted(indices, key=lambda i: -len(contexts[i]))
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start: start + self.batch_size]
+                for i, text in zip(chunk, self.greedy([contexts[i] for i in chunk], max_new, until)):
+                    results[i] = text
+                    self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                bar.update(len(chunk))
+        bar.close()
+        return results
+
+    def greedy(self, contexts, max_new, until):
+        """Greedy decoding for a batch of contexts, without a KV cache: each step is one forward over right-padded
+        rows (causal attention keeps padding out of every real token's view); a row stops at EOS or a stop string."""
+        outputs = [[] for _ in contexts]
+        active = list(range(len(contexts)))
+        stops = [s for s in until if s]
+        for _ in range(max_new):
+            seqs = [contexts[i] + outputs[i] for i in active]
+            rows = [Row(s, list(range(len(s))), len(s)) for s in seqs]
+            hidden = self.model.hidden_states(*batch_tensors(rows, self.device))
+            last = hidden[torch.arange(len(rows)), torch.tensor([len(s) - 1 for s in seqs])]
+            next_ids = head_log_probs(self.model, last).argmax(dim=-1).tolist()
+            still = []
+            for i, token in zip(active, next_ids):
+                if token == self.eot_token_id:
+                    continue
+                outputs[i].append(token)
+                if not any(s in self.tok.decode(outputs[i]) for s in stops):
+                    still.append(i)
+            active = still
+            if not active:
+                break
+        return [postprocess_generated_text(self.tok.decode(out), until, None) for out in outputs]
+
+
+# ----------------------------------------------------------------------------------------------- tasks
+
+def expand_tasks(spec) -> list:
+    """--tasks -> [(name, shots or None for the task's default)]: 'paper' is PAPER_SUITE with its shots."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise UserError("--tasks is empty; give lm-eval task or group names, or 'paper'")
+    paper, out = [(task, shots) for task, shots, _, _ in PAPER_SUITE], {}
+    for name in names:  # a task named twice (e.g. "paper,piqa") runs once, with the first setting
+        for task, shots in paper if name == "paper" else [(name, None)]:
+            out.setdefault(task, shots)
+    return list(out.items())
+
+
+def hub_reachable(timeout=3.0) -> bool:
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def go_offline_if_hub_unreachable():
+    """With no route to the hub, switch datasets to offline mode before it is imported: cached datasets still load
+    and a missing one fails at once instead of after network timeouts."""
+    if os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE") or "datasets" in sys.modules:
+        return
+    if not hub_reachable():
+        os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def task_manager(include_path, names):
+    """lm-eval's TaskManager; only the include_path index when it holds every name (the full index takes seconds)."""
+    from lm_eval.tasks import TaskManager
+    if include_path:
+        if not Path(include_path).is_dir():
+            raise UserError(f"--include_path {include_path}: no such folder")
+        local = TaskManager(include_path=include_path, include_defaults=False)
+        if all(name in local.all_tasks for name in names):
+            return local
+    return TaskManager(include_path=include_path)
+
+
+def load_tasks(specs, include_path=None, num_fewshot=None):
+    """[(name, shots)] -> (TaskManager, loaded Task or Group per spec, {task name: Task}, {group name: Group}); shots
+    (else num_fewshot, else the task's default) set on every task of an item. Fails with one line naming the offline
+    fixes when a task's data cannot be fetched."""
+    import difflib
+    specs = [(name, num_fewshot if shots is None else shots) for name, shots in specs]
+    manager = task_manager(include_path, [name for name, _ in specs])
+    for name, _ in specs:  # every name first: a typo should not wait for the data of the tasks before it
+        if name not in manager.all_tasks:
+            close = difflib.get_close_matches(name, manager.all_tasks, n=1)
+            raise UserError(f"unknown task '{name}'" + (f"; did you mean '{close[0]}'?" if close else "") +
+                            " (local task YAMLs: --include_path DIR)")
+    items, tasks, groups = [], {}, {}
+    for name, shots in specs:
+        try:
+            loaded = manager.load([name])
+        except ConnectionError as e:  # datasets' "Couldn't reach ... on the Hub", offline mode included
+            raise UserError(f"task '{name}': its data could not be fetched ({str(e).splitlines()[0][:160]}); "
+                            f"{OFFLINE_FIX}") from None
+        for task in loaded["tasks"].values():
+            if shots is not None:
+                task.set_config(key="num_fewshot", value=shots)
+        if name in loaded["groups"] or name in loaded["tasks"]:
+            items.append(loaded["groups"].get(name) or loaded["tasks"][name])
+        else:  # a tag: its tasks, each on its own
+            items += loaded["tasks"].values()
+        tasks.update(loaded["tasks"])
+        groups.update(loaded["groups"])
+    return manager, items, tasks, groups
+
+
+def run_tasks(lm, loaded, limit=None, log_samples=False, bootstrap_iters=1000):
+    """simple_evaluate of load_tasks' tasks on an LM; returns (results dict, {name: chance level or None} for every
+    task and group)."""
+    from lm_eval import simple_evaluate
+    manager, items, tasks, groups = loaded
+    results = simple_evaluate(model=lm, tasks=items, limit=limit, log_samples=log_samples,
+                              bootstrap_iters=bootstrap_iters, task_manager=manager)
+    return results, chance_levels(results, tasks, groups)
+
+
+def chance_level(task, n_docs):
+    """For a plain multiple-choice task: the better of a uniform guess and always picking the most frequent gold
+    index, over the documents evaluated. None for other tasks (generation, perplexity, custom scoring like mc2)."""
+    if task.OUTPUT_TYPE != "multiple_choice" or task.config.process_results is not None:
+        return None
+    uniform, golds = 0.0, Counter()
+    docs = list(task.eval_docs)[:n_docs]
+    for doc in docs:
+        choices, gold = task.doc_to_choice(doc), task.doc_to_target(doc)
+        gold = choices.index(gold) if isinstance(gold, str) and gold in choices else gold
+        if not isinstance(gold, int):  # several gold answers, or a target outside the choices
+            return None
+        golds[gold] += 1
+        uniform += 1 / len(choices)
+    return max(uniform / len(docs), golds.most_common(1)[0][1] / len(docs)) if docs else None
+
+
+def chance_levels(results, tasks, groups):
+    """chance per task (computed from its documents, else PAPER_SUITE's) and per group (size-weighted mean)."""
+    paper = {name: chance for name, _, _, chance in PAPER_SUITE}
+    sizes = {name: results["n-samples"][name]["effective"] for name in tasks if name in results["n-samples"]}
+    out = {name: chance_level(task, sizes.get(name, 0)) for name, task in tasks.items()}
+    for name, group in groups.items():
+        leaves = [t.task_name for t in group.get_all_tasks()]
+        if all(out.get(t) is not None for t in leaves) and sum(sizes.get(t, 0) for t in leaves):
+            out[name] = sum(out[t] * sizes[t] for t in leaves) / sum(sizes[t] for t in leaves)
+    for name, chance in paper.items():
+        if out.get(name) is None and (name in tasks or name in groups):
+            out[name] = chance
+    return out
+
+
+def results_table(results, chances) -> str:
+    """Markdown: one line per metric of each top-level task (a group with a score: its aggregate only), the chance
+    level beside it, and whether the score clears chance by more than two standard errors."""
+    paper_metric = {name: metric for name, _, metric, _ in PAPER_SUITE}
+    lines = ["| task | shots | metric | score | ± | chance | above chance? |", "|---|---|---|---|---|---|---|"]
+    members = {t for subtasks in results.get("group_subtasks", {}).values() for t in subtasks}
+    todo = [name for name in results["results"] if name not in members]
+    while todo:
+        name = todo.pop(0)
+        scores = results["results"].get(name) or results.get("groups", {}).get(name, {})
+        metrics = [k for k, v in scores.items() if "," in k and "_stderr" not in k and isinstance(v, (int, float))]
+        if not metrics:  # a group without an aggregate: show its members
+            todo = list(results.get("group_subtasks", {}).get(name, [])) + todo
+            continue
+        for key in metrics:
+            metric = key.split(",")[0]
+            if name in paper_metric and metric != paper_metric[name]:
+                continue
+            value, stderr = scores[key], scores.get(key.replace(",", "_stderr,", 1))
+            stderr = stderr if isinstance(stderr, (int, float)) else None
+            chance = chances.get(name) if metric.startswith("acc") else None
+            verdict = "—"
+            if chance is not None:
+                verdict = "yes" if stderr is not None and value - chance > 2 * stderr else "no"
+            shots = results.get("n-shot", {}).get(name, "")
+            stderr_text = f"{stderr:.4f}" if stderr is not None else "—"
+            chance_text = f"{chance:.3f}" if chance is not None else "—"
+            lines.append(f"| {name} | {shots} | {key} | {value:.4f} | {stderr_text} | {chance_text} | {verdict} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- val loss
+
+def eval_val_loss(model, ckpt, data_dir, tok, block_size=None, eval_tokens=None, batch_size=8):
+    """train.py's val_loss on the same fixed windows; block_size/eval_tokens default to the run's own settings."""
+    from prepare_owt import check_bins
+    from train import TrainConfig, setup_runtime, val_loss
+    check_bins(data_dir, model.config.vocab_size, tok.hash)
+    meta = getattr(open_weights(ckpt), "meta", None) or {}
+    run = meta.get("train_config") or {}
+    block_size = block_size or min(run.get("block_size", model.config.block_size), model.config.block_size)
+    eval_tokens = eval_tokens or run.get("eval_tokens", TrainConfig.eval_tokens)
+    device = next(model.parameters()).device
+    rt = setup_runtime(TrainConfig(device=device.type, dtype="float32"))
+    rt.device = device  # the model's own device (--device cuda:1 included)
+    loss = val_loss(model, data_dir, block_size, eval_tokens, batch_size, rt)
+    return {"val_loss": loss, "val_ppl": math.exp(loss), "block_size": block_size, "eval_tokens": eval_tokens}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="project .pt, run folder with ckpt.pt, HF folder or .gguf")
+    p.add_argument("--tokenizer", help="override: gpt2, a tokenizer.json, a model folder or a .gguf")
+    p.add_argument("--tasks", help="comma-separated lm-eval tasks or groups; 'paper' = the paper's suite")
+    p.add_argument("--include_path", help="folder of extra task YAMLs (e.g. tests/tasks)")
+    p.add_argument("--num_fewshot", type=int, help="few-shot examples for tasks without a fixed number")
+    p.add_argument("--limit", type=float, help="documents per task (a fraction if < 1): for quick checks only")
+    p.add_argument("--batch_size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="float32", help="float32 or bfloat16 weights")
+    p.add_argument("--out", help="write lm-eval's results dict (and val loss) here as JSON")
+    p.add_argument("--log_samples", action="store_true", help="keep every document's requests and responses in --out")
+    p.add_argument("--bootstrap_iters", type=int, default=1000, help="bootstrap samples for non-mean stderrs")
+    p.add_argument("--val_data", help="token bins folder (prepare_owt.py): report val loss on train.py's windows")
+    p.add_argument("--block_size", type=int, help="val loss window (default: the run's training block size)")
+    p.add_argument("--eval_tokens", type=int, help="val loss token budget (default: the run's eval_tokens)")
+    args = p.parse_args(argv)
+    if not args.tasks and not args.val_data:
+        raise UserError("nothing to do: pass --tasks (e.g. paper, or piqa,boolq) and/or --val_data DIR")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.tasks:  # tasks first: a missing dataset or a typo fails before the model is loaded
+        go_offline_if_hub_unreachable()
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)  # lm-eval's per-task notices drown the table
+        loaded = load_tasks(expand_tasks(args.tasks), args.include_path, args.num_fewshot)
+    model, tok = load_for_eval(args.ckpt, args.tokenizer, args.device, args.dtype)
+    print(f"{args.ckpt}: {model.config.arch}, {model.config.n_layer} layers, {model.num_params() / 1e6:.1f}M params, "
+          f"block {model.config.block_size}, tokenizer {tok.name}", flush=True)
+    report = {}
+    if args.val_data:
+        val = eval_val_loss(model, args.ckpt, args.val_data, tok, args.block_size, args.eval_tokens, args.batch_size)
+        print(f"val loss {val['val_loss']:.4f} (perplexity {val['val_ppl']:.2f}) on {args.val_data}: "
+              f"{val['eval_tokens']} tokens in windows of {val['block_size']}", flush=True)
+        report["val"] = val
+    if args.tasks:
+        limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+        lm = InherituneLM(model, tok, batch_size=args.batch_size)
+        results, chances = run_tasks(lm, loaded, limit, args.log_samples, args.bootstrap_iters)
+        results["config"].update(checkpoint=str(args.ckpt), chance=chances)
+        print(results_table(results, chances))
+        report.update(results)
+    if args.out:
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2, default=str)))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    cli(main)
