@@ -17,7 +17,7 @@ from pathlib import Path
 
 import prepare_owt
 import train
-from model import cli
+from util import cli
 
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024
 

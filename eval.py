@@ -31,7 +31,8 @@ from urllib.parse import urlparse
 import torch
 from tqdm import tqdm
 
-from model import UserError, atomic_write, cli, load_model, open_weights
+from model import load_model, open_weights
+from util import UserError, atomic_write, cli
 from tokenizer import load_tokenizer
 
 try:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, UserError, cli, empty_model, load_tensors, open_weights, save_checkpoint
+from model import GPT, empty_model, load_tensors, open_weights, save_checkpoint
+from util import UserError, cli
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -10,9 +10,7 @@ file under these names (declarative name tables below), so `load_model` and inhe
 import contextlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,9 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class UserError(Exception):
-    """A bad input the user can fix: scripts print it as one line and exit non-zero."""
+from util import UserError, atomic_write
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -366,12 +362,6 @@ class Weights:
             t = F.pad(t, (0, 0, 0, self.config.padded_vocab_size - t.shape[0]))  # zero rows for the padding
         return t
 
-    def expected_names(self) -> list[str]:
-        """Every tensor a GPT of this config loads (a tied head is wte itself, so it is not read)."""
-        with torch.device("meta"):
-            names = list(GPT(self.config).state_dict())
-        return [n for n in names if not (n == "lm_head.weight" and self.config.tie_embeddings)]
-
 
 def _missing(path, name):
     raise UserError(f"{path} has no tensor '{name}': the checkpoint is incomplete or not of the architecture "
@@ -542,7 +532,8 @@ def load_model(path, device="cpu", dtype=torch.float32) -> GPT:
     """Any checkpoint `open_weights` reads -> a GPT in eval mode. Every tensor is checked by name and shape."""
     weights = open_weights(path)
     model = empty_model(weights.config, device, dtype)
-    load_tensors(model, weights, weights.expected_names())
+    tied = weights.config.tie_embeddings  # a tied head is wte itself: not read
+    load_tensors(model, weights, [n for n in model.state_dict() if not (tied and n == "lm_head.weight")])
     return model.eval()
 
 
@@ -559,23 +550,6 @@ def load_tensors(model: GPT, weights: Weights, names) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-
-def atomic_write(path, write) -> None:
-    """Call write(tmp_path), then rename onto path: readers never see a half-written file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as e:
-        raise UserError(f"cannot write {path} ({e.strerror}); choose a writable output path") from None
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
 
 def save_checkpoint(path, model: nn.Module, **extra) -> None:
     """A project checkpoint: {'config', 'model' (plain state dict, no wrapper prefixes), **extra}, written atomically."""
@@ -626,12 +600,3 @@ def save_hf(model: nn.Module, out_dir) -> None:
     out_dir = Path(out_dir)
     atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(out, tmp, metadata={"format": "pt"}))
     atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(hf_config(config), indent=2)))
-
-
-def cli(main) -> None:
-    """Run a script's main(); a UserError becomes one line on stderr and exit code 1."""
-    import sys
-    try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")

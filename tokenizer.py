@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model import UserError
+from util import UserError
 
 # GPT-2's BPE ranks (tiktoken's r50k_base file; whisper ships the same bytes as assets/gpt2.tiktoken).
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"

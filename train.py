@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig, UserError, atomic_write, cli, load_model, open_weights, save_checkpoint
+from model import GPT, ModelConfig, load_model, open_weights, save_checkpoint
+from util import UserError, atomic_write, cli
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer
 

@@ -96,7 +96,7 @@ def main():
             rows.append(f"| {bs} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x | {accs['ours']:.3f} | "
                         f"{accs['HFLM']:.3f} | {diff:.1e} |")
             print(rows[-1], flush=True)
-    print(f"\n| batch size | ours req/s | HFLM req/s | speed-up | ours acc | HFLM acc | max abs Δ loglik |\n"
+    print("\n| batch size | ours req/s | HFLM req/s | speed-up | ours acc | HFLM acc | max abs Δ loglik |\n"
           f"|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 

@@ -232,6 +232,6 @@ def test_error_not_a_checkpoint(tmp_path):
 
 
 def test_cli_error_is_one_line_and_nonzero(tmp_path):
-    code = f"import model; model.cli(lambda: model.load_model({str(tmp_path / 'missing')!r}))"
+    code = f"import model, util; util.cli(lambda: model.load_model({str(tmp_path / 'missing')!r}))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr

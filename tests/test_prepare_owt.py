@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import prepare_owt  # noqa: E402
-from model import UserError  # noqa: E402
+from util import UserError  # noqa: E402
 from prepare_owt import check_bins, choose_val_docs, dtype_for_vocab, open_split, prepare, read_meta  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
 

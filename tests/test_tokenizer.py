@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tokenizer as tokenizer_module  # noqa: E402
-from model import UserError  # noqa: E402
+from util import UserError  # noqa: E402
 from tokenizer import byte_alphabet, load_tokenizer  # noqa: E402
 
 TEXTS = [

@@ -1,0 +1,34 @@
+"""What every script shares and that needs no torch: user errors, the CLI wrapper, atomic writes."""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A bad input the user can fix: scripts print it as one line and exit non-zero."""
+
+
+def cli(main) -> None:
+    """Run a script's main(); a UserError becomes one line on stderr and exit code 1."""
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")
+
+
+def atomic_write(path, write) -> None:
+    """Call write(tmp_path), then rename onto path: readers never see a half-written file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}); choose a writable output path") from None
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
