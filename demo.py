@@ -61,7 +61,7 @@ def main():
     cfg = train.load_config(["config/demo_ref8.py"])
     tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
     growth = json.loads((OUT / "inherit" / "growth.json").read_text())
-    ref_loss, k = growth["reference_val_loss"], cfg.__class__.grow_last_k
+    ref_loss, k = growth["reference_val_loss"], growth["rounds"][0]["k"]
     random_vals = val_losses(OUT / "random4")
     rows = [("reference (scratch)", 8, val_losses(OUT / "ref8"), "-", times["reference"])]
     rows += [(f"inherited, round {r['round']}", r["n_layer"], [v for _, v in r["val_curve"]],

@@ -498,16 +498,17 @@ def results_table(results, chances) -> str:
 
 def eval_val_loss(model, ckpt, data_dir, tok, block_size=None, eval_tokens=None, batch_size=8):
     """train.py's val_loss on the same fixed windows; block_size/eval_tokens default to the run's own settings."""
+    import contextlib
+
     from prepare_owt import check_bins
-    from train import TrainConfig, setup_runtime, val_loss
+    from train import Runtime, TrainConfig, val_loss
     check_bins(data_dir, model.config.vocab_size, tok.hash)
     meta = getattr(open_weights(ckpt), "meta", None) or {}
     run = meta.get("train_config") or {}
     block_size = block_size or min(run.get("block_size", model.config.block_size), model.config.block_size)
     eval_tokens = eval_tokens or run.get("eval_tokens", TrainConfig.eval_tokens)
     device = next(model.parameters()).device
-    rt = setup_runtime(TrainConfig(device=device.type, dtype="float32"))
-    rt.device = device  # the model's own device (--device cuda:1 included)
+    rt = Runtime(0, 1, device, contextlib.nullcontext())  # one process on the model's device, float32, no TF32
     loss = val_loss(model, data_dir, block_size, eval_tokens, batch_size, rt)
     return {"val_loss": loss, "val_ppl": math.exp(loss), "block_size": block_size, "eval_tokens": eval_tokens}
 

@@ -486,6 +486,13 @@ def _open_gguf(path: Path) -> Weights:
     if arch != "llama":
         raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; only 'llama' GGUF files load")
     tensors = {t.name: t for t in reader.tensors}
+    required = ["llama.block_count", "llama.attention.head_count", "llama.embedding_length",
+                "llama.feed_forward_length", "llama.context_length", "llama.attention.layer_norm_rms_epsilon"]
+    if missing := [k for k in required if k not in reader.fields]:
+        raise UserError(f"{path} lacks GGUF metadata {missing}; re-convert it with a current llama.cpp")
+    scaling = meta("llama.rope.scaling.type", "none")
+    if "rope_freqs.weight" in tensors or scaling not in ("none", b"none"):
+        raise UserError(f"{path} uses RoPE scaling (Llama-3.1-style rope_freqs or {scaling!r}), which is not supported")
     n_head = meta("llama.attention.head_count")
     n_kv_head = meta("llama.attention.head_count_kv", n_head)
     config = ModelConfig(

@@ -10,7 +10,8 @@ same fixed val windows; if worse, n_layer += grow_step and start again *from the
 
 Determinism: the windows of step s are drawn from a generator seeded by (seed, s) and split over ranks and
 micro-steps, and torch's RNG is reseeded from (seed, rank, s) every step, so the step number is the whole data
-position and RNG state: a resumed run repeats the uninterrupted one exactly, and any world size sees the same batch.
+position and RNG state: any world size sees the same batches, and on CPU a resumed run repeats the uninterrupted
+one bit for bit (on GPUs up to the nondeterminism of some backward kernels).
 """
 import ast
 import contextlib
@@ -30,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig, load_model, open_weights, save_checkpoint
+from model import GPT, ModelConfig, _torch_load, load_model, open_weights, save_checkpoint
 from util import UserError, atomic_write, cli
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer
@@ -262,6 +263,19 @@ def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, di
     return model.to(rt.device).train(), meta
 
 
+RESUMABLE_CHANGES = {"out_dir", "init_from", "device", "dtype", "compile", "micro_batch_size", "log_interval",
+                     "eval_interval", "checkpoint_interval", "peak_flops"}  # no effect on what is learned
+
+
+def check_same_recipe(cfg: TrainConfig, saved: dict, ckpt_path) -> None:
+    """A resumed run must continue the recipe it began with (data, batch, schedule, seed, ...)."""
+    changed = [f"{k}={getattr(cfg, k)!r} (was {v!r})" for k, v in saved.items()
+               if k not in RESUMABLE_CHANGES and getattr(cfg, k, v) != v]
+    if changed:
+        raise UserError(f"resuming {ckpt_path} with a different recipe: {', '.join(changed)}; pass the run's own "
+                        f"config (saved as train_config.json beside it) or start a new out_dir")
+
+
 def reference_tokenizer_hash(ref) -> str | None:
     """The tokenizer a reference expects: from the data meta a train.py checkpoint carries, else its own tokenizer
     files (HF folder, GGUF); None when it names none (check_bins then insists on an equal vocabulary size)."""
@@ -304,8 +318,15 @@ class StopRequested:
 
 
 def read_log(path: Path) -> list[dict]:
-    """log.jsonl: a {"config": ...} header, then one record per evaluation or logged step."""
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut short by a
+    kill is dropped: resuming rewrites it)."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records
 
 
 def write_log(path: Path, records: list[dict]) -> None:
@@ -330,7 +351,11 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
 
     start, pending_loss, records, extra = 0, torch.zeros(()), [], {}
     if cfg.init_from == "resume":
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = _torch_load(ckpt_path)
+        if not {"config", "model", "optimizer", "step", "train_config", "data"} <= set(ckpt):
+            raise UserError(f"{ckpt_path} is not a train.py checkpoint (no optimizer/step); start a new run from it "
+                            f"with init_from=pretrained ref={ckpt_path}")
+        check_same_recipe(cfg, ckpt["train_config"], ckpt_path)
         model = GPT(ModelConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["model"])
         model.to(rt.device).train()
@@ -350,7 +375,9 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     raw = model
     flops_per_token = raw.flops_per_token(cfg.block_size)
     if cfg.compile:
+        torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
         model = torch.compile(model)
+    eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
     if rt.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -371,10 +398,12 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
                             data={"dir": cfg.data_dir, "meta": data_meta}, **extra)
             write_log(log_path, [header] + records)
 
-    def check_finite(step):  # a NaN/inf loss stops the run before it can overwrite the last good checkpoint
-        if not all(math.isfinite(v) for v in all_sum(rt, pending_loss.item())):
-            raise UserError(f"train loss became {pending_loss.item()} before step {step}: stopping; the last good "
-                            f"checkpoint is {ckpt_path} (lower learning_rate or check the data)")
+    def check_finite(step):  # a NaN/inf loss or gradient stops the run before it can overwrite a good checkpoint
+        loss, bad_grads = all_sum(rt, pending_loss.item(), nonfinite_grads.item())
+        if not math.isfinite(loss) or bad_grads:
+            raise UserError(f"train loss {loss / rt.world:.4g} with {bad_grads:.0f} non-finite gradient norm(s) before "
+                            f"step {step}: stopping; the last good checkpoint is {ckpt_path} (lower learning_rate or "
+                            f"check the data)")
 
     def log(record):
         records.append(record)
@@ -382,23 +411,29 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    if start > cfg.max_iters:
+        raise UserError(f"{ckpt_path} is at step {start}, past max_iters={cfg.max_iters}")
     step, t_last = start, time.time()
-    pending_loss = pending_loss.to(rt.device)
+    pending_loss, nonfinite_grads = pending_loss.to(rt.device), torch.zeros((), device=rt.device)
     while True:
-        if step > start and (step % cfg.checkpoint_interval == 0 or step == cfg.max_iters):
+        saved = step > start and (step % cfg.checkpoint_interval == 0 or step == cfg.max_iters)
+        if saved:
             checkpoint(step)
-        if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-            loss = val_loss(model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
-            log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss})
-            if rt.master:
-                print(f"step {step}: val loss {loss:.4f}", flush=True)
-        if step == cfg.max_iters:
-            break
-        if all_sum(rt, float(stop.flag))[0]:
-            checkpoint(step)
+        if all_sum(rt, float(stop.flag))[0]:  # before the eval: SIGKILL follows SIGTERM within seconds
+            if not saved:
+                checkpoint(step)
             if rt.master:
                 print(f"SIGTERM: checkpoint at step {step} in {ckpt_path}; resume with init_from=resume", flush=True)
             sys.exit(143)
+        if step % cfg.eval_interval == 0 or step == cfg.max_iters:
+            loss = val_loss(eval_model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
+            if not math.isfinite(loss):
+                raise UserError(f"val loss is {loss} at step {step}: stopping; the last good checkpoint is {ckpt_path}")
+            log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss})
+            if rt.master:
+                print(f"step {step}: val loss {loss:.4f}", flush=True)
+        if step >= cfg.max_iters:
+            break
 
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
@@ -414,8 +449,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
                 _, loss = model(x, y)
                 (loss / accum).backward()
             pending_loss += loss.detach() / accum
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        nonfinite_grads += ~torch.isfinite(grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -456,8 +491,16 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
     max_layer = min(cfg.grow_max_layer or ref_depth, ref_depth)
     if not 1 <= cfg.n_layer <= max_layer:
         raise UserError(f"n_layer={cfg.n_layer} is outside 1..{max_layer} (the reference has {ref_depth} layers)")
+    if cfg.inherit_layers:
+        raise UserError("grow=True inherits the first n_layer blocks each round; unset inherit_layers")
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    if state.get("recipe", recipe) != recipe:  # rounds and the target only mean something under one recipe
+        changed = sorted(k for k in recipe if state["recipe"].get(k) != recipe[k])
+        raise UserError(f"{state_path} was made with a different recipe ({', '.join(changed)} changed); use a new "
+                        f"out_dir, or the config the growth loop began with")
     if "reference_val_loss" not in state:
-        state.update(reference=cfg.ref, reference_layers=ref_depth, reference_val_loss=reference_val_loss(cfg, rt))
+        state.update(recipe=recipe, reference=cfg.ref, reference_layers=ref_depth,
+                     reference_val_loss=reference_val_loss(cfg, rt))
     target = state["reference_val_loss"] + cfg.grow_tolerance
 
     def save_state():
@@ -484,7 +527,7 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
                        "matches": mean_k <= target,
                        "val_curve": [[r["step"], r["val_loss"]] for r in records if "val_loss" in r]})
         save_state()
-        n_layer += cfg.grow_step
+        n_layer = max_layer if n_layer < max_layer < n_layer + cfg.grow_step else n_layer + cfg.grow_step
     if rt.master:
         print(growth_table(state, target))
         plot_curves({f"{r['n_layer']} layers": r["val_curve"] for r in rounds}, out / "growth.png",

@@ -28,7 +28,19 @@ def atomic_write(path, write) -> None:
         raise UserError(f"cannot write {path} ({e.strerror}); choose a writable output path") from None
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions a plain open would
+        fd = os.open(tmp, os.O_RDONLY)
+        os.fsync(fd)  # on disk before the rename, so a crash cannot leave an empty file under the real name
+        os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"writing {path} failed ({e.strerror}); free some space or choose another path") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
