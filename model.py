@@ -320,10 +320,8 @@ def source_names(table: dict, name: str) -> list[str]:
     """The tensors of a checkpoint that make up our tensor `name`, e.g. 'h.3.mlp.c_fc.weight' -> [gate_3, up_3]."""
     module, kind = name.rsplit(".", 1)
     layer = re.match(r"h\.(\d+)\.", module)
-    key = re.sub(r"^h\.\d+\.", "h.{}.", module)
-    if key not in table:
-        raise KeyError(name)
-    sources = table[key] if isinstance(table[key], tuple) else (table[key],)
+    sources = table[re.sub(r"^h\.\d+\.", "h.{}.", module)]  # KeyError for a name the table does not map
+    sources = sources if isinstance(sources, tuple) else (sources,)
     return [(s.format(layer.group(1)) if layer else s) + "." + kind for s in sources]
 
 
@@ -342,11 +340,8 @@ def unpermute_rotary(w: torch.Tensor, n_head: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- reading
 
 class Weights:
-    """A checkpoint opened lazily under our tensor names: `config`, `get(name)`, `sources(name)`.
-
-    `read(src)` fetches one tensor of the file by its own name; `fix(src, tensor)` undoes that format's
-    layout (transposes, row permutations). Nothing is read until asked for.
-    """
+    """A checkpoint opened lazily under our tensor names: `config`, `get(name)`, `sources(name)`. `read(src)` fetches
+    one tensor by the file's own name; `fix(src, t)` undoes the format's layout (transposes, row permutations)."""
 
     def __init__(self, path, config: ModelConfig, read, table: dict | None = None, fix=None, file_names=()):
         self.path, self.config, self.table = str(path), config, table
@@ -486,8 +481,8 @@ def _open_gguf(path: Path) -> Weights:
     if arch != "llama":
         raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; only 'llama' GGUF files load")
     tensors = {t.name: t for t in reader.tensors}
-    required = ["llama.block_count", "llama.attention.head_count", "llama.embedding_length",
-                "llama.feed_forward_length", "llama.context_length", "llama.attention.layer_norm_rms_epsilon"]
+    required = [f"llama.{k}" for k in ("block_count", "attention.head_count", "embedding_length", "feed_forward_length",
+                                        "context_length", "attention.layer_norm_rms_epsilon")]
     if missing := [k for k in required if k not in reader.fields]:
         raise UserError(f"{path} lacks GGUF metadata {missing}; re-convert it with a current llama.cpp")
     scaling = meta("llama.rope.scaling.type", "none")
