@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from model import load_model, open_weights
 from util import UserError, atomic_write, cli
-from tokenizer import load_tokenizer
+from tokenizer import load_tokenizer, tokenizer_spec_of
 
 try:
     from lm_eval.api.model import TemplateLM
@@ -63,33 +63,11 @@ OFFLINE_FIX = ("use local task YAMLs with --include_path DIR, or a local HF data
 
 # ----------------------------------------------------------------------------------------------- checkpoint
 
-def tokenizer_spec(ckpt) -> str:
-    """The tokenizer a checkpoint was made with, as a load_tokenizer spec; UserError if it cannot be told."""
-    path = Path(ckpt)
-    if path.suffix == ".gguf":
-        return str(path)
-    weights = open_weights(path)
-    if path.is_dir() and (path / "config.json").exists():  # HF folder
-        if (path / "tokenizer.json").is_file():
-            return str(path)
-        if weights.config.arch == "gpt2" and weights.config.vocab_size == 50257:
-            return "gpt2"
-    meta = getattr(weights, "meta", None) or {}
-    data_tokenizer = ((meta.get("data") or {}).get("meta") or {}).get("tokenizer") or {}
-    if "spec" in data_tokenizer:  # train.py: the tokenizer prepare_owt.py tokenized its data with
-        return data_tokenizer["spec"]
-    reference = (meta.get("inherit") or {}).get("reference", {}).get("path")
-    if reference:  # inherit.py: the reference's tokenizer
-        return tokenizer_spec(reference)
-    raise UserError(f"{ckpt}: cannot tell which tokenizer it uses; pass --tokenizer (gpt2, a tokenizer.json, "
-                    f"a model folder or a .gguf)")
-
-
 def load_for_eval(ckpt, tokenizer=None, device="cpu", dtype="float32"):
     """(model, tokenizer) for a checkpoint; the tokenizer found automatically unless given."""
     if dtype not in ("float32", "bfloat16"):
         raise UserError(f"--dtype {dtype}: use float32 or bfloat16")
-    spec = tokenizer or tokenizer_spec(ckpt)
+    spec = tokenizer or tokenizer_spec_of(ckpt)
     try:
         tok = load_tokenizer(spec)
     except UserError as e:

@@ -217,6 +217,30 @@ def load_gguf(path):
     return HFTokenizer(tok, f"gguf:{path.name}", bos, eos, prepend_bos, vocab_size=len(tokens))
 
 
+def tokenizer_spec_of(ckpt) -> str:
+    """The tokenizer a checkpoint was made with, as a load_tokenizer spec; UserError if it cannot be told."""
+    from model import open_weights  # here, so that importing tokenizer.py never needs torch
+
+    path = Path(ckpt)
+    if path.suffix == ".gguf":
+        return str(path)
+    weights = open_weights(path)
+    if path.is_dir() and (path / "config.json").exists():  # HF folder
+        if (path / "tokenizer.json").is_file():
+            return str(path)
+        if weights.config.arch == "gpt2" and weights.config.vocab_size == 50257:
+            return "gpt2"
+    meta = getattr(weights, "meta", None) or {}
+    data_tokenizer = ((meta.get("data") or {}).get("meta") or {}).get("tokenizer") or {}
+    if "spec" in data_tokenizer:  # train.py: the tokenizer prepare_owt.py tokenized its data with
+        return data_tokenizer["spec"]
+    reference = (meta.get("inherit") or {}).get("reference", {}).get("path")
+    if reference:  # inherit.py: the reference's tokenizer
+        return tokenizer_spec_of(reference)
+    raise UserError(f"{ckpt}: cannot tell which tokenizer it uses; pass --tokenizer (gpt2, a tokenizer.json, "
+                    f"a model folder or a .gguf)")
+
+
 def load_tokenizer(spec="gpt2"):
     """'gpt2', a tokenizer.json, a model folder (tokenizer.json, else its single .gguf), or a .gguf file."""
     if spec == "gpt2":

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from model import GPT, ModelConfig, _torch_load, load_model, open_weights, save_checkpoint
 from util import UserError, atomic_write, cli
 from prepare_owt import check_bins, open_split, read_meta
-from tokenizer import load_tokenizer
+from tokenizer import load_tokenizer, tokenizer_spec_of
 
 
 @dataclass
@@ -277,13 +277,10 @@ def check_same_recipe(cfg: TrainConfig, saved: dict, ckpt_path) -> None:
 
 
 def reference_tokenizer_hash(ref) -> str | None:
-    """The tokenizer a reference expects: from the data meta a train.py checkpoint carries, else its own tokenizer
-    files (HF folder, GGUF); None when it names none (check_bins then insists on an equal vocabulary size)."""
-    data = getattr(open_weights(ref), "meta", {}).get("data")
-    if data:
-        return data["meta"]["tokenizer"]["hash"]
+    """The hash of the tokenizer a reference expects (tokenizer.tokenizer_spec_of: its run's data, its own files, or
+    its inherit.py reference); None when it cannot be told (check_bins then insists on an equal vocabulary size)."""
     try:
-        return load_tokenizer(str(ref)).hash
+        return load_tokenizer(tokenizer_spec_of(ref)).hash
     except UserError:
         return None
 

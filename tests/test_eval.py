@@ -12,10 +12,10 @@ import torch
 
 from conftest import ROOT, tiny_hf_llama, write_gguf
 from model import GPT, ModelConfig, UserError, save_checkpoint, save_hf
-from tokenizer import load_tokenizer
+from tokenizer import load_tokenizer, tokenizer_spec_of
 
 from eval import (InherituneLM, PAPER_SUITE, expand_tasks, load_for_eval, load_tasks, pack_requests, results_table,
-                  run_tasks, tokenizer_spec)
+                  run_tasks)
 
 TASKS = str(ROOT / "tests" / "tasks")
 BLOCK = 32  # short, so the local tasks' contexts and paragraphs run past it (left truncation, rolling windows)
@@ -272,19 +272,19 @@ def test_missing_include_path_is_named(tmp_path):
 
 def test_tokenizer_is_found_for_every_kind_of_checkpoint(tmp_path, llama_dir):
     from inherit import inherit_layers
-    assert tokenizer_spec(llama_dir) == str(llama_dir)                   # HF folder with its tokenizer.json
+    assert tokenizer_spec_of(llama_dir) == str(llama_dir)                   # HF folder with its tokenizer.json
     bare = tmp_path / "gpt2_export"
     save_hf(random_gpt("gpt2", 50257, std=0.02), bare)
-    assert tokenizer_spec(bare) == "gpt2"                                # GPT-2 export without tokenizer files
+    assert tokenizer_spec_of(bare) == "gpt2"                                # GPT-2 export without tokenizer files
     gguf = tmp_path / "m.gguf"
     write_gguf(tiny_hf_llama(), gguf, "float32")
-    assert tokenizer_spec(gguf) == str(gguf)                             # a GGUF carries its vocabulary
+    assert tokenizer_spec_of(gguf) == str(gguf)                             # a GGUF carries its vocabulary
     model, provenance = inherit_layers(llama_dir, n_layer=1)
     save_checkpoint(tmp_path / "inherited.pt", model, inherit=provenance)
-    assert tokenizer_spec(tmp_path / "inherited.pt") == str(llama_dir.resolve())  # inherit.py: the reference's
+    assert tokenizer_spec_of(tmp_path / "inherited.pt") == str(llama_dir.resolve())  # inherit.py: the reference's
     save_checkpoint(tmp_path / "plain.pt", model)
     with pytest.raises(UserError, match="--tokenizer"):
-        tokenizer_spec(tmp_path / "plain.pt")
+        tokenizer_spec_of(tmp_path / "plain.pt")
     with pytest.raises(UserError, match="--tokenizer"):                   # GPT-2's 50257 tokens, 512 embeddings
         load_for_eval(llama_dir, "gpt2")
 
