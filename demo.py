@@ -42,9 +42,9 @@ def step(title: str, run) -> float:
     return time.time() - t0
 
 
-def val_losses(out_dir: Path) -> list[float]:
-    return [r["val_loss"] for r in map(json.loads, (out_dir / "log.jsonl").read_text().splitlines()[1:])
-            if "val_loss" in r]
+def val_curve(out_dir: Path) -> list[list]:
+    """[[step, val loss], ...] of a run, the form growth.json keeps for each round."""
+    return [[r["step"], r["val_loss"]] for r in train.read_log(out_dir / "log.jsonl") if "val_loss" in r]
 
 
 def main():
@@ -62,8 +62,11 @@ def main():
     tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
     growth = json.loads((OUT / "inherit" / "growth.json").read_text())
     ref_loss, k = growth["reference_val_loss"], growth["rounds"][0]["k"]
-    random_vals = val_losses(OUT / "random4")
-    rows = [("reference (scratch)", 8, val_losses(OUT / "ref8"), "-", times["reference"])]
+    curves = {"reference (8 layers)": val_curve(OUT / "ref8"),
+              **{f"inherited {r['n_layer']} layers": r["val_curve"] for r in growth["rounds"]},
+              "random init (4 layers)": val_curve(OUT / "random4")}
+    random_vals = [v for _, v in curves["random init (4 layers)"]]
+    rows = [("reference (scratch)", 8, [v for _, v in curves["reference (8 layers)"]], "-", times["reference"])]
     rows += [(f"inherited, round {r['round']}", r["n_layer"], [v for _, v in r["val_curve"]],
               "matches" if r["matches"] else "worse: grow", None) for r in growth["rounds"]]
     rows.append(("random init (scratch)", 4, random_vals,
@@ -77,9 +80,6 @@ def main():
         print(f"| {name} | {layers} | {vals[0]:.3f} | {vals[-1]:.3f} | {sum(vals[-k:]) / k:.3f} | {ref_loss:.3f} | "
               f"{verdict} | {when} |")
     print(f"\ngrowth loop: {times['inherit']:.0f} s for {len(growth['rounds'])} round(s); total {sum(times.values()):.0f} s")
-    curves = {"reference (8 layers)": [[i * cfg.eval_interval, v] for i, v in enumerate(val_losses(OUT / "ref8"))],
-              **{f"inherited {r['n_layer']} layers": r["val_curve"] for r in growth["rounds"]},
-              "random init (4 layers)": [[i * cfg.eval_interval, v] for i, v in enumerate(random_vals)]}
     train.plot_curves(curves, OUT / "demo.png", reference=ref_loss)
     print(f"curves: {OUT / 'demo.png'}")
 

@@ -363,7 +363,7 @@ def _missing(path, name):
                     f"its config says; re-export it")
 
 
-def _torch_load(path):
+def safe_torch_load(path):
     """torch.load that never unpickles code: plain tensors and containers only."""
     try:
         try:
@@ -378,7 +378,7 @@ def _torch_load(path):
 
 
 def _open_project(path: Path) -> Weights:
-    ckpt = _torch_load(path)
+    ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise UserError(f"{path} is not an inheritune checkpoint (no 'config'/'model'); "
                         f"pass a HF model folder or a .gguf file instead")
@@ -436,7 +436,7 @@ def _hf_reader(folder: Path):
             from safetensors import safe_open
             return safe_open(str(folder / file_name), framework="pt")
         if file_name not in loaded_bins:
-            loaded_bins[file_name] = _torch_load(folder / file_name)
+            loaded_bins[file_name] = safe_torch_load(folder / file_name)
         return contextlib.nullcontext(loaded_bins[file_name])
 
     if index:

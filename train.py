@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig, _torch_load, load_model, open_weights, save_checkpoint
+from model import GPT, ModelConfig, load_model, open_weights, safe_torch_load, save_checkpoint
 from util import UserError, atomic_write, cli
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer, tokenizer_spec_of
@@ -348,7 +348,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
 
     start, pending_loss, records, extra = 0, torch.zeros(()), [], {}
     if cfg.init_from == "resume":
-        ckpt = _torch_load(ckpt_path)
+        ckpt = safe_torch_load(ckpt_path)
         if not {"config", "model", "optimizer", "step", "train_config", "data"} <= set(ckpt):
             raise UserError(f"{ckpt_path} is not a train.py checkpoint (no optimizer/step); start a new run from it "
                             f"with init_from=pretrained ref={ckpt_path}")
