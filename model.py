@@ -223,14 +223,14 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx, targets=None):
-        """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore) returns (logits, loss)."""
+        """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore), only the mean loss: training
+        never returns the (B, T, vocab) logits, so under torch.compile they live only inside the fused loss."""
         logits = self.lm_head(self.hidden_states(idx))
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]  # padding rows exist for speed, never as predictions
         if targets is None:
             return logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
 
     def num_params(self, matmul_only: bool = False) -> int:
         """All parameters, or only those in matrix multiplies (no position table, no untied embedding lookup)."""

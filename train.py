@@ -15,6 +15,7 @@ one bit for bit (on GPUs up to the nondeterminism of some backward kernels).
 """
 import ast
 import contextlib
+import datetime
 import difflib
 import json
 import math
@@ -153,6 +154,7 @@ class Runtime:
     world: int
     device: torch.device
     autocast: contextlib.AbstractContextManager
+    host_group: object = None  # gloo group for host-side votes (the stop flag) that must not wait on the GPU
 
     @property
     def master(self) -> bool:
@@ -167,13 +169,16 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
     if device_type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    host_group = None
+    if world > 1:
+        if not dist.is_initialized():  # 30 min: rank 0 may spend minutes writing a multi-GB checkpoint
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
+        host_group = dist.new_group(backend="gloo") if device_type == "cuda" else dist.group.WORLD
     dtype = {"auto": "bfloat16" if device_type == "cuda" else "float32"}.get(cfg.dtype, cfg.dtype)
     if dtype not in ("float32", "bfloat16"):
         raise UserError(f"dtype='{cfg.dtype}'; use auto, float32 or bfloat16 (autocast; weights stay float32)")
     autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
-    return Runtime(rank, world, device, autocast)
+    return Runtime(rank, world, device, autocast, host_group)
 
 
 def all_sum(rt: Runtime, *values: float) -> list[float]:
@@ -181,6 +186,15 @@ def all_sum(rt: Runtime, *values: float) -> list[float]:
     if rt.world > 1:
         dist.all_reduce(t)
     return t.tolist()
+
+
+def any_rank(rt: Runtime, flag: bool) -> bool:
+    """True if any rank's flag is set; on the host (gloo), so the GPU queue keeps running ahead."""
+    if rt.world == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, group=rt.host_group)
+    return t.item() > 0
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -369,15 +383,14 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     if cfg.init_from == "resume":
         optimizer.load_state_dict(ckpt["optimizer"])
         del ckpt
-    raw = model
+    raw = eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
     flops_per_token = raw.flops_per_token(cfg.block_size)
+    if rt.world > 1:  # DDP first, then compile: dynamo splits the graph at DDP's buckets so all-reduce overlaps backward
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
-        model = torch.compile(model)
-    eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
-    if rt.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        model, eval_model = torch.compile(model), torch.compile(raw)
     header = {"config": asdict(cfg)}  # every run's log starts with its resolved config
     if rt.master:
         out.mkdir(parents=True, exist_ok=True)
@@ -416,7 +429,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         saved = step > start and (step % cfg.checkpoint_interval == 0 or step == cfg.max_iters)
         if saved:
             checkpoint(step)
-        if all_sum(rt, float(stop.flag))[0]:  # before the eval: SIGKILL follows SIGTERM within seconds
+        if any_rank(rt, stop.flag):  # before the eval: SIGKILL follows SIGTERM within seconds
             if not saved:
                 checkpoint(step)
             if rt.master:
@@ -443,7 +456,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
                          cfg.block_size, rt.device, data_meta)
             sync = micro == accum - 1 or rt.world == 1  # all-reduce gradients once, on the last micro-step
             with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast:
-                _, loss = model(x, y)
+                loss = model(x, y)
                 (loss / accum).backward()
             pending_loss += loss.detach() / accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -458,8 +471,11 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
             dt = time.time() - t_last
             tok_s = min(n_steps, step - start) * cfg.batch_size * cfg.block_size / dt
             mfu = tok_s * flops_per_token / (cfg.peak_flops * rt.world)
-            log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "lr": lr, "train_loss": train_loss,
-                 "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 5)})
+            record = {"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "lr": lr,
+                      "train_loss": train_loss, "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 5)}
+            if rt.device.type == "cuda":
+                record["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2)
+            log(record)
             if rt.master:
                 print(f"step {step}: loss {train_loss:.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, MFU {mfu:.1%}", flush=True)
             t_last, pending_loss = time.time(), torch.zeros((), device=rt.device)

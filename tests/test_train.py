@@ -68,13 +68,15 @@ def test_config_errors(args, message):
 
 # ------------------------------------------------------------------------------------------- training
 
-def test_one_process_and_two_ddp_ranks_agree(small_bins, tmp_path):
-    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10"]
+@pytest.mark.parametrize("ranks,batch_size", [(2, 8), (3, 12)])  # 3: the paper's (and the card's) GPU count
+def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size):
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--batch_size={batch_size}"]
     run_train(*common, f"--out_dir={tmp_path / 'one'}")
-    run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=2)
+    ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks)
     cfg1, log1 = read_log(tmp_path / "one")
-    _, log2 = read_log(tmp_path / "two")
-    assert cfg1["batch_size"] == 8
+    cfg2, log2 = read_log(tmp_path / "two")
+    assert cfg1["batch_size"] == cfg2["batch_size"] == batch_size  # the global batch does not depend on world size
+    assert f"{batch_size} x 32 tokens/step = {ranks} ranks x 2 x {batch_size // (2 * ranks)} accumulation" in ddp.stdout
     assert [r["step"] for r in log1] == [r["step"] for r in log2]
     for a, b in zip(log1, log2):
         for key in ("train_loss", "val_loss"):

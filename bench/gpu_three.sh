@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Issue 9: the card's launch, `torchrun --nproc_per_node=3 train.py config/gpt2_large_inherit18.py`, on a 4-GPU
+# machine (nvidia-h200-x4), with overrides for length only. Two calls made back to back ($STASH survives between
+# calls only while the machine stays warm):
+#   bash bench/gpu_three.sh ref      # GPUs 0-2: the 36-layer GPT-2 large reference from scratch (config/gpt2_large.py)
+#                                    # GPU 3: the same run on 1 GPU (same seed and data): batch and loss must agree
+#   bash bench/gpu_three.sh inherit  # GPUs 0-2: the card's command under torchrun --max_restarts=1; rank 1 is
+#                                    # SIGKILLed after the step-50 checkpoint, torchrun restarts, the run resumes;
+#                                    # GPU 3: the same command on 1 GPU, uninterrupted
+# No pretrained 36-layer GPT-2 exists offline, so the reference is our own config/gpt2_large.py trained for LENGTH
+# steps on the offline English corpus (.stash/offline_english_bins.tar.xz, GPT-2 BPE).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
+STASH=${STASH:-/root/stash}
+OUT=${OUT:-$STASH/out}
+LIMIT=${LIMIT:-550}
+mkdir -p "$STASH" "$OUT"
+[ -f "$STASH/data/meta.json" ] || { mkdir -p "$STASH/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$STASH/data"; }
+# length only: 150 steps (19.4M tokens) instead of 100K, warmup scaled with it, a 256-window val budget
+LENGTH="--data_dir=$STASH/data --max_iters=150 --warmup_iters=15 --eval_interval=25 --eval_tokens=262144 \
+--checkpoint_interval=50"
+
+case "${1:-}" in
+ref)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, 'gpus', torch.cuda.device_count())"
+  CUDA_VISIBLE_DEVICES=0,1,2 torchrun --standalone --nproc_per_node=3 train.py config/gpt2_large.py $LENGTH \
+    --out_dir="$STASH/gpt2_large" > "$STASH/ref_3gpu.txt" 2>&1 &
+  CUDA_VISIBLE_DEVICES=3 python3 train.py config/gpt2_large.py $LENGTH --out_dir="$STASH/gpt2_large_1gpu" \
+    > "$STASH/ref_1gpu.txt" 2>&1 &
+  ;;
+inherit)
+  REF="--ref=$STASH/gpt2_large/ckpt.pt"
+  CUDA_VISIBLE_DEVICES=0,1,2 torchrun --standalone --nproc_per_node=3 --max_restarts=1 \
+    train.py config/gpt2_large_inherit18.py $LENGTH $REF --out_dir="$STASH/inherit18_3gpu" \
+    > "$STASH/inherit_3gpu.txt" 2>&1 &
+  launcher=$!
+  CUDA_VISIBLE_DEVICES=3 python3 train.py config/gpt2_large_inherit18.py $LENGTH $REF \
+    --out_dir="$STASH/inherit18_1gpu" > "$STASH/inherit_1gpu.txt" 2>&1 &
+  (  # the kill: once step 80 is logged (after the step-50 checkpoint), SIGKILL the worker with LOCAL_RANK=1
+    log="$STASH/inherit18_3gpu/round1_18L/log.jsonl"
+    for _ in $(seq $((LIMIT * 2))); do grep -q '"step": 80,' "$log" 2>/dev/null && break; sleep 0.5; done
+    for pid in $(pgrep -P "$launcher"); do
+      if tr '\0' '\n' < "/proc/$pid/environ" | grep -qx 'LOCAL_RANK=1'; then
+        echo "$(date +%T) SIGKILL rank 1 (pid $pid) after step 80 was logged" | tee "$STASH/kill.txt"
+        kill -9 "$pid"
+      fi
+    done
+  ) &
+  ;;
+*) echo "usage: $0 ref|inherit"; exit 2 ;;
+esac
+( sleep "$LIMIT"; pkill -TERM -f "train.py" ) &  # the call's clock: checkpoint and stop rather than be killed
+watchdog=$!
+wait $(jobs -p | grep -v "^$watchdog$") 2>/dev/null
+kill $watchdog 2>/dev/null
+tar -czf "$OUT/results_$1.tar.gz" -C "$STASH" --exclude='*.pt' --exclude='data' --exclude='out' . 2>/dev/null
+for f in "$STASH"/*.txt; do echo "== $f"; grep -v "^{" "$f" | grep -iv "warn" | tail -n 6; done
