@@ -383,14 +383,17 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     if cfg.init_from == "resume":
         optimizer.load_state_dict(ckpt["optimizer"])
         del ckpt
-    raw = eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
+    raw = model
     flops_per_token = raw.flops_per_token(cfg.block_size)
-    if rt.world > 1:  # DDP first, then compile: dynamo splits the graph at DDP's buckets so all-reduce overlaps backward
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
-        model, eval_model = torch.compile(model), torch.compile(raw)
+        model = torch.compile(model)
+    eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
+    if rt.world > 1:  # compile, then DDP: the gradient all-reduce runs after the backward, once per optimizer step.
+        # (DDP first would let dynamo overlap it with the backward, but on torch 2.11 CUDA inductor then fails with
+        # "'int' object has no attribute 'meta'"; with accumulation the one all-reduce is a few % of a step.)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
     header = {"config": asdict(cfg)}  # every run's log starts with its resolved config
     if rt.master:
         out.mkdir(parents=True, exist_ok=True)

