@@ -1,0 +1,204 @@
+"""Training throughput of train.py itself: tokens/s, MFU and peak memory at fixed model shapes (issue 8).
+
+    python bench.py                                          # every shape, its default variants, one GPU
+    python bench.py --shapes gpt2-124m --variants m16a1,m16a8,m32a4
+    python bench.py --shapes gpt2-124m --variants m16a8 --gpus 2        # DDP: the same per-GPU work on 2 GPUs
+    python bench.py --check_loss data/offline_english --shapes gpt2-124m --variants m16a4-eager,m16a4,m32a2
+    python bench.py --repo /path/to/other/checkout ...       # that checkout's train.py: a before/after comparison
+
+A variant is mMaA[-eager]: micro-batch M sequences per GPU, A accumulation micro-steps per optimizer step (so the
+global batch is M x A x GPUs sequences), torch.compile unless -eager. Each measurement is one `train.py` process
+(torchrun for --gpus > 1) on synthetic bins of uniform random tokens, exactly as a user runs it: the log's tok/s
+per --log_every steps, the first interval dropped (compile, step-0 eval), the median of the next --intervals
+reported, then the process is killed (no checkpoint is written). MFU is train.py's: FLOPs/token = 6N + 12*L*d*T
+(PaLM) over 989 TFLOP/s per GPU. The "floor" column turns the same FLOPs into the tok/s of the ~790 TFLOP/s bf16
+matmul rate measured on this H200: no version of the step can run faster.
+
+--check_loss DATA trains each variant to the end on real bins with the same global batch and seed and prints the
+largest train-loss difference from the first variant, which should be the plain path (e.g. m16a4-eager): a speed-up
+must not change what is learned beyond bf16 noise.
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import GPT, ModelConfig
+from train import load_config, read_log
+
+ROOT = Path(__file__).resolve().parent
+MATMUL_CEILING = 790e12  # bf16 dense, measured on the workplace's H200 (8192^3 matmul, random data)
+PEAK = 989e12            # the datasheet number MFU is quoted against
+
+SHAPES = {  # train.py overrides; the variants run when --variants is not given (nanoGPT's micro-batch first)
+    "gpt2-124m": (["--arch=gpt2", "--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024"], 50257,
+                  "m16a1,m16a8,m32a4"),
+    "gpt2-350m": (["--arch=gpt2", "--n_layer=24", "--n_head=16", "--n_embd=1024", "--block_size=1024"], 50257,
+                  "m16a1,m16a8,m32a4"),
+    "gpt2-774m": (["--arch=gpt2", "--n_layer=36", "--n_head=20", "--n_embd=1280", "--block_size=1024"], 50257,
+                  "m8a1,m8a8,m16a4"),
+    # the paper's 1.5B target: OpenLLaMA-3B's shapes, its first 13 of 26 layers
+    "openllama3b-13l": (["--arch=llama", "--n_layer=13", "--n_head=32", "--n_embd=3200", "--intermediate_size=8640",
+                         "--block_size=2048", "--tie_embeddings=False", "--bias=False"], 32000, "m4a8,m8a4"),
+    "tiny": (["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64"], 512, "m2a2-eager"),  # CPU
+}
+VARIANT = re.compile(r"m(\d+)a(\d+)(-eager)?$")
+
+
+def flops_per_token(shape: str) -> float:
+    """train.py's FLOPs per trained token for a shape (6N + 12*L*d*T), from the model built on the meta device."""
+    overrides, vocab_size, _ = SHAPES[shape]
+    c = load_config(overrides)
+    with torch.device("meta"):
+        model = GPT(ModelConfig(arch=c.arch, n_layer=c.n_layer, n_head=c.n_head, n_kv_head=c.n_kv_head, n_embd=c.n_embd,
+                                intermediate_size=c.intermediate_size, vocab_size=vocab_size, block_size=c.block_size,
+                                bias=c.bias, tie_embeddings=c.tie_embeddings))
+    return model.flops_per_token(c.block_size)
+
+
+def synthetic_bins(folder: Path, vocab_size: int, tokens: int = 1 << 24) -> Path:
+    """Uniform random tokens in prepare_owt.py's format (meta.json + train.bin + val.bin)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    meta = {"format": "inheritune-token-bins-1", "dtype": "uint16", "vocab_size": vocab_size,
+            "tokenizer": {"name": "synthetic-uniform", "hash": None, "vocab_size": vocab_size},
+            "max_token_id": vocab_size - 1}
+    for split, n in (("train", tokens), ("val", 1 << 18)):
+        rng.integers(0, vocab_size, n, dtype=np.uint16).tofile(folder / f"{split}.bin")
+        meta[split] = {"file": f"{split}.bin", "tokens": n, "documents": 1}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def parse_variant(name: str) -> tuple[int, int, bool]:
+    m = VARIANT.match(name)
+    if not m:
+        sys.exit(f"error: variant '{name}' is not mMaA[-eager] (e.g. m16a8, m16a4-eager)")
+    return int(m[1]), int(m[2]), bool(m[3])
+
+
+def launch(repo: Path, gpus: int, args: list[str], log_file: Path) -> subprocess.Popen:
+    launcher = ["torchrun", "--standalone", f"--nproc_per_node={gpus}"] if gpus > 1 else [sys.executable]
+    return subprocess.Popen([*launcher, "train.py", *args], cwd=repo, stdout=open(log_file, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def records(out_dir: Path) -> list[dict]:
+    return read_log(out_dir / "log.jsonl")[1:]
+
+
+def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout) -> dict:
+    """One train.py run at (shape, variant, gpus): the median tok/s of `intervals` log intervals after the first."""
+    micro, accum, eager = parse_variant(variant)
+    overrides, _, _ = SHAPES[shape]
+    out = Path(tempfile.mkdtemp(dir=work, prefix=f"{shape}_{variant}_{gpus}gpu_"))
+    steps = log_every * (intervals + 1)
+    args = [*overrides, f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
+            f"--batch_size={micro * accum * gpus}", f"--max_iters={steps + 1000}", "--warmup_iters=10",
+            f"--log_interval={log_every}", "--eval_interval=1000000", f"--eval_tokens={micro * 2048}",
+            "--checkpoint_interval=1000000", f"--compile={not eager}", "--learning_rate=3e-4", "--dtype=bfloat16"]
+    proc = launch(repo, gpus, args, out / "stdout.txt")
+    deadline, timed = time.time() + timeout, []
+    while time.time() < deadline and proc.poll() is None:
+        timed = [r for r in records(out) if "tok_per_s" in r]
+        if len(timed) > intervals:
+            break
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    result = {"shape": shape, "variant": variant, "gpus": gpus, "micro": micro, "accum": accum, "compile": not eager}
+    if len(timed) < 2:
+        tail = (out / "stdout.txt").read_text()[-1500:]
+        return {**result, "error": f"no timed interval within {timeout}s (OOM?): ...{tail}"}
+    rates = [r["tok_per_s"] for r in timed[1:intervals + 1]]
+    tok_s, flops = statistics.median(rates), flops_per_token(shape)
+    return {**result, "tok_per_s": tok_s, "spread": (min(rates), max(rates)), "mfu": tok_s * flops / (PEAK * gpus),
+            "floor_tok_per_s": MATMUL_CEILING * gpus / flops, "peak_mem_gb": max(r.get("peak_mem_gb", 0) for r in timed),
+            "loss": timed[-1]["train_loss"]}
+
+
+def check_loss(repo, shape, variants, data, work, steps, batch) -> None:
+    """Train every variant to `steps` on real data with the same global batch and seed; compare train-loss curves."""
+    curves = {}
+    for variant in variants:
+        micro, accum, eager = parse_variant(variant)
+        out = Path(tempfile.mkdtemp(dir=work, prefix=f"check_{shape}_{variant}_"))
+        args = [*SHAPES[shape][0], f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
+                f"--batch_size={batch}", f"--max_iters={steps}", f"--warmup_iters={steps // 10}", "--log_interval=10",
+                f"--eval_interval={steps}", "--eval_tokens=262144", f"--checkpoint_interval={steps}",
+                f"--compile={not eager}", "--learning_rate=6e-4", "--min_lr=6e-5", "--dtype=bfloat16"]
+        proc = launch(repo, 1, args, out / "stdout.txt")
+        if proc.wait():
+            sys.exit(f"error: {variant} failed; see {out / 'stdout.txt'}")
+        recs = records(out)
+        curves[variant] = ({r["step"]: r["train_loss"] for r in recs if "train_loss" in r},
+                           [r["val_loss"] for r in recs if "val_loss" in r][-1])
+    base = curves[variants[0]][0]
+    print(f"\nloss check, {shape}, {steps} steps of {batch} sequences, same seed and data; differences from "
+          f"{variants[0]}:\n| variant | max abs train-loss diff | at step | final train loss | final val loss |\n"
+          f"|---|---|---|---|---|")
+    for v, (train, val) in curves.items():
+        diff, at = max((abs(loss - base[s]), s) for s, loss in train.items())
+        print(f"| {v} | {diff:.4f} | {at} | {train[max(train)]:.4f} | {val:.4f} |")
+    print("curves:", json.dumps({v: sorted(train.items()) for v, (train, _) in curves.items()}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
+    p.add_argument("--variants", help="comma-separated mMaA[-eager]; default: each shape's own list")
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--repo", default=str(ROOT), help="checkout whose train.py runs (default: this one)")
+    p.add_argument("--work", default=None, help="scratch folder for bins and runs (default: a temp dir)")
+    p.add_argument("--log_every", type=int, default=10, help="steps per timed interval")
+    p.add_argument("--intervals", type=int, default=5, help="timed intervals per measurement (median)")
+    p.add_argument("--timeout", type=int, default=420, help="seconds per measurement, compile included")
+    p.add_argument("--check_loss", metavar="DATA", help="real token bins: compare the variants' loss curves instead")
+    p.add_argument("--steps", type=int, default=300, help="--check_loss: training steps")
+    p.add_argument("--batch", type=int, default=64, help="--check_loss: global batch (sequences)")
+    p.add_argument("--json", help="append every result here as a JSON line")
+    args = p.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    shapes = args.shapes.split(",")
+    for s in shapes:
+        if s not in SHAPES:
+            sys.exit(f"error: unknown shape '{s}'; choose from {', '.join(SHAPES)}")
+    if args.check_loss:
+        for s in shapes:
+            check_loss(Path(args.repo), s, (args.variants or SHAPES[s][2]).split(","), args.check_loss, work,
+                       args.steps, args.batch)
+        return
+    for s in shapes:
+        f = flops_per_token(s)
+        print(f"{s}: {f / 1e9:.3f} GFLOP/token; floor {MATMUL_CEILING / f:,.0f} tok/s per GPU at 790 TFLOP/s")
+    print("| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |\n|---|---|---|---|---|---|---|---|",
+          flush=True)
+    for s in shapes:
+        data = synthetic_bins(work / f"bins_{SHAPES[s][1]}", SHAPES[s][1]) \
+            if not (work / f"bins_{SHAPES[s][1]}" / "meta.json").exists() else work / f"bins_{SHAPES[s][1]}"
+        for v in (args.variants or SHAPES[s][2]).split(","):
+            r = measure(Path(args.repo), s, v, args.gpus, data, work, args.log_every, args.intervals, args.timeout)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+            if "error" in r:
+                print(f"| {s} | {v} | {args.gpus} | failed: {r['error'][-300:]!r} |", flush=True)
+                continue
+            print(f"| {s} | {v} | {args.gpus} | {r['tok_per_s']:,.0f} ({r['spread'][0]:,.0f}-{r['spread'][1]:,.0f}) | "
+                  f"{r['mfu']:.1%} | {r['floor_tok_per_s']:,.0f} | {r['tok_per_s'] / r['floor_tok_per_s']:.0%} | "
+                  f"{r['peak_mem_gb']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

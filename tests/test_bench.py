@@ -1,0 +1,44 @@
+"""bench.py: the throughput table and the loss-curve check, on the CPU-sized shape."""
+import json
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+import bench
+
+
+def run_bench(*args):
+    r = subprocess.run([sys.executable, "bench.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r.stdout
+
+
+def test_throughput_rows_come_from_train_py_logs(tmp_path):
+    out = run_bench("--shapes=tiny", "--variants=m2a2-eager", "--log_every=2", "--intervals=2", f"--work={tmp_path}",
+                    f"--json={tmp_path / 'r.jsonl'}")
+    row = json.loads((tmp_path / "r.jsonl").read_text())
+    assert row["micro"] == 2 and row["accum"] == 2 and row["compile"] is False and row["tok_per_s"] > 0
+    assert row["spread"][0] <= row["tok_per_s"] <= row["spread"][1]
+    assert re.search(r"\| tiny \| m2a2-eager \| 1 \| [\d,]+ \(", out), out
+    log = next(tmp_path.glob("tiny_m2a2-eager_1gpu_*")) / "log.jsonl"
+    config = json.loads(log.read_text().splitlines()[0])["config"]
+    assert config["batch_size"] == 4 and config["micro_batch_size"] == 2  # train.py ran the variant asked for
+    assert not list(tmp_path.rglob("ckpt.pt"))  # killed after the timed intervals: nothing written
+
+
+def test_loss_check_micro_batch_splits_agree(tmp_path, small_bins):
+    out = run_bench("--shapes=tiny", "--variants=m2a2-eager,m4a1-eager", f"--check_loss={small_bins}", "--steps=20",
+                    "--batch=4", f"--work={tmp_path}")
+    curves = json.loads(out.split("curves:", 1)[1])
+    (a, b) = curves["m2a2-eager"], curves["m4a1-eager"]
+    assert [s for s, _ in a] == [s for s, _ in b] == [10, 20]
+    assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b))
+
+
+def test_flops_per_token_matches_the_issue_formula():
+    # GPT-2 124M, vocab padded to 50304, tied head: N counts every parameter but the position table
+    n = 12 * (12 * 768 * 768 + 13 * 768) + 50304 * 768 + 2 * 768  # blocks (matrices, biases, norms) + wte + ln_f
+    assert abs(bench.flops_per_token("gpt2-124m") - (6 * n + 12 * 12 * 768 * 1024)) / bench.flops_per_token("gpt2-124m") < 1e-9
