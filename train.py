@@ -397,6 +397,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     header = {"config": asdict(cfg)}  # every run's log starts with its resolved config
     if rt.master:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(f".{ckpt_path.name}.*.tmp"):  # a save cut short by SIGKILL, as large as a checkpoint
+            stale.unlink()
         atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(cfg), indent=2)))
         write_log(log_path, [header] + records)
         print(f"[{out}] {cfg.init_from}: {raw.config.arch} {raw.config.n_layer} layers, {raw.num_params() / 1e6:.2f}M "

@@ -101,7 +101,10 @@ def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 14 <= torch.load(ckpt, weights_only=True)["step"] < 150
+    stale = tmp_path / "killed" / ".ckpt.pt.x1y2z3.tmp"  # what a kill in the middle of a save leaves behind
+    stale.write_bytes(b"partial")
     run_train(*common, f"--out_dir={tmp_path / 'killed'}", "--init_from=resume")
+    assert not stale.exists()
     a, b = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True), torch.load(ckpt, weights_only=True)
     assert a["step"] == b["step"] == 150
     for name in a["model"]:
