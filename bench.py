@@ -6,8 +6,9 @@
     python bench.py --check_loss data/offline_english --shapes gpt2-124m --variants m16a4-eager,m16a4,m32a2
     python bench.py --repo /path/to/other/checkout ...       # that checkout's train.py: a before/after comparison
 
-A variant is mMaA[-eager]: micro-batch M sequences per GPU, A accumulation micro-steps per optimizer step (so the
-global batch is M x A x GPUs sequences), torch.compile unless -eager. Each measurement is one `train.py` process
+A variant is mMaA[-eager][+key=value...]: micro-batch M sequences per GPU, A accumulation micro-steps per optimizer
+step (so the global batch is M x A x GPUs sequences), torch.compile unless -eager, and any further train.py
+overrides, e.g. m16a8+attention=cudnn or m16a8+compile_mode=max-autotune-no-cudagraphs. Each measurement is one `train.py` process
 (torchrun for --gpus > 1) on synthetic bins of uniform random tokens, exactly as a user runs it: the log's tok/s
 per --log_every steps, the first interval dropped (compile, step-0 eval), the median of the next --intervals
 reported, then the process is killed (no checkpoint is written). MFU is train.py's: FLOPs/token = 6N + 12*L*d*T
@@ -52,7 +53,7 @@ SHAPES = {  # train.py overrides; the variants run when --variants is not given 
                          "--block_size=2048", "--tie_embeddings=False", "--bias=False"], 32000, "m4a8,m8a4"),
     "tiny": (["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64"], 512, "m2a2-eager"),  # CPU
 }
-VARIANT = re.compile(r"m(\d+)a(\d+)(-eager)?$")
+VARIANT = re.compile(r"m(\d+)a(\d+)(-eager)?((?:\+\w+=[\w.-]+)*)$")
 
 
 def flops_per_token(shape: str) -> float:
@@ -80,11 +81,13 @@ def synthetic_bins(folder: Path, vocab_size: int, tokens: int = 1 << 24) -> Path
     return folder
 
 
-def parse_variant(name: str) -> tuple[int, int, bool]:
+def parse_variant(name: str) -> tuple[int, int, bool, list[str]]:
+    """'m16a8-eager+attention=cudnn' -> (16, 8, True, ['--attention=cudnn'])"""
     m = VARIANT.match(name)
     if not m:
-        sys.exit(f"error: variant '{name}' is not mMaA[-eager] (e.g. m16a8, m16a4-eager)")
-    return int(m[1]), int(m[2]), bool(m[3])
+        sys.exit(f"error: variant '{name}' is not mMaA[-eager][+key=value...] (e.g. m16a8, m16a4-eager, "
+                 f"m16a8+attention=cudnn)")
+    return int(m[1]), int(m[2]), bool(m[3]), [f"--{kv}" for kv in m[4].split("+")[1:]]
 
 
 def launch(repo: Path, gpus: int, args: list[str], log_file: Path) -> subprocess.Popen:
@@ -99,14 +102,15 @@ def records(out_dir: Path) -> list[dict]:
 
 def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout) -> dict:
     """One train.py run at (shape, variant, gpus): the median tok/s of `intervals` log intervals after the first."""
-    micro, accum, eager = parse_variant(variant)
+    micro, accum, eager, extra = parse_variant(variant)
     overrides, _, _ = SHAPES[shape]
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{shape}_{variant}_{gpus}gpu_"))
     steps = log_every * (intervals + 1)
     args = [*overrides, f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
             f"--batch_size={micro * accum * gpus}", f"--max_iters={steps + 1000}", "--warmup_iters=10",
             f"--log_interval={log_every}", "--eval_interval=1000000", f"--eval_tokens={micro * 2048}",
-            "--checkpoint_interval=1000000", f"--compile={not eager}", "--learning_rate=3e-4", "--dtype=bfloat16"]
+            "--checkpoint_interval=1000000", f"--compile={not eager}", "--learning_rate=3e-4", "--dtype=bfloat16",
+            *extra]
     proc = launch(repo, gpus, args, out / "stdout.txt")
     deadline, timed = time.time() + timeout, []
     while time.time() < deadline and proc.poll() is None:
@@ -131,12 +135,12 @@ def check_loss(repo, shape, variants, data, work, steps, batch) -> None:
     """Train every variant to `steps` on real data with the same global batch and seed; compare train-loss curves."""
     curves = {}
     for variant in variants:
-        micro, accum, eager = parse_variant(variant)
+        micro, accum, eager, extra = parse_variant(variant)
         out = Path(tempfile.mkdtemp(dir=work, prefix=f"check_{shape}_{variant}_"))
         args = [*SHAPES[shape][0], f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
                 f"--batch_size={batch}", f"--max_iters={steps}", f"--warmup_iters={steps // 10}", "--log_interval=10",
                 f"--eval_interval={steps}", "--eval_tokens=262144", f"--checkpoint_interval={steps}",
-                f"--compile={not eager}", "--learning_rate=6e-4", "--min_lr=6e-5", "--dtype=bfloat16"]
+                f"--compile={not eager}", "--learning_rate=6e-4", "--min_lr=6e-5", "--dtype=bfloat16", *extra]
         proc = launch(repo, 1, args, out / "stdout.txt")
         if proc.wait():
             sys.exit(f"error: {variant} failed; see {out / 'stdout.txt'}")

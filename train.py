@@ -81,6 +81,8 @@ class TrainConfig:
     device: str = "auto"                # auto: cuda if available, else cpu
     dtype: str = "auto"                 # auto: bfloat16 autocast on cuda, float32 on cpu
     compile: bool = False
+    compile_mode: str | None = None     # torch.compile mode: None (default), reduce-overhead, max-autotune, ...
+    attention: str = "auto"             # SDPA backend on CUDA: auto | flash | cudnn | efficient | math
     peak_flops: float = 989e12          # per device, for MFU (H100/H200 dense bf16)
     # Inheritune v2 growth loop
     grow: bool = False
@@ -141,6 +143,11 @@ def load_config(argv: list[str]) -> TrainConfig:
                 set_key(cfg, key, value)
     if cfg.init_from not in ("scratch", "resume", "inherit", "pretrained"):
         raise UserError(f"init_from='{cfg.init_from}'; use scratch, resume, inherit or pretrained")
+    if cfg.compile_mode not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        raise UserError(f"compile_mode='{cfg.compile_mode}'; use None, default, reduce-overhead, max-autotune or "
+                        f"max-autotune-no-cudagraphs")
+    if cfg.attention not in ("auto", "flash", "cudnn", "efficient", "math"):
+        raise UserError(f"attention='{cfg.attention}'; use auto, flash, cudnn, efficient or math")
     if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
         raise UserError(f"init_from={cfg.init_from}{' with grow' if cfg.grow else ''} needs ref=<reference checkpoint>")
     return cfg
@@ -175,6 +182,9 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
         host_group = dist.new_group(backend="gloo") if device_type == "cuda" else dist.group.WORLD
     dtype = {"auto": "bfloat16" if device_type == "cuda" else "float32"}.get(cfg.dtype, cfg.dtype)
+    if device_type == "cuda" and cfg.attention != "auto":  # only this SDPA kernel may run (CPU has its own)
+        for name in ("flash", "mem_efficient", "cudnn", "math"):
+            getattr(torch.backends.cuda, f"enable_{name}_sdp")(name == cfg.attention.replace("efficient", "mem_efficient"))
     if dtype not in ("float32", "bfloat16"):
         raise UserError(f"dtype='{cfg.dtype}'; use auto, float32 or bfloat16 (autocast; weights stay float32)")
     autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
@@ -277,8 +287,9 @@ def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, di
     return model.to(rt.device).train(), meta
 
 
-RESUMABLE_CHANGES = {"out_dir", "init_from", "device", "dtype", "compile", "micro_batch_size", "log_interval",
-                     "eval_interval", "checkpoint_interval", "peak_flops"}  # no effect on what is learned
+RESUMABLE_CHANGES = {"out_dir", "init_from", "device", "dtype", "compile", "compile_mode", "attention",
+                     "micro_batch_size", "log_interval", "eval_interval", "checkpoint_interval",
+                     "peak_flops"}  # no effect on what is learned (beyond rounding)
 
 
 def check_same_recipe(cfg: TrainConfig, saved: dict, ckpt_path) -> None:
@@ -387,7 +398,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     flops_per_token = raw.flops_per_token(cfg.block_size)
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
-        model = torch.compile(model)
+        model = torch.compile(model, mode=cfg.compile_mode)
     eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
     if rt.world > 1:  # compile, then DDP: the gradient all-reduce runs after the backward, once per optimizer step.
         # (DDP first would let dynamo overlap it with the backward, but on torch 2.11 CUDA inductor then fails with

@@ -58,6 +58,8 @@ def test_config_file_and_typed_overrides(tmp_path):
     (["--n_layer=None"], "n_layer expects int, got None"),
     (["--init_from=magic"], "init_from='magic'"),
     (["--init_from=inherit"], "needs ref="),
+    (["--attention=fast"], "use auto, flash, cudnn"),
+    (["--compile_mode=turbo"], "compile_mode='turbo'"),
     (["config/nope.py"], "not found"),
     (["--max_iters"], "--key=value"),
 ])
