@@ -17,7 +17,7 @@ from pathlib import Path
 
 import prepare_owt
 import train
-from util import cli
+from util import cli, plot_curves
 
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024
 
@@ -80,7 +80,7 @@ def main():
         print(f"| {name} | {layers} | {vals[0]:.3f} | {vals[-1]:.3f} | {sum(vals[-k:]) / k:.3f} | {ref_loss:.3f} | "
               f"{verdict} | {when} |")
     print(f"\ngrowth loop: {times['inherit']:.0f} s for {len(growth['rounds'])} round(s); total {sum(times.values()):.0f} s")
-    train.plot_curves(curves, OUT / "demo.png", reference=ref_loss)
+    plot_curves(curves, OUT / "demo.png", reference=ref_loss)
     print(f"curves: {OUT / 'demo.png'}")
 
 

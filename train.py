@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from model import GPT, ModelConfig, load_model, open_weights, safe_torch_load, save_checkpoint
-from util import UserError, atomic_write, cli
+from util import UserError, atomic_write, cli, plot_curves
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
@@ -573,35 +573,6 @@ def growth_table(state: dict, target: float) -> str:
     if state["rounds"] and not state["rounds"][-1]["matches"]:
         lines.append(f"no depth up to the limit reached the target {target:.4f}")
     return "\n".join(lines)
-
-
-def plot_curves(curves: dict, path: Path, reference: float | None = None) -> None:
-    """Val (and train) loss against step; skipped with a note if matplotlib is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"(matplotlib not installed: no {path})")
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, data in curves.items():
-        if data and isinstance(data[0], dict):  # a run's log records
-            for key, style in (("train_loss", "-"), ("val_loss", "o-")):
-                pts = [(r["step"], r[key]) for r in data if key in r]
-                if pts:
-                    ax.plot(*zip(*pts), style, label=key.replace("_", " "), markersize=3)
-        elif data:
-            ax.plot(*zip(*data), "o-", label=label, markersize=3)
-    if reference is not None:
-        ax.axhline(reference, color="k", linestyle="--", label="reference")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""What every script shares and that needs no torch: user errors, the CLI wrapper, atomic writes."""
+"""What every script shares and that needs no torch: user errors, the CLI wrapper, atomic writes, loss plots."""
 import os
 import sys
 import tempfile
@@ -44,3 +44,32 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def plot_curves(curves: dict, path: Path, reference: float | None = None) -> None:
+    """Val (and train) loss against step; skipped with a note if matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(matplotlib not installed: no {path})")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, data in curves.items():
+        if data and isinstance(data[0], dict):  # a run's log records
+            for key, style in (("train_loss", "-"), ("val_loss", "o-")):
+                pts = [(r["step"], r[key]) for r in data if key in r]
+                if pts:
+                    ax.plot(*zip(*pts), style, label=key.replace("_", " "), markersize=3)
+        elif data:
+            ax.plot(*zip(*data), "o-", label=label, markersize=3)
+    if reference is not None:
+        ax.axhline(reference, color="k", linestyle="--", label="reference")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
