@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 8 on a 2-GPU lease (nvidia-h200-x2): bench.py's measurements, one GPU per shape group so each
+# measurement has its GPU to itself; three calls of <= 10 min, in any order (nothing is kept between them).
+#   bash bench/gpu_perf.sh small   # GPU0: GPT-2 124M variants; GPU1: GPT-2 350M variants
+#   bash bench/gpu_perf.sh large   # GPU0: GPT-2 774M variants; GPU1: the OpenLLaMA-3B 13-layer shape
+#   bash bench/gpu_perf.sh ddp     # both GPUs: DDP scaling at 124M and 350M (compare with "small"'s m32a4 rows)
+#   bash bench/gpu_perf.sh check   # the loss-curve check on real text: plain (eager) path against the fast variants
+# Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
+OUT=${OUT:-/root/stash/out}
+mkdir -p "$OUT"
+W=/root/stash/bench
+V124=${V124:-m16a1,m16a8,m32a4,m32a4+attention=cudnn,m32a4+attention=flash}
+V350=${V350:-m16a1,m16a8,m32a4,m32a4+attention=cudnn}
+V774=${V774:-m8a1,m16a4}  # ~2.5 min of compile each at 36 layers
+VLLAMA=${VLLAMA:-m4a8,m8a4}
+bench() {  # GPU NAME ARGS...
+  local gpu=$1 name=$2; shift 2
+  CUDA_VISIBLE_DEVICES=$gpu python3 bench.py --work "$W/$name" --json "$OUT/$name.jsonl" "$@" > "$OUT/$name.txt" 2>&1
+}
+case "${1:-}" in
+small) bench 0 gpt2_124m --shapes gpt2-124m --variants "$V124" --timeout 240 &
+       bench 1 gpt2_350m --shapes gpt2-350m --variants "$V350" --timeout 300 & ;;
+large) bench 0 gpt2_774m --shapes gpt2-774m --variants "$V774" --timeout 330 &
+       bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$VLLAMA" --timeout 400 & ;;
+ddp)   bench 0,1 ddp_124m --shapes gpt2-124m --variants m32a4 --gpus 2
+       bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4 --gpus 2 ;;
+check) mkdir -p "$W/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/data"  # carry that file
+       bench 0 check_124m_a --shapes gpt2-124m --check_loss "$W/data" --steps 300 --batch 64 \
+         --variants "m16a4-eager,m16a4,m32a2" &
+       bench 1 check_124m_b --shapes gpt2-124m --check_loss "$W/data" --steps 300 --batch 64 \
+         --variants "m16a4-eager,m32a2+attention=cudnn,m32a2+compile_mode=max-autotune-no-cudagraphs" & ;;
+*) echo "usage: $0 small|large|ddp|check"; exit 2 ;;
+esac
+wait
+for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|error\|loss check" "$f" | tail -n 12; done
