@@ -13,11 +13,12 @@ overrides, e.g. m16a8+attention=cudnn or m16a8+compile_mode=max-autotune-no-cuda
 per --log_every steps, the first interval dropped (compile, step-0 eval), the median of the next --intervals
 reported, then the process is killed (no checkpoint is written). MFU is train.py's: FLOPs/token = 6N + 12*L*d*T
 (PaLM) over 989 TFLOP/s per GPU. The "floor" column turns the same FLOPs into the tok/s of the ~790 TFLOP/s bf16
-matmul rate measured on this H200: no version of the step can run faster.
+matmul rate measured on this H200: about the fastest any version of the step can run (the attention term counts the
+full T x T product, which causal kernels halve, so it can be beaten by a few %).
 
---check_loss DATA trains each variant to the end on real bins with the same global batch and seed and prints the
-largest train-loss difference from the first variant, which should be the plain path (e.g. m16a4-eager): a speed-up
-must not change what is learned beyond bf16 noise.
+--check_loss DATA trains each variant to the end on real bins (one GPU, the same seed, and the same global batch:
+micro x accumulation must agree) and prints the largest train-loss difference from the first variant, which should
+be the plain path (e.g. m16a4-eager): a speed-up must not change what is learned beyond bf16 noise.
 """
 import argparse
 import json
@@ -91,9 +92,21 @@ def parse_variant(name: str) -> tuple[int, int, bool, list[str]]:
 
 
 def launch(repo: Path, gpus: int, args: list[str], log_file: Path) -> subprocess.Popen:
-    launcher = ["torchrun", "--standalone", f"--nproc_per_node={gpus}"] if gpus > 1 else [sys.executable]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"] \
+        if gpus > 1 else [sys.executable]
     return subprocess.Popen([*launcher, "train.py", *args], cwd=repo, stdout=open(log_file, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the run: torchrun starts each rank in a session of its own, so kill those groups first."""
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    for pid in [*map(int, ranks), proc.pid]:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:  # already gone (finished, or failed before the timed steps)
+            pass
+    proc.wait()
 
 
 def records(out_dir: Path) -> list[dict]:
@@ -118,8 +131,7 @@ def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeou
         if len(timed) > intervals:
             break
         time.sleep(1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill(proc)
     result = {"shape": shape, "variant": variant, "gpus": gpus, "micro": micro, "accum": accum, "compile": not eager}
     if len(timed) < 2:
         tail = (out / "stdout.txt").read_text()[-1500:]
@@ -131,11 +143,15 @@ def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeou
             "loss": timed[-1]["train_loss"]}
 
 
-def check_loss(repo, shape, variants, data, work, steps, batch) -> None:
+def check_loss(repo, shape, variants, data, work, steps) -> None:
     """Train every variant to `steps` on real data with the same global batch and seed; compare train-loss curves."""
+    batches = {v: parse_variant(v)[0] * parse_variant(v)[1] for v in variants}
+    if len(set(batches.values())) > 1:
+        sys.exit(f"error: --check_loss compares one global batch; micro x accumulation differs: {batches}")
     curves = {}
     for variant in variants:
         micro, accum, eager, extra = parse_variant(variant)
+        batch = micro * accum
         out = Path(tempfile.mkdtemp(dir=work, prefix=f"check_{shape}_{variant}_"))
         args = [*SHAPES[shape][0], f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
                 f"--batch_size={batch}", f"--max_iters={steps}", f"--warmup_iters={steps // 10}", "--log_interval=10",
@@ -169,7 +185,6 @@ def main():
     p.add_argument("--timeout", type=int, default=420, help="seconds per measurement, compile included")
     p.add_argument("--check_loss", metavar="DATA", help="real token bins: compare the variants' loss curves instead")
     p.add_argument("--steps", type=int, default=300, help="--check_loss: training steps")
-    p.add_argument("--batch", type=int, default=64, help="--check_loss: global batch (sequences)")
     p.add_argument("--json", help="append every result here as a JSON line")
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_bench_"))
@@ -181,7 +196,7 @@ def main():
     if args.check_loss:
         for s in shapes:
             check_loss(Path(args.repo), s, (args.variants or SHAPES[s][2]).split(","), args.check_loss, work,
-                       args.steps, args.batch)
+                       args.steps)
         return
     for s in shapes:
         f = flops_per_token(s)

@@ -148,6 +148,8 @@ def load_config(argv: list[str]) -> TrainConfig:
                         f"max-autotune-no-cudagraphs")
     if cfg.attention not in ("auto", "flash", "cudnn", "efficient", "math"):
         raise UserError(f"attention='{cfg.attention}'; use auto, flash, cudnn, efficient or math")
+    if cfg.dtype == "float32" and cfg.attention in ("flash", "cudnn"):
+        raise UserError(f"attention={cfg.attention} runs in 16-bit only; use dtype=bfloat16 or attention=auto")
     if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
         raise UserError(f"init_from={cfg.init_from}{' with grow' if cfg.grow else ''} needs ref=<reference checkpoint>")
     return cfg
@@ -182,9 +184,10 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
         host_group = dist.new_group(backend="gloo") if device_type == "cuda" else dist.group.WORLD
     dtype = {"auto": "bfloat16" if device_type == "cuda" else "float32"}.get(cfg.dtype, cfg.dtype)
-    if device_type == "cuda" and cfg.attention != "auto":  # only this SDPA kernel may run (CPU has its own)
+    if device_type == "cuda":  # attention != auto: only that SDPA kernel may run (the CPU has its own kernels)
         for name in ("flash", "mem_efficient", "cudnn", "math"):
-            getattr(torch.backends.cuda, f"enable_{name}_sdp")(name == cfg.attention.replace("efficient", "mem_efficient"))
+            getattr(torch.backends.cuda, f"enable_{name}_sdp")(
+                cfg.attention == "auto" or name == cfg.attention.replace("efficient", "mem_efficient"))
     if dtype not in ("float32", "bfloat16"):
         raise UserError(f"dtype='{cfg.dtype}'; use auto, float32 or bfloat16 (autocast; weights stay float32)")
     autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
@@ -440,6 +443,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     if start > cfg.max_iters:
         raise UserError(f"{ckpt_path} is at step {start}, past max_iters={cfg.max_iters}")
     step, t_last = start, time.time()
+    reset_peak_memory = torch.cuda.reset_peak_memory_stats if rt.device.type == "cuda" else lambda *_: None
+    reset_peak_memory(rt.device)
     pending_loss, nonfinite_grads = pending_loss.to(rt.device), torch.zeros((), device=rt.device)
     while True:
         saved = step > start and (step % cfg.checkpoint_interval == 0 or step == cfg.max_iters)
@@ -456,6 +461,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
             if not math.isfinite(loss):
                 raise UserError(f"val loss is {loss} at step {step}: stopping; the last good checkpoint is {ckpt_path}")
             log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss})
+            reset_peak_memory(rt.device)
             if rt.master:
                 print(f"step {step}: val loss {loss:.4f}", flush=True)
         if step >= cfg.max_iters:
@@ -489,7 +495,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
             mfu = tok_s * flops_per_token / (cfg.peak_flops * rt.world)
             record = {"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "lr": lr,
                       "train_loss": train_loss, "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 5)}
-            if rt.device.type == "cuda":
+            if rt.device.type == "cuda":  # the training steps' peak: reset at the start and after each eval
                 record["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2)
             log(record)
             if rt.master:

@@ -48,8 +48,8 @@ phase2)
   ;;
 *) echo "usage: $0 phase1|phase2"; exit 2 ;;
 esac
-( sleep "$LIMIT"; pkill -TERM -f "train.py" ) &  # the call's clock: checkpoint and stop, rather than be killed
+( sleep "$LIMIT"; pkill -TERM -f "train.py" ) >/dev/null 2>&1 &  # the call's clock: checkpoint and stop, rather than be killed
 watchdog=$!
 wait $(jobs -p | grep -v "^$watchdog$") 2>/dev/null
-kill $watchdog 2>/dev/null
+pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
 collect "$1"

@@ -27,9 +27,9 @@ large) bench 0 gpt2_774m --shapes gpt2-774m --variants "$V774" --timeout 330 &
 ddp)   bench 0,1 ddp_124m --shapes gpt2-124m --variants m32a4 --gpus 2
        bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4 --gpus 2 ;;
 check) mkdir -p "$W/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/data"  # carry that file
-       bench 0 check_124m_a --shapes gpt2-124m --check_loss "$W/data" --steps 300 --batch 64 \
+       bench 0 check_124m_a --shapes gpt2-124m --check_loss "$W/data" --steps 300 \
          --variants "m16a4-eager,m16a4,m32a2" &
-       bench 1 check_124m_b --shapes gpt2-124m --check_loss "$W/data" --steps 300 --batch 64 \
+       bench 1 check_124m_b --shapes gpt2-124m --check_loss "$W/data" --steps 300 \
          --variants "m16a4-eager,m32a2+attention=cudnn,m32a2+compile_mode=max-autotune-no-cudagraphs" & ;;
 *) echo "usage: $0 small|large|ddp|check"; exit 2 ;;
 esac

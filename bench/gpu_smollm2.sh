@@ -32,7 +32,9 @@ TASK="--tasks inheritune_next_sentence --include_path tests/tasks/next_sentence 
 VAL="--val_data $STASH/smol_data --block_size 1024 --eval_tokens 262144"
 train_then_eval() {  # GPU NAME CONFIG ARGS...
   local gpu=$1 name=$2 config=$3; shift 3
-  grep -q "step 1000: val loss" "$S/$name.txt" 2>/dev/null || CUDA_VISIBLE_DEVICES=$gpu python3 train.py "$config" $COMMON --out_dir="$S/$name" "$@" > "$S/$name.txt" 2>&1 &&
+  local resume=""; [ -f "$S/$name/ckpt.pt" ] && resume="--init_from=resume"  # a run cut short continues
+  grep -q "step 1000: val loss" "$S/$name.txt" 2>/dev/null ||
+    CUDA_VISIBLE_DEVICES=$gpu python3 train.py "$config" $COMMON --out_dir="$S/$name" "$@" $resume >> "$S/$name.txt" 2>&1 &&
   CUDA_VISIBLE_DEVICES=$gpu python3 eval.py --ckpt "$S/$name" $TASK $VAL --out "$S/eval_$name.json" >> "$S/$name.txt" 2>&1
 }
 reference_evals() {  # the reference as it is, and the inherited models before any training
@@ -51,9 +53,9 @@ for i in "${!RUNS[@]}"; do  # round-robin over the GPUs; micro-batch 16 (x2 accu
   { train_then_eval $((i % NGPU)) ${RUNS[$i]} --micro_batch_size=16; } &
 done
 reference_evals &
-( sleep "$LIMIT"; pkill -TERM -f "train.py|eval.py" ) &
+( sleep "$LIMIT"; pkill -TERM -f "train.py|eval.py" ) >/dev/null 2>&1 &
 watchdog=$!
 wait $(jobs -p | grep -v "^$watchdog$") 2>/dev/null
-kill $watchdog 2>/dev/null
+pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
 tar -czf "$OUT/results_smollm2.tar.gz" -C "$S" --exclude='*.pt' . 2>/dev/null
 for f in "$S"/*.txt; do echo "== $f"; grep -v "^{" "$f" | grep -iv "warn" | tail -n 3; done

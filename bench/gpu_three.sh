@@ -39,6 +39,7 @@ inherit)
   (  # the kill: once step 80 is logged (after the step-50 checkpoint), SIGKILL the worker with LOCAL_RANK=1
     log="$STASH/inherit18_3gpu/round1_18L/log.jsonl"
     for _ in $(seq $((LIMIT * 2))); do grep -q '"step": 80,' "$log" 2>/dev/null && break; sleep 0.5; done
+    grep -q '"step": 80,' "$log" 2>/dev/null || exit 0  # never got there: kill nothing
     for pid in $(pgrep -P "$launcher"); do
       if tr '\0' '\n' < "/proc/$pid/environ" | grep -qx 'LOCAL_RANK=1'; then
         echo "$(date +%T) SIGKILL rank 1 (pid $pid) after step 80 was logged" | tee "$STASH/kill.txt"
@@ -49,9 +50,9 @@ inherit)
   ;;
 *) echo "usage: $0 ref|inherit"; exit 2 ;;
 esac
-( sleep "$LIMIT"; pkill -TERM -f "train.py" ) &  # the call's clock: checkpoint and stop rather than be killed
+( sleep "$LIMIT"; pkill -TERM -f "train.py" ) >/dev/null 2>&1 &  # the call's clock: checkpoint and stop
 watchdog=$!
 wait $(jobs -p | grep -v "^$watchdog$") 2>/dev/null
-kill $watchdog 2>/dev/null
+pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
 tar -czf "$OUT/results_$1.tar.gz" -C "$STASH" --exclude='*.pt' --exclude='data' --exclude='out' . 2>/dev/null
 for f in "$STASH"/*.txt; do echo "== $f"; grep -v "^{" "$f" | grep -iv "warn" | tail -n 6; done

@@ -31,11 +31,17 @@ def test_throughput_rows_come_from_train_py_logs(tmp_path):
 
 def test_loss_check_micro_batch_splits_agree(tmp_path, small_bins):
     out = run_bench("--shapes=tiny", "--variants=m2a2-eager,m4a1-eager", f"--check_loss={small_bins}", "--steps=20",
-                    "--batch=4", f"--work={tmp_path}")
+                    f"--work={tmp_path}")
     curves = json.loads(out.split("curves:", 1)[1])
     (a, b) = curves["m2a2-eager"], curves["m4a1-eager"]
     assert [s for s, _ in a] == [s for s, _ in b] == [10, 20]
     assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b))
+
+
+def test_a_failing_variant_gives_a_failed_row_and_the_rest_still_run(tmp_path):
+    out = run_bench("--shapes=tiny", "--variants=m2a2-eager+n_embd=63,m2a1-eager", "--log_every=2", "--intervals=1",
+                    f"--work={tmp_path}", "--timeout=120")
+    assert "| tiny | m2a2-eager+n_embd=63 | 1 | failed:" in out and re.search(r"\| tiny \| m2a1-eager \| 1 \| [\d,]+", out)
 
 
 def test_flops_per_token_matches_the_issue_formula():

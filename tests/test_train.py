@@ -60,6 +60,7 @@ def test_config_file_and_typed_overrides(tmp_path):
     (["--init_from=inherit"], "needs ref="),
     (["--attention=fast"], "use auto, flash, cudnn"),
     (["--compile_mode=turbo"], "compile_mode='turbo'"),
+    (["--attention=flash", "--dtype=float32"], "16-bit only"),
     (["config/nope.py"], "not found"),
     (["--max_iters"], "--key=value"),
 ])
