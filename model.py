@@ -225,12 +225,15 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore), only the mean loss: training
         never returns the (B, T, vocab) logits, so under torch.compile they live only inside the fused loss."""
-        logits = self.lm_head(self.hidden_states(idx))
-        if self.config.padded_vocab_size != self.config.vocab_size:
-            logits = logits[..., : self.config.vocab_size]  # padding rows exist for speed, never as predictions
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+        h = self.hidden_states(idx)
+        return self.logits(h) if targets is None else self.loss(h, targets)
+
+    def logits(self, h):
+        logits = self.lm_head(h)  # padding rows exist for speed, never as predictions
+        return logits if self.config.padded_vocab_size == self.config.vocab_size else logits[..., :self.config.vocab_size]
+
+    def loss(self, h, targets):  # its own method so train.py can compile the head and loss apart from the blocks
+        return F.cross_entropy(self.logits(h).flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     def num_params(self, matmul_only: bool = False) -> int:
         """All parameters, or only those in matrix multiplies (no position table, no untied embedding lookup)."""

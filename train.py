@@ -82,6 +82,7 @@ class TrainConfig:
     dtype: str = "auto"                 # auto: bfloat16 autocast on cuda, float32 on cpu
     compile: bool = False
     compile_mode: str | None = None     # torch.compile mode: None (default), reduce-overhead, max-autotune, ...
+    compile_scope: str = "model"        # model: one graph; blocks: each block (one shared graph) + head and loss
     attention: str = "auto"             # SDPA backend on CUDA: auto | flash | cudnn | efficient | math
     peak_flops: float = 989e12          # per device, for MFU (H100/H200 dense bf16)
     # Inheritune v2 growth loop
@@ -146,6 +147,8 @@ def load_config(argv: list[str]) -> TrainConfig:
     if cfg.compile_mode not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
         raise UserError(f"compile_mode='{cfg.compile_mode}'; use None, default, reduce-overhead, max-autotune or "
                         f"max-autotune-no-cudagraphs")
+    if cfg.compile_scope not in ("model", "blocks"):
+        raise UserError(f"compile_scope='{cfg.compile_scope}'; use model or blocks")
     if cfg.attention not in ("auto", "flash", "cudnn", "efficient", "math"):
         raise UserError(f"attention='{cfg.attention}'; use auto, flash, cudnn, efficient or math")
     if cfg.dtype == "float32" and cfg.attention in ("flash", "cudnn"):
@@ -290,8 +293,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, di
     return model.to(rt.device).train(), meta
 
 
-RESUMABLE_CHANGES = {"out_dir", "init_from", "device", "dtype", "compile", "compile_mode", "attention",
-                     "micro_batch_size", "log_interval", "eval_interval", "checkpoint_interval",
+RESUMABLE_CHANGES = {"out_dir", "init_from", "device", "dtype", "compile", "compile_mode", "compile_scope",
+                     "attention", "micro_batch_size", "log_interval", "eval_interval", "checkpoint_interval",
                      "peak_flops"}  # no effect on what is learned (beyond rounding)
 
 
@@ -320,6 +323,18 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                              fused=device.type == "cuda")
+
+
+def compile_model(model: GPT, scope: str, mode: str | None):
+    """torch.compile the whole model as one graph, or (scope "blocks") each block and the head-plus-loss apart:
+    identical blocks share one compiled graph, so compile time stays flat in depth, and each block's gradients are
+    ready (for DDP's all-reduce) as soon as its backward ends. The head and loss stay fused either way."""
+    if scope == "model":
+        return torch.compile(model, mode=mode)
+    for block in model.h:
+        block.compile(mode=mode)
+    model.loss = torch.compile(model.loss, mode=mode)
+    return model
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -401,7 +416,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     flops_per_token = raw.flops_per_token(cfg.block_size)
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
-        model = torch.compile(model, mode=cfg.compile_mode)
+        model = compile_model(model, cfg.compile_scope, cfg.compile_mode)
     eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
     if rt.world > 1:  # compile, then DDP: the gradient all-reduce runs after the backward, once per optimizer step.
         # (DDP first would let dynamo overlap it with the backward, but on torch 2.11 CUDA inductor then fails with

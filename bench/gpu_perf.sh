@@ -11,10 +11,10 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
 W=/root/stash/bench
-V124=${V124:-m16a1,m16a8,m32a4,m32a4+attention=cudnn,m32a4+attention=flash}
+V124=${V124:-m16a1,m16a8,m32a4,m32a4+compile_scope=blocks,m32a4+attention=cudnn}
 V350=${V350:-m16a1,m16a8,m32a4,m32a4+attention=cudnn}
-V774=${V774:-m8a1,m16a4}  # ~2.5 min of compile each at 36 layers
-VLLAMA=${VLLAMA:-m4a8,m8a4}
+V774=${V774:-m16a4+compile_scope=blocks,m8a1,m16a4}  # whole-model compile: ~2.5 min each at 36 layers
+VLLAMA=${VLLAMA:-m4a8+compile_scope=blocks,m8a4+compile_scope=blocks,m8a4}
 bench() {  # GPU NAME ARGS...
   local gpu=$1 name=$2; shift 2
   CUDA_VISIBLE_DEVICES=$gpu python3 bench.py --work "$W/$name" --json "$OUT/$name.jsonl" "$@" > "$OUT/$name.txt" 2>&1
@@ -25,10 +25,10 @@ small) bench 0 gpt2_124m --shapes gpt2-124m --variants "$V124" --timeout 240 &
 large) bench 0 gpt2_774m --shapes gpt2-774m --variants "$V774" --timeout 330 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$VLLAMA" --timeout 400 & ;;
 ddp)   bench 0,1 ddp_124m --shapes gpt2-124m --variants m32a4 --gpus 2
-       bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4 --gpus 2 ;;
+       bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4,m32a4+compile_scope=blocks --gpus 2 ;;
 check) mkdir -p "$W/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/data"  # carry that file
        bench 0 check_124m_a --shapes gpt2-124m --check_loss "$W/data" --steps 300 \
-         --variants "m16a4-eager,m16a4,m32a2" &
+         --variants "m16a4-eager,m16a4,m32a2,m32a2+compile_scope=blocks" &
        bench 1 check_124m_b --shapes gpt2-124m --check_loss "$W/data" --steps 300 \
          --variants "m16a4-eager,m32a2+attention=cudnn,m32a2+compile_mode=max-autotune-no-cudagraphs" & ;;
 *) echo "usage: $0 small|large|ddp|check"; exit 2 ;;

@@ -60,6 +60,7 @@ def test_config_file_and_typed_overrides(tmp_path):
     (["--init_from=inherit"], "needs ref="),
     (["--attention=fast"], "use auto, flash, cudnn"),
     (["--compile_mode=turbo"], "compile_mode='turbo'"),
+    (["--compile_scope=layers"], "use model or blocks"),
     (["--attention=flash", "--dtype=float32"], "16-bit only"),
     (["config/nope.py"], "not found"),
     (["--max_iters"], "--key=value"),
@@ -88,6 +89,19 @@ def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size
     w1, w2 = load_model(tmp_path / "one"), load_model(tmp_path / "two")
     for (name, p1), p2 in zip(w1.state_dict().items(), w2.state_dict().values()):
         assert torch.allclose(p1, p2, atol=1e-5), name
+
+
+@pytest.mark.parametrize("scope", ["model", "blocks"])
+def test_compiled_training_matches_eager(small_bins, tmp_path, scope):
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", "--eval_interval=5"]
+    run_train(*common, f"--out_dir={tmp_path / 'eager'}")
+    run_train(*common, f"--out_dir={tmp_path / scope}", "--compile=True", f"--compile_scope={scope}")
+    eager, compiled = read_log(tmp_path / "eager")[1], read_log(tmp_path / scope)[1]
+    assert [r["step"] for r in eager] == [r["step"] for r in compiled]
+    for a, b in zip(eager, compiled):
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (scope, a, b)
 
 
 def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path):
