@@ -8,7 +8,7 @@
 
 A variant is mMaA[-eager][+key=value...]: micro-batch M sequences per GPU, A accumulation micro-steps per optimizer
 step (so the global batch is M x A x GPUs sequences), torch.compile unless -eager, and any further train.py
-overrides, e.g. m16a8+attention=cudnn or m16a8+compile_mode=max-autotune-no-cudagraphs. Each measurement is one `train.py` process
+overrides, e.g. m16a8+attention=cudnn or m16a8+compile_scope=blocks. Each measurement is one `train.py` process
 (torchrun for --gpus > 1) on synthetic bins of uniform random tokens, exactly as a user runs it: the log's tok/s
 per --log_every steps, the first interval dropped (compile, step-0 eval), the median of the next --intervals
 reported, then the process is killed (no checkpoint is written). MFU is train.py's: FLOPs/token = 6N + 12*L*d*T
@@ -139,7 +139,8 @@ def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeou
     rates = [r["tok_per_s"] for r in timed[1:intervals + 1]]
     tok_s, flops = statistics.median(rates), flops_per_token(shape)
     return {**result, "tok_per_s": tok_s, "spread": (min(rates), max(rates)), "mfu": tok_s * flops / (PEAK * gpus),
-            "floor_tok_per_s": MATMUL_CEILING * gpus / flops, "peak_mem_gb": max(r.get("peak_mem_gb", 0) for r in timed),
+            "floor_tok_per_s": MATMUL_CEILING * gpus / flops,
+            "peak_mem_gb": max(r.get("peak_mem_gb", 0) for r in timed),
             "loss": timed[-1]["train_loss"]}
 
 
@@ -201,8 +202,8 @@ def main():
     for s in shapes:
         f = flops_per_token(s)
         print(f"{s}: {f / 1e9:.3f} GFLOP/token; floor {MATMUL_CEILING / f:,.0f} tok/s per GPU at 790 TFLOP/s")
-    print("| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |\n|---|---|---|---|---|---|---|---|",
-          flush=True)
+    print("| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |\n"
+          "|---|---|---|---|---|---|---|---|", flush=True)
     for s in shapes:
         data = synthetic_bins(work / f"bins_{SHAPES[s][1]}", SHAPES[s][1]) \
             if not (work / f"bins_{SHAPES[s][1]}" / "meta.json").exists() else work / f"bins_{SHAPES[s][1]}"

@@ -230,7 +230,8 @@ class GPT(nn.Module):
 
     def logits(self, h):
         logits = self.lm_head(h)  # padding rows exist for speed, never as predictions
-        return logits if self.config.padded_vocab_size == self.config.vocab_size else logits[..., :self.config.vocab_size]
+        V = self.config.vocab_size
+        return logits if self.config.padded_vocab_size == V else logits[..., :V]
 
     def loss(self, h, targets):  # its own method so train.py can compile the head and loss apart from the blocks
         return F.cross_entropy(self.logits(h).flatten(0, 1).float(), targets.flatten(), ignore_index=-100)

@@ -124,6 +124,12 @@ def set_key(cfg: TrainConfig, key: str, value) -> None:
     setattr(cfg, key, coerce(key, value, valid[key]))
 
 
+CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "compile_scope": ("model", "blocks"),
+           "compile_mode": (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+           "attention": ("auto", "flash", "cudnn", "efficient", "math"),
+           "dtype": ("auto", "float32", "bfloat16")}  # the autocast dtype; weights stay float32
+
+
 def load_config(argv: list[str]) -> TrainConfig:
     """Config files (plain Python assigning keys) and --key=value overrides, applied left to right."""
     cfg = TrainConfig()
@@ -142,15 +148,9 @@ def load_config(argv: list[str]) -> TrainConfig:
         for key, value in namespace.items():
             if not key.startswith("_") and not isinstance(value, (types.ModuleType, types.FunctionType, type)):
                 set_key(cfg, key, value)
-    if cfg.init_from not in ("scratch", "resume", "inherit", "pretrained"):
-        raise UserError(f"init_from='{cfg.init_from}'; use scratch, resume, inherit or pretrained")
-    if cfg.compile_mode not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
-        raise UserError(f"compile_mode='{cfg.compile_mode}'; use None, default, reduce-overhead, max-autotune or "
-                        f"max-autotune-no-cudagraphs")
-    if cfg.compile_scope not in ("model", "blocks"):
-        raise UserError(f"compile_scope='{cfg.compile_scope}'; use model or blocks")
-    if cfg.attention not in ("auto", "flash", "cudnn", "efficient", "math"):
-        raise UserError(f"attention='{cfg.attention}'; use auto, flash, cudnn, efficient or math")
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")
     if cfg.dtype == "float32" and cfg.attention in ("flash", "cudnn"):
         raise UserError(f"attention={cfg.attention} runs in 16-bit only; use dtype=bfloat16 or attention=auto")
     if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
@@ -191,8 +191,6 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         for name in ("flash", "mem_efficient", "cudnn", "math"):
             getattr(torch.backends.cuda, f"enable_{name}_sdp")(
                 cfg.attention == "auto" or name == cfg.attention.replace("efficient", "mem_efficient"))
-    if dtype not in ("float32", "bfloat16"):
-        raise UserError(f"dtype='{cfg.dtype}'; use auto, float32 or bfloat16 (autocast; weights stay float32)")
     autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
     return Runtime(rank, world, device, autocast, host_group)
 
@@ -326,9 +324,8 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
 
 
 def compile_model(model: GPT, scope: str, mode: str | None):
-    """torch.compile the whole model as one graph, or (scope "blocks") each block and the head-plus-loss apart:
-    identical blocks share one compiled graph, so compile time stays flat in depth, and each block's gradients are
-    ready (for DDP's all-reduce) as soon as its backward ends. The head and loss stay fused either way."""
+    """One graph, or (scope "blocks") each block and the head-plus-loss apart: identical blocks share one compiled
+    graph, so compile time stays flat in depth, and DDP can all-reduce a block's gradients as its backward ends."""
     if scope == "model":
         return torch.compile(model, mode=mode)
     for block in model.h:
@@ -412,15 +409,13 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     if cfg.init_from == "resume":
         optimizer.load_state_dict(ckpt["optimizer"])
         del ckpt
-    raw = model
-    flops_per_token = raw.flops_per_token(cfg.block_size)
+    raw, flops_per_token = model, model.flops_per_token(cfg.block_size)
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
         model = compile_model(model, cfg.compile_scope, cfg.compile_mode)
     eval_model = model  # evaluation needs no gradient sync: never through the DDP wrapper
-    if rt.world > 1:  # compile, then DDP: the gradient all-reduce runs after the backward, once per optimizer step.
-        # (DDP first would let dynamo overlap it with the backward, but on torch 2.11 CUDA inductor then fails with
-        # "'int' object has no attribute 'meta'"; with accumulation the one all-reduce is a few % of a step.)
+    if rt.world > 1:  # compile, then DDP (DDP first fails in torch 2.11's inductor: "'int' object has no attribute
+        # 'meta'"); one graph then all-reduces after the backward, compile_scope=blocks block by block during it
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
     header = {"config": asdict(cfg)}  # every run's log starts with its resolved config
