@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import GPT, ModelConfig
-from train import load_config, read_log
+from model import GPT
+from prepare_owt import META_FORMAT
+from train import load_config, model_config, read_log
 
 ROOT = Path(__file__).resolve().parent
 MATMUL_CEILING = 790e12  # bf16 dense, measured on the workplace's H200 (8192^3 matmul, random data)
@@ -60,19 +61,19 @@ VARIANT = re.compile(r"m(\d+)a(\d+)(-eager)?((?:\+\w+=[\w.-]+)*)$")
 def flops_per_token(shape: str) -> float:
     """train.py's FLOPs per trained token for a shape (6N + 12*L*d*T), from the model built on the meta device."""
     overrides, vocab_size, _ = SHAPES[shape]
-    c = load_config(overrides)
+    cfg = load_config(overrides)
     with torch.device("meta"):
-        model = GPT(ModelConfig(arch=c.arch, n_layer=c.n_layer, n_head=c.n_head, n_kv_head=c.n_kv_head, n_embd=c.n_embd,
-                                intermediate_size=c.intermediate_size, vocab_size=vocab_size, block_size=c.block_size,
-                                bias=c.bias, tie_embeddings=c.tie_embeddings))
-    return model.flops_per_token(c.block_size)
+        model = GPT(model_config(cfg, vocab_size))
+    return model.flops_per_token(cfg.block_size)
 
 
 def synthetic_bins(folder: Path, vocab_size: int, tokens: int = 1 << 24) -> Path:
-    """Uniform random tokens in prepare_owt.py's format (meta.json + train.bin + val.bin)."""
+    """Uniform random tokens in prepare_owt.py's format (meta.json + train.bin + val.bin), made once per folder."""
+    if (folder / "meta.json").exists():
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    meta = {"format": "inheritune-token-bins-1", "dtype": "uint16", "vocab_size": vocab_size,
+    meta = {"format": META_FORMAT, "dtype": "uint16", "vocab_size": vocab_size,
             "tokenizer": {"name": "synthetic-uniform", "hash": None, "vocab_size": vocab_size},
             "max_token_id": vocab_size - 1}
     for split, n in (("train", tokens), ("val", 1 << 18)):
@@ -205,8 +206,7 @@ def main():
     print("| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |\n"
           "|---|---|---|---|---|---|---|---|", flush=True)
     for s in shapes:
-        data = synthetic_bins(work / f"bins_{SHAPES[s][1]}", SHAPES[s][1]) \
-            if not (work / f"bins_{SHAPES[s][1]}" / "meta.json").exists() else work / f"bins_{SHAPES[s][1]}"
+        data = synthetic_bins(work / f"bins_{SHAPES[s][1]}", SHAPES[s][1])
         for v in (args.variants or SHAPES[s][2]).split(","):
             r = measure(Path(args.repo), s, v, args.gpus, data, work, args.log_every, args.intervals, args.timeout)
             if args.json:

@@ -271,16 +271,21 @@ def crop_block_size(model: GPT, block_size: int) -> None:
         model.init_buffers()
 
 
+def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    """The shape a from-scratch run trains (bench.py measures the same)."""
+    return ModelConfig(arch=cfg.arch, n_layer=cfg.n_layer, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head,
+                       n_embd=cfg.n_embd, intermediate_size=cfg.intermediate_size, vocab_size=vocab_size,
+                       block_size=cfg.block_size, bias=cfg.bias, tie_embeddings=cfg.tie_embeddings,
+                       rope_theta=cfg.rope_theta, dropout=cfg.dropout)
+
+
 def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, dict]:
     """The model for init_from, in float32 on the run's device; returns (model, metadata for the checkpoint)."""
     from inherit import inherit_layers
     meta = {}
     if cfg.init_from == "scratch":
         torch.manual_seed(cfg.seed)
-        model = GPT(ModelConfig(
-            arch=cfg.arch, n_layer=cfg.n_layer, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, n_embd=cfg.n_embd,
-            intermediate_size=cfg.intermediate_size, vocab_size=vocab_size, block_size=cfg.block_size, bias=cfg.bias,
-            tie_embeddings=cfg.tie_embeddings, rope_theta=cfg.rope_theta, dropout=cfg.dropout))
+        model = GPT(model_config(cfg, vocab_size))
     elif cfg.init_from == "inherit":
         model, provenance = inherit_layers(cfg.ref, n_layer=None if cfg.inherit_layers else cfg.n_layer,
                                            layers=cfg.inherit_layers, dtype=torch.float32)
