@@ -5,16 +5,28 @@
 #   bash bench/gpu_perf.sh large   # GPU0: GPT-2 774M variants; GPU1: the OpenLLaMA-3B 13-layer shape
 #   bash bench/gpu_perf.sh ddp     # both GPUs: DDP scaling at 124M and 350M (compare with "small"'s m32a4 rows)
 #   bash bench/gpu_perf.sh check   # the loss-curve check on real text: plain (eager) path against the fast variants
+# On a 4-GPU lease (nvidia-h200-x4), one call measures every shape, one GPU each (~9 min):
+#   bash bench/gpu_perf.sh quad    # GPU0 774M, GPU1 OpenLLaMA-13L, GPU2 350M, GPU3 124M (the Q* variant lists)
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
 W=/root/stash/bench
+LIMIT=${LIMIT:-560}
+# the call's clock: bench.py starts each train.py in a session of its own, so a killed bench.py leaves it running
+( sleep "$LIMIT"; pkill -KILL -f bench.py; pkill -KILL -f train.py ) >/dev/null 2>&1 &
+watchdog=$!
+wait_runs() { local r; r=$(jobs -p | grep -v "^$watchdog$"); [ -z "$r" ] || wait $r; }  # not the clock
 V124=${V124:-m16a1,m16a8,m32a4,m32a4+compile_scope=blocks,m32a4+attention=cudnn}
 V350=${V350:-m16a1,m16a8,m32a4,m32a4+attention=cudnn}
 V774=${V774:-m16a4+compile_scope=blocks,m8a1,m16a4}  # whole-model compile: ~2.5 min each at 36 layers
 VLLAMA=${VLLAMA:-m4a8+compile_scope=blocks,m8a4+compile_scope=blocks,m8a4}
+B=compile_scope=blocks C=attention=cudnn
+Q124=${Q124:-m32a4+$B,m32a4+$C,m32a4+$B+$C,m64a2+$C,m64a2+$B+$C}
+Q350=${Q350:-m16a1,m32a4+$B,m32a4+$B+$C,m32a4,m32a4+$C}
+Q774=${Q774:-m21a6+$B,m16a4+$B,m16a4+$B+$C,m32a2+$B+$C}
+QLLAMA=${QLLAMA:-m4a8+$B,m8a4+$B,m8a4+$B+$C}
 bench() {  # GPU NAME ARGS...
   local gpu=$1 name=$2; shift 2
   CUDA_VISIBLE_DEVICES=$gpu python3 bench.py --work "$W/$name" --json "$OUT/$name.jsonl" "$@" > "$OUT/$name.txt" 2>&1
@@ -31,7 +43,12 @@ check) mkdir -p "$W/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/
          --variants "m16a4-eager,m16a4,m32a2,m32a2+compile_scope=blocks" &
        bench 1 check_124m_b --shapes gpt2-124m --check_loss "$W/data" --steps 300 \
          --variants "m16a4-eager,m32a2+attention=cudnn,m32a2+compile_mode=max-autotune-no-cudagraphs" & ;;
-*) echo "usage: $0 small|large|ddp|check"; exit 2 ;;
+quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
+       bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
+       bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
+       bench 3 gpt2_124m --shapes gpt2-124m --variants "$Q124" --timeout 150 & ;;
+*) echo "usage: $0 small|large|ddp|check|quad"; exit 2 ;;
 esac
-wait
+wait_runs
+pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
 for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|error\|loss check" "$f" | tail -n 12; done

@@ -7,6 +7,7 @@
 #   bash bench/gpu_three.sh inherit  # GPUs 0-2: the card's command under torchrun --max_restarts=1; rank 1 is
 #                                    # SIGKILLed after the step-50 checkpoint, torchrun restarts, the run resumes;
 #                                    # GPU 3: the same command on 1 GPU, uninterrupted
+#   bash bench/gpu_three.sh all      # both in one call (~7 min); WHILE_REF="cmd" runs cmd on GPU 3 meanwhile
 # No pretrained 36-layer GPT-2 exists offline, so the reference is our own config/gpt2_large.py trained for LENGTH
 # steps on the offline English corpus (.stash/offline_english_bins.tar.xz, GPT-2 BPE).
 set -uo pipefail
@@ -17,19 +18,22 @@ LIMIT=${LIMIT:-550}
 mkdir -p "$STASH" "$OUT"
 [ -f "$STASH/data/meta.json" ] || { mkdir -p "$STASH/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$STASH/data"; }
 # length only: 150 steps (19.4M tokens) instead of 100K, warmup scaled with it, a 256-window val budget
+# and one growth round (grow_max_layer=18): the loop's verdict is still printed, but a 20-layer round would not fit
 LENGTH="--data_dir=$STASH/data --max_iters=150 --warmup_iters=15 --eval_interval=25 --eval_tokens=262144 \
 --checkpoint_interval=50"
+( sleep "$LIMIT"; pkill -TERM -f "train.py" ) >/dev/null 2>&1 &  # the call's clock: checkpoint and stop
+watchdog=$!
+wait_runs() { local r; r=$(jobs -p | grep -v "^$watchdog$"); [ -z "$r" ] || wait $r; }  # not the clock
 
-case "${1:-}" in
-ref)
+ref() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, 'gpus', torch.cuda.device_count())"
   # eager (--compile=False): the reference is only a means here, and compiling 36 layers takes ~2.5 min
   CUDA_VISIBLE_DEVICES=0,1,2 torchrun --standalone --nproc_per_node=3 train.py config/gpt2_large.py $LENGTH \
-    --compile=False --eval_interval=50 --checkpoint_interval=150 --out_dir="$STASH/gpt2_large" > "$STASH/ref_3gpu.txt" 2>&1 &
-  ;;
-inherit)
-  REF="--ref=$STASH/gpt2_large/ckpt.pt"
+    --compile=False --eval_interval=50 --checkpoint_interval=150 --out_dir="$STASH/gpt2_large" > "$STASH/ref_3gpu.txt" 2>&1
+}
+inherit() {
+  REF="--ref=$STASH/gpt2_large/ckpt.pt --grow_max_layer=18"
   CUDA_VISIBLE_DEVICES=0,1,2 torchrun --standalone --nproc_per_node=3 --max_restarts=1 \
     train.py config/gpt2_large_inherit18.py $LENGTH $REF --out_dir="$STASH/inherit18_3gpu" \
     > "$STASH/inherit_3gpu.txt" 2>&1 &
@@ -38,7 +42,8 @@ inherit)
     --out_dir="$STASH/inherit18_1gpu" > "$STASH/inherit_1gpu.txt" 2>&1 &
   (  # the kill: once step 80 is logged (after the step-50 checkpoint), SIGKILL the worker with LOCAL_RANK=1
     log="$STASH/inherit18_3gpu/round1_18L/log.jsonl"
-    for _ in $(seq $((LIMIT * 2))); do grep -q '"step": 80,' "$log" 2>/dev/null && break; sleep 0.5; done
+    for _ in $(seq $((LIMIT * 2))); do grep -q '"step": 80,' "$log" 2>/dev/null && break
+      kill -0 "$launcher" 2>/dev/null || exit 0; sleep 0.5; done  # ended (or failed) first: kill nothing
     grep -q '"step": 80,' "$log" 2>/dev/null || exit 0  # never got there: kill nothing
     for pid in $(pgrep -P "$launcher"); do
       if tr '\0' '\n' < "/proc/$pid/environ" | grep -qx 'LOCAL_RANK=1'; then
@@ -47,12 +52,18 @@ inherit)
       fi
     done
   ) &
-  ;;
-*) echo "usage: $0 ref|inherit"; exit 2 ;;
+  wait_runs
+}
+case "${1:-}" in
+ref) ref ;;
+inherit) inherit ;;
+all)
+  ref &
+  [ -n "${WHILE_REF:-}" ] && CUDA_VISIBLE_DEVICES=3 bash -c "$WHILE_REF" > "$STASH/while_ref.txt" 2>&1
+  wait_runs
+  [ -f "$STASH/gpt2_large/ckpt.pt" ] && inherit ;;
+*) echo "usage: $0 ref|inherit|all"; exit 2 ;;
 esac
-( sleep "$LIMIT"; pkill -TERM -f "train.py" ) >/dev/null 2>&1 &  # the call's clock: checkpoint and stop
-watchdog=$!
-wait $(jobs -p | grep -v "^$watchdog$") 2>/dev/null
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
-tar -czf "$OUT/results_$1.tar.gz" -C "$STASH" --exclude='*.pt' --exclude='data' --exclude='out' . 2>/dev/null
+tar -czf "$OUT/results_$1.tar.gz" -C "$STASH" --exclude='*.pt' --exclude='*.bin' --exclude='data' --exclude='out' . 2>/dev/null
 for f in "$STASH"/*.txt; do echo "== $f"; grep -v "^{" "$f" | grep -iv "warn" | tail -n 6; done
