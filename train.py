@@ -182,6 +182,11 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     host_group = None
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # restarted workers would read the failed attempt's NCCL/gloo addresses from the shared store and hang
+        raise UserError("torchrun --max_restarts shares its rendezvous store with the workers, and restarted workers "
+                        "then hang on the failed attempt's addresses (pytorch/pytorch#135712); launch it as "
+                        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...")
     if world > 1:
         if not dist.is_initialized():  # 30 min: rank 0 may spend minutes writing a multi-GB checkpoint
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
@@ -435,9 +440,10 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
               f"x {accum} accumulation; steps {start} -> {cfg.max_iters}", flush=True)
 
     def checkpoint(step):
-        check_finite(step)
+        rank_mean_loss = check_finite(step) / rt.world  # every rank resumes with the ranks' mean of the pending loss
         if rt.master:
-            save_checkpoint(ckpt_path, raw, optimizer=optimizer.state_dict(), step=step, pending_loss=pending_loss,
+            save_checkpoint(ckpt_path, raw, optimizer=optimizer.state_dict(), step=step,
+                            pending_loss=torch.tensor(rank_mean_loss, dtype=pending_loss.dtype),
                             tokens_seen=step * cfg.batch_size * cfg.block_size, train_config=asdict(cfg),
                             data={"dir": cfg.data_dir, "meta": data_meta}, **extra)
             write_log(log_path, [header] + records)
@@ -448,6 +454,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
             raise UserError(f"train loss {loss / rt.world:.4g} with {bad_grads:.0f} non-finite gradient norm(s) before "
                             f"step {step}: stopping; the last good checkpoint is {ckpt_path} (lower learning_rate or "
                             f"check the data)")
+        return loss
 
     def log(record):
         records.append(record)
@@ -602,6 +609,10 @@ def main(argv=None):
     if rt.master:
         print(json.dumps(asdict(cfg)), flush=True)
     stop = StopRequested()
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) and not cfg.grow and (Path(cfg.out_dir) / "ckpt.pt").exists():
+        cfg = replace(cfg, init_from="resume")  # torchrun restarted the workers: continue, don't start over
+        if rt.master:
+            print(f"torchrun restart: resuming from {cfg.out_dir}/ckpt.pt", flush=True)
     try:
         grow(cfg, rt, stop) if cfg.grow else train(cfg, rt, stop)
     finally:
