@@ -273,6 +273,12 @@ def test_error_val_shorter_than_eval_budget(small_bins, tmp_path):
     expect_error(tmp_path, f"--data_dir={small_bins}", "--eval_tokens=100000000", message="fewer than eval_tokens")
 
 
+def test_error_cudnn_attention_with_head_dim_not_divisible_by_8(small_bins, tmp_path):
+    r = run_train(*TINY, f"--data_dir={small_bins}", f"--out_dir={tmp_path}", "--n_embd=36", "--n_head=4",
+                  "--attention=cudnn", "--dtype=bfloat16", check=False)
+    assert r.returncode != 0 and "head dimension divisible by 8; this model's is 9" in r.stderr + r.stdout
+
+
 def test_error_batch_not_divisible(small_bins, tmp_path):
     expect_error(tmp_path, f"--data_dir={small_bins}", "--batch_size=7", message="not divisible")
 
