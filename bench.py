@@ -114,18 +114,21 @@ def records(out_dir: Path) -> list[dict]:
     return read_log(out_dir / "log.jsonl")[1:]
 
 
-def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout) -> dict:
-    """One train.py run at (shape, variant, gpus): the median tok/s of `intervals` log intervals after the first."""
+def train_args(shape: str, variant: str, gpus: int, data, out, log_every: int) -> list[str]:
+    """train.py's arguments for a timed run: the shape, the variant's batch split and overrides, no checkpoints."""
     micro, accum, eager, extra = parse_variant(variant)
-    overrides, _, _ = SHAPES[shape]
-    out = Path(tempfile.mkdtemp(dir=work, prefix=f"{shape}_{variant}_{gpus}gpu_"))
-    steps = log_every * (intervals + 1)
-    args = [*overrides, f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
-            f"--batch_size={micro * accum * gpus}", f"--max_iters={steps + 1000}", "--warmup_iters=10",
+    return [*SHAPES[shape][0], f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
+            f"--batch_size={micro * accum * gpus}", "--max_iters=1000000", "--warmup_iters=10",
             f"--log_interval={log_every}", "--eval_interval=1000000", f"--eval_tokens={micro * 2048}",
             "--checkpoint_interval=1000000", f"--compile={not eager}", "--learning_rate=3e-4", "--dtype=bfloat16",
             *extra]
-    proc = launch(repo, gpus, args, out / "stdout.txt")
+
+
+def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout) -> dict:
+    """One train.py run at (shape, variant, gpus): the median tok/s of `intervals` log intervals after the first."""
+    micro, accum, eager, _ = parse_variant(variant)
+    out = Path(tempfile.mkdtemp(dir=work, prefix=f"{shape}_{variant}_{gpus}gpu_"))
+    proc = launch(repo, gpus, train_args(shape, variant, gpus, data, out, log_every), out / "stdout.txt")
     deadline, timed = time.time() + timeout, []
     while time.time() < deadline and proc.poll() is None:
         timed = [r for r in records(out) if "tok_per_s" in r]

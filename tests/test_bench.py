@@ -48,3 +48,14 @@ def test_flops_per_token_matches_the_issue_formula():
     # GPT-2 124M, vocab padded to 50304, tied head: N counts every parameter but the position table
     n = 12 * (12 * 768 * 768 + 13 * 768) + 50304 * 768 + 2 * 768  # blocks (matrices, biases, norms) + wte + ln_f
     assert abs(bench.flops_per_token("gpt2-124m") - (6 * n + 12 * 12 * 768 * 1024)) / bench.flops_per_token("gpt2-124m") < 1e-9
+
+
+def test_profile_step_splits_train_py_step_time_by_class(tmp_path):
+    r = subprocess.run([sys.executable, "bench/profile_step.py", "--shape=tiny", "--variant=m2a2-eager", "--skip=3",
+                        "--steps=2", f"--work={tmp_path}", f"--trace={tmp_path / 'trace.json'}"], cwd=ROOT,
+                       capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    shares = [float(m) for m in re.findall(r"^\| [^|]+ \| [\d.]+ \| ([\d.]+)% \|$", r.stdout, re.M)]
+    assert abs(sum(shares) - 100) < 0.5 and re.search(r"^\| matmul \| ", r.stdout, re.M), r.stdout
+    assert "2 steps profiled" in r.stdout and (tmp_path / "trace.json").stat().st_size > 0
+    assert not list(tmp_path.rglob("ckpt.pt"))  # stopped after the profiled steps, before any checkpoint
