@@ -5,6 +5,7 @@
 #   bash bench/gpu_perf.sh large   # GPU0: GPT-2 774M variants; GPU1: the OpenLLaMA-3B 13-layer shape
 #   bash bench/gpu_perf.sh ddp     # both GPUs: DDP scaling at 124M and 350M (compare with "small"'s m32a4 rows)
 #   bash bench/gpu_perf.sh check   # the loss-curve check on real text: plain (eager) path against the fast variants
+#   bash bench/gpu_perf.sh profile # bench/profile_step.py at 124M and 350M: step time by kernel class
 # On a 4-GPU lease (nvidia-h200-x4), one call measures every shape, one GPU each (~9 min):
 #   bash bench/gpu_perf.sh quad    # GPU0 774M, GPU1 OpenLLaMA-13L, GPU2 350M, GPU3 124M (the Q* variant lists)
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
@@ -15,7 +16,7 @@ mkdir -p "$OUT"
 W=/root/stash/bench
 LIMIT=${LIMIT:-560}
 # the call's clock: bench.py starts each train.py in a session of its own, so a killed bench.py leaves it running
-( sleep "$LIMIT"; pkill -KILL -f bench.py; pkill -KILL -f train.py ) >/dev/null 2>&1 &
+( sleep "$LIMIT"; pkill -KILL -f "bench.py|profile_step.py|train.py" ) >/dev/null 2>&1 &
 watchdog=$!
 wait_runs() { local r; r=$(jobs -p | grep -v "^$watchdog$"); [ -z "$r" ] || wait $r; }  # not the clock
 V124=${V124:-m16a1,m16a8,m32a4,m32a4+compile_scope=blocks,m32a4+attention=cudnn}
@@ -39,16 +40,25 @@ large) bench 0 gpt2_774m --shapes gpt2-774m --variants "$V774" --timeout 330 &
 ddp)   bench 0,1 ddp_124m --shapes gpt2-124m --variants m32a4 --gpus 2
        bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4,m32a4+compile_scope=blocks --gpus 2 ;;
 check) mkdir -p "$W/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/data"  # carry that file
-       bench 0 check_124m_a --shapes gpt2-124m --check_loss "$W/data" --steps 300 \
-         --variants "m16a4-eager,m16a4,m32a2,m32a2+compile_scope=blocks" &
-       bench 1 check_124m_b --shapes gpt2-124m --check_loss "$W/data" --steps 300 \
-         --variants "m16a4-eager,m32a2+attention=cudnn,m32a2+compile_mode=max-autotune-no-cudagraphs" & ;;
+       # the bf16 noise floor is eager against eager with another micro-batch split (same math, other rounding);
+       # a compiled variant should sit inside it. Two seeds, one per GPU.
+       for g in 0 1; do
+         S=$([ $g = 0 ] && echo 1337 || echo 7)
+         bench $g check_124m_seed$S --shapes gpt2-124m --check_loss "$W/data" --steps 200 \
+           --variants "m16a4-eager+seed=$S,m32a2-eager+seed=$S,m16a4+seed=$S,m16a4+$B+seed=$S,m32a2+$B+$C+seed=$S" &
+       done ;;
+profile) for g in 0 1; do  # where each step's time goes (bench/profile_step.py), nanoGPT's setting and the best
+         shape=$([ $g = 0 ] && echo gpt2-124m || echo gpt2-350m)
+         ( for v in m16a1 $([ $g = 0 ] && echo m64a2+$C || echo m32a4+$B+$C); do
+             CUDA_VISIBLE_DEVICES=$g python3 bench/profile_step.py --shape $shape --variant $v --work "$W/prof$g"
+           done > "$OUT/profile_$shape.txt" 2>&1 ) &
+       done ;;
 quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
        bench 3 gpt2_124m --shapes gpt2-124m --variants "$Q124" --timeout 150 & ;;
-*) echo "usage: $0 small|large|ddp|check|quad"; exit 2 ;;
+*) echo "usage: $0 small|large|ddp|check|profile|quad"; exit 2 ;;
 esac
 wait_runs
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
-for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|error\|loss check" "$f" | tail -n 12; done
+for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|error\|loss check\|profiled" "$f" | tail -n 40; done
