@@ -186,7 +186,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         # restarted workers would read the failed attempt's NCCL/gloo addresses from the shared store and hang
         raise UserError("torchrun --max_restarts shares its rendezvous store with the workers, and restarted workers "
                         "then hang on the failed attempt's addresses (pytorch/pytorch#135712); launch it as "
-                        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...")
+                        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone ... (one node) or with "
+                        "--rdzv-backend=c10d (several nodes; the static --master_addr launch always shares the store)")
     if world > 1:
         if not dist.is_initialized():  # 30 min: rank 0 may spend minutes writing a multi-GB checkpoint
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
@@ -420,9 +421,9 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         optimizer.load_state_dict(ckpt["optimizer"])
         del ckpt
     raw, flops_per_token = model, model.flops_per_token(cfg.block_size)
-    if cfg.attention == "cudnn" and (raw.config.n_embd // raw.config.n_head) % 8:  # else "Invalid backend" mid-compile
+    if cfg.attention == "cudnn" and raw.config.head_dim % 8:  # otherwise "Invalid backend" in the middle of compiling
         raise UserError(f"attention=cudnn needs a head dimension divisible by 8; this model's is "
-                        f"{raw.config.n_embd // raw.config.n_head}: use attention=auto")
+                        f"{raw.config.head_dim}: use attention=auto")
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
         model = compile_model(model, cfg.compile_scope, cfg.compile_mode)
@@ -446,7 +447,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         rank_mean_loss = check_finite(step) / rt.world  # every rank resumes with the ranks' mean of the pending loss
         if rt.master:
             save_checkpoint(ckpt_path, raw, optimizer=optimizer.state_dict(), step=step,
-                            pending_loss=torch.tensor(rank_mean_loss, dtype=pending_loss.dtype),
+                            pending_loss=torch.tensor(rank_mean_loss, dtype=pending_loss.dtype), launch=LAUNCH_ID,
                             tokens_seen=step * cfg.batch_size * cfg.block_size, train_config=asdict(cfg),
                             data={"dir": cfg.data_dir, "meta": data_meta}, **extra)
             write_log(log_path, [header] + records)
@@ -606,14 +607,25 @@ def growth_table(state: dict, target: float) -> str:
     return "\n".join(lines)
 
 
+LAUNCH_ID = os.environ.get("TORCHELASTIC_RUN_ID")  # one torchrun launch, the same over its restarts
+
+
+def restarted_with_a_checkpoint(cfg: TrainConfig) -> bool:
+    """A torchrun restart whose launch already wrote out_dir/ckpt.pt (not one left there by an earlier launch)."""
+    path = Path(cfg.out_dir) / "ckpt.pt"
+    if cfg.grow or not int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) or not path.exists():
+        return False  # the growth loop resumes its rounds itself
+    return safe_torch_load(path).get("launch") == LAUNCH_ID
+
+
 def main(argv=None):
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     rt = setup_runtime(cfg)
     if rt.master:
         print(json.dumps(asdict(cfg)), flush=True)
     stop = StopRequested()
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) and not cfg.grow and (Path(cfg.out_dir) / "ckpt.pt").exists():
-        cfg = replace(cfg, init_from="resume")  # torchrun restarted the workers: continue, don't start over
+    if restarted_with_a_checkpoint(cfg):  # torchrun restarted the workers: continue, don't start over
+        cfg = replace(cfg, init_from="resume")
         if rt.master:
             print(f"torchrun restart: resuming from {cfg.out_dir}/ckpt.pt", flush=True)
     try:

@@ -5,7 +5,7 @@
 #   bash bench/gpu_perf.sh large   # GPU0: GPT-2 774M variants; GPU1: the OpenLLaMA-3B 13-layer shape
 #   bash bench/gpu_perf.sh ddp     # both GPUs: DDP scaling at 124M and 350M (compare with "small"'s m32a4 rows)
 #   bash bench/gpu_perf.sh check   # the loss-curve check on real text: plain (eager) path against the fast variants
-#   bash bench/gpu_perf.sh profile # bench/profile_step.py at 124M and 350M: step time by kernel class
+#   bash bench/gpu_perf.sh profile # bench/profile_step.py at 124M (GPU0) and 350M (GPU1): step time by kernel class
 # On a 4-GPU lease (nvidia-h200-x4), one call measures every shape, one GPU each (~9 min):
 #   bash bench/gpu_perf.sh quad    # GPU0 774M, GPU1 OpenLLaMA-13L, GPU2 350M, GPU3 124M (the Q* variant lists)
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
@@ -15,8 +15,9 @@ OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
 W=/root/stash/bench
 LIMIT=${LIMIT:-560}
-# the call's clock: bench.py starts each train.py in a session of its own, so a killed bench.py leaves it running
-( sleep "$LIMIT"; pkill -KILL -f "bench.py|profile_step.py|train.py" ) >/dev/null 2>&1 &
+# the call's clock: bench.py starts each train.py in a session of its own, so a killed bench.py leaves it running;
+# from LIMIT on, kill them all by name, again and again (these scripts assume the machine is theirs)
+( sleep "$LIMIT"; while :; do pkill -KILL -f "bench.py|profile_step.py|train.py"; sleep 2; done ) >/dev/null 2>&1 &
 watchdog=$!
 wait_runs() { local r; r=$(jobs -p | grep -v "^$watchdog$"); [ -z "$r" ] || wait $r; }  # not the clock
 V124=${V124:-m16a1,m16a8,m32a4,m32a4+compile_scope=blocks,m32a4+attention=cudnn}
@@ -27,7 +28,7 @@ B=compile_scope=blocks C=attention=cudnn
 Q124=${Q124:-m32a4+$B,m32a4+$C,m32a4+$B+$C,m64a2+$C,m64a2+$B+$C}
 Q350=${Q350:-m16a1,m32a4+$B,m32a4+$B+$C,m32a4,m32a4+$C}
 Q774=${Q774:-m21a6+$B,m16a4+$B,m16a4+$B+$C,m32a2+$B+$C}
-QLLAMA=${QLLAMA:-m4a8+$B,m8a4+$B,m8a4+$B+$C}
+QLLAMA=${QLLAMA:-m4a8+$B,m8a4+$B,m8a4}  # no cuDNN: OpenLLaMA's head dimension is 100
 bench() {  # GPU NAME ARGS...
   local gpu=$1 name=$2; shift 2
   CUDA_VISIBLE_DEVICES=$gpu python3 bench.py --work "$W/$name" --json "$OUT/$name.jsonl" "$@" > "$OUT/$name.txt" 2>&1

@@ -23,7 +23,9 @@ mkdir -p "$STASH" "$OUT"
 STEPS=${STEPS:-150} EVAL_EVERY=${EVAL_EVERY:-25} CKPT_EVERY=${CKPT_EVERY:-50} KILL_AFTER=${KILL_AFTER:-80}
 LENGTH="--data_dir=$STASH/data --max_iters=$STEPS --warmup_iters=$((STEPS / 10)) --eval_interval=$EVAL_EVERY \
 --eval_tokens=262144 --checkpoint_interval=$CKPT_EVERY"
-( sleep "$LIMIT"; pkill -TERM -f "train.py" ) >/dev/null 2>&1 &  # the call's clock: checkpoint and stop
+# the call's clock: from LIMIT on, SIGTERM (checkpoint and stop) every train.py on the machine, again and again, so
+# nothing started later outlives it either (these scripts assume the machine is theirs)
+( sleep "$LIMIT"; while :; do pkill -TERM -f "train.py"; sleep 5; done ) >/dev/null 2>&1 &
 watchdog=$!
 wait_runs() { local r; r=$(jobs -p | grep -v "^$watchdog$"); [ -z "$r" ] || wait $r; }  # not the clock
 
@@ -60,11 +62,10 @@ inherit() {
 case "${1:-}" in
 ref) ref ;;
 inherit) inherit ;;
-all)
-  ref &
+all)  # inherit only from a reference that finished (not one the clock stopped), with time left for it
+  ref & refpid=$!
   [ -n "${WHILE_REF:-}" ] && CUDA_VISIBLE_DEVICES=3 bash -c "$WHILE_REF" > "$STASH/while_ref.txt" 2>&1
-  wait_runs
-  [ -f "$STASH/gpt2_large/ckpt.pt" ] && inherit ;;
+  wait $refpid && [ "$SECONDS" -lt $((LIMIT - 180)) ] && inherit ;;
 *) echo "usage: $0 ref|inherit|all"; exit 2 ;;
 esac
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open

@@ -61,13 +61,17 @@ def main():
     p.add_argument("--trace", help="write the profiled steps as a Chrome/Perfetto trace here")
     p.add_argument("--top", type=int, default=12, help="also list this many single kernels by time")
     args = p.parse_args()
+    if args.skip < 1 or args.steps < 1:
+        sys.exit("error: --skip and --steps must be at least 1")
+    cuda = torch.cuda.is_available()
+    if not cuda and args.shape != "tiny":
+        sys.exit(f"error: no CUDA device for --shape {args.shape} (check CUDA_VISIBLE_DEVICES); only 'tiny' runs on CPU")
     work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_profile_"))
     work.mkdir(parents=True, exist_ok=True)
     vocab = bench.SHAPES[args.shape][1]
     data = bench.synthetic_bins(work / f"bins_{vocab}", vocab)
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{args.shape}_{args.variant}_"))
     argv = bench.train_args(args.shape, args.variant, 1, data, out, log_every=args.skip + args.steps)
-    cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     steps, marks = 0, {}
@@ -76,10 +80,10 @@ def main():
         def after_optimizer_step(*_):
             nonlocal steps
             steps += 1
-            prof.step()
-            if steps in (args.skip, args.skip + args.steps):  # two syncs: the profiled window's wall time
-                sync()
+            if steps in (args.skip, args.skip + args.steps):  # two syncs mark the window, before the profiler's
+                sync()                                           # own start/stop work in prof.step()
                 marks[steps] = time.perf_counter()
+            prof.step()
             if steps == args.skip + args.steps:
                 raise ProfileDone
         hook = register_optimizer_step_post_hook(after_optimizer_step)

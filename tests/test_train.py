@@ -1,6 +1,7 @@
 """train.py: config handling, DDP equivalence, exact resume after SIGKILL, SIGTERM, the growth loop, bad inputs."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,22 +144,37 @@ def test_torchrun_restart_after_a_killed_rank_resumes(small_bins, tmp_path):
     proc = run_train(*common, f"--out_dir={tmp_path / 'killed'}", torchrun=3, restarts=1,
                      env={"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}, background=tmp_path / "killed.txt")
     log, deadline = tmp_path / "killed" / "log.jsonl", time.time() + 120
-    while time.time() < deadline and not (log.exists() and '"step": 15,' in log.read_text()):
+    while not (log.exists() and '"step": 15,' in log.read_text()):
+        assert time.time() < deadline and proc.poll() is None, (tmp_path / "killed.txt").read_text()[-3000:]
         time.sleep(0.05)
     os.kill(torchrun_worker(proc.pid, local_rank=1), signal.SIGKILL)  # after the step-14 checkpoint
     assert proc.wait(timeout=300) == 0, (tmp_path / "killed.txt").read_text()[-3000:]
-    assert "torchrun restart: resuming" in (tmp_path / "killed.txt").read_text()
+    assert "torchrun restart: resuming" in (output := (tmp_path / "killed.txt").read_text())
+    assert re.search(r"resume: .* steps [1-9]\d* -> 40", output), output  # continued, not started over
     a = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "ckpt.pt", weights_only=True)
     assert a["step"] == b["step"] == 40
     # not bit-identical: DDP regroups its gradient buckets after a (re)start's first step, which changes the order
-    # in which the ranks' gradients are summed; everything else (data, RNG, optimizer, pending loss) resumes exactly
+    # in which the ranks' gradients are summed, and the pending train loss resumes as the ranks' float32 mean
     for name in a["model"]:
         torch.testing.assert_close(a["model"][name], b["model"][name], rtol=1e-4, atol=1e-5, msg=name)
     straight, killed = without_timing(read_log(tmp_path / "straight")[1]), without_timing(read_log(tmp_path / "killed")[1])
     assert [r["step"] for r in straight] == [r["step"] for r in killed]
     for x, y in zip(straight, killed):
         assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-5) for k in x), (x, y)
+
+
+def test_a_restart_resumes_only_a_checkpoint_of_its_own_launch(small_bins, tmp_path, monkeypatch):
+    import train
+    args = [*TINY, f"--data_dir={small_bins}", f"--out_dir={tmp_path}", "--max_iters=10"]
+    run_train(*args, env={"TORCHELASTIC_RUN_ID": "launch-a"})
+    cfg = load_config(args)
+    monkeypatch.setattr(train, "LAUNCH_ID", "launch-a")
+    assert not train.restarted_with_a_checkpoint(cfg)  # the first attempt: start as configured
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert train.restarted_with_a_checkpoint(cfg)
+    monkeypatch.setattr(train, "LAUNCH_ID", "launch-b")  # a checkpoint left by an earlier launch: not resumed
+    assert not train.restarted_with_a_checkpoint(cfg)
 
 
 def test_torchrun_restarts_refused_on_the_shared_store(small_bins, tmp_path):
