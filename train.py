@@ -13,18 +13,15 @@ micro-steps, and torch's RNG is reseeded from (seed, rank, s) every step, so the
 position and RNG state: any world size sees the same batches, and on CPU a resumed run repeats the uninterrupted
 one bit for bit (on GPUs up to the nondeterminism of some backward kernels).
 """
-import ast
 import contextlib
 import datetime
-import difflib
 import json
 import math
 import os
 import signal
 import sys
 import time
-import types
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from model import GPT, ModelConfig, load_model, open_weights, safe_torch_load, save_checkpoint
-from util import UserError, atomic_write, cli, plot_curves
+from util import UserError, apply_config_args, atomic_write, cli, plot_curves
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
@@ -95,35 +92,6 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------------------------- configuration
 
-def coerce(key: str, value, annotation):
-    """value (a config-file object or a command-line string) as the field's declared type, or a UserError."""
-    args = getattr(annotation, "__args__", ())
-    optional, kind = type(None) in args, next(t for t in (args or (annotation,)) if t is not type(None))
-    if isinstance(value, str) and kind is not str or value == "None":
-        text = {"true": "True", "false": "False"}.get(value.strip().lower(), value.strip())
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise UserError(f"{key} expects {kind.__name__}, got '{text}'") from None
-    if value is None and optional:
-        return None
-    if kind is float and type(value) is int:
-        return float(value)
-    if kind is int and type(value) is float and value.is_integer():  # --max_iters=1e5
-        return int(value)
-    if type(value) is not kind:
-        raise UserError(f"{key} expects {kind.__name__}{' or None' if optional else ''}, got {value!r}")
-    return value
-
-
-def set_key(cfg: TrainConfig, key: str, value) -> None:
-    valid = {f.name: f.type for f in fields(cfg)}
-    if key not in valid:
-        close = difflib.get_close_matches(key, valid, n=1)
-        raise UserError(f"unknown config key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
-    setattr(cfg, key, coerce(key, value, valid[key]))
-
-
 CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "compile_scope": ("model", "blocks"),
            "compile_mode": (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
            "attention": ("auto", "flash", "cudnn", "efficient", "math"),
@@ -132,22 +100,7 @@ CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "compile
 
 def load_config(argv: list[str]) -> TrainConfig:
     """Config files (plain Python assigning keys) and --key=value overrides, applied left to right."""
-    cfg = TrainConfig()
-    for arg in argv:
-        if arg.startswith("--"):
-            key, eq, value = arg[2:].partition("=")
-            if not eq:
-                raise UserError(f"'{arg}': overrides are written --key=value")
-            set_key(cfg, key, value)
-            continue
-        path = Path(arg)
-        if not path.is_file():
-            raise UserError(f"config file {arg} not found; configs live in config/, e.g. config/shakespeare_tiny.py")
-        namespace = {}
-        exec(compile(path.read_text(), str(path), "exec"), namespace)
-        for key, value in namespace.items():
-            if not key.startswith("_") and not isinstance(value, (types.ModuleType, types.FunctionType, type)):
-                set_key(cfg, key, value)
+    cfg = apply_config_args(TrainConfig(), argv, example="config/shakespeare_tiny.py")
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")

@@ -1,7 +1,12 @@
-"""What every script shares and that needs no torch: user errors, the CLI wrapper, atomic writes, loss plots."""
+"""What every script shares and that needs no torch: user errors, the CLI wrapper, config files and --key=value
+overrides on a dataclass, atomic writes, loss plots."""
+import ast
+import difflib
 import os
 import sys
 import tempfile
+import types
+from dataclasses import fields
 from pathlib import Path
 
 
@@ -15,6 +20,55 @@ def cli(main) -> None:
         main()
     except UserError as e:
         sys.exit(f"error: {e}")
+
+
+def coerce(key: str, value, annotation):
+    """value (a config-file object or a command-line string) as the field's declared type, or a UserError."""
+    args = getattr(annotation, "__args__", ())
+    optional, kind = type(None) in args, next(t for t in (args or (annotation,)) if t is not type(None))
+    if isinstance(value, str) and kind is not str or value == "None":
+        text = {"true": "True", "false": "False"}.get(value.strip().lower(), value.strip())
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise UserError(f"{key} expects {kind.__name__}, got '{text}'") from None
+    if value is None and optional:
+        return None
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind is int and type(value) is float and value.is_integer():  # --max_iters=1e5
+        return int(value)
+    if type(value) is not kind:
+        raise UserError(f"{key} expects {kind.__name__}{' or None' if optional else ''}, got {value!r}")
+    return value
+
+
+def set_key(cfg, key: str, value) -> None:
+    valid = {f.name: f.type for f in fields(cfg)}
+    if key not in valid:
+        close = difflib.get_close_matches(key, valid, n=1)
+        raise UserError(f"unknown config key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
+    setattr(cfg, key, coerce(key, value, valid[key]))
+
+
+def apply_config_args(cfg, argv: list[str], example: str):
+    """Config files (plain Python assigning keys) and --key=value overrides onto the dataclass cfg, left to right."""
+    for arg in argv:
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                raise UserError(f"'{arg}': overrides are written --key=value")
+            set_key(cfg, key, value)
+            continue
+        path = Path(arg)
+        if not path.is_file():
+            raise UserError(f"config file {arg} not found; configs live in config/, e.g. {example}")
+        namespace = {}
+        exec(compile(path.read_text(), str(path), "exec"), namespace)
+        for key, value in namespace.items():
+            if not key.startswith("_") and not isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                set_key(cfg, key, value)
+    return cfg
 
 
 def atomic_write(path, write) -> None:
