@@ -114,14 +114,15 @@ def records(out_dir: Path) -> list[dict]:
     return read_log(out_dir / "log.jsonl")[1:]
 
 
-def train_args(shape: str, variant: str, gpus: int, data, out, log_every: int) -> list[str]:
-    """train.py's arguments for a timed run: the shape, the variant's batch split and overrides, no checkpoints."""
+def train_args(shape: str, variant: str, gpus: int, data, out, log_every: int = 10, **keys) -> list[str]:
+    """train.py's arguments for a run of the variant: by default a timed run (constant learning rate, no eval or
+    checkpoint after step 0); `keys` replace those defaults, and the variant's own +key=value come last and win."""
     micro, accum, eager, extra = parse_variant(variant)
+    keys = {"max_iters": 1_000_000, "warmup_iters": 10, "eval_interval": 1_000_000, "eval_tokens": micro * 2048,
+            "checkpoint_interval": 1_000_000, "learning_rate": 3e-4, **keys}
     return [*SHAPES[shape][0], f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
-            f"--batch_size={micro * accum * gpus}", "--max_iters=1000000", "--warmup_iters=10",
-            f"--log_interval={log_every}", "--eval_interval=1000000", f"--eval_tokens={micro * 2048}",
-            "--checkpoint_interval=1000000", f"--compile={not eager}", "--learning_rate=3e-4", "--dtype=bfloat16",
-            *extra]
+            f"--batch_size={micro * accum * gpus}", f"--log_interval={log_every}", f"--compile={not eager}",
+            "--dtype=bfloat16", *(f"--{k}={v}" for k, v in keys.items()), *extra]
 
 
 def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout) -> dict:
@@ -154,14 +155,12 @@ def check_loss(repo, shape, variants, data, work, steps) -> None:
     if len(set(batches.values())) > 1:
         sys.exit(f"error: --check_loss compares one global batch; micro x accumulation differs: {batches}")
     curves = {}
+    batch = next(iter(batches.values()))
     for variant in variants:
-        micro, accum, eager, extra = parse_variant(variant)
-        batch = micro * accum
         out = Path(tempfile.mkdtemp(dir=work, prefix=f"check_{shape}_{variant}_"))
-        args = [*SHAPES[shape][0], f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
-                f"--batch_size={batch}", f"--max_iters={steps}", f"--warmup_iters={steps // 10}", "--log_interval=10",
-                f"--eval_interval={steps}", "--eval_tokens=262144", f"--checkpoint_interval={steps}",
-                f"--compile={not eager}", "--learning_rate=6e-4", "--min_lr=6e-5", "--dtype=bfloat16", *extra]
+        args = train_args(shape, variant, 1, data, out, max_iters=steps, warmup_iters=steps // 10,
+                          eval_interval=steps, eval_tokens=262144, checkpoint_interval=steps, learning_rate=6e-4,
+                          min_lr=6e-5)
         proc = launch(repo, 1, args, out / "stdout.txt")
         if proc.wait():
             sys.exit(f"error: {variant} failed; see {out / 'stdout.txt'}")

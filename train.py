@@ -405,7 +405,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
                             data={"dir": cfg.data_dir, "meta": data_meta}, **extra)
             write_log(log_path, [header] + records)
 
-    def check_finite(step):  # a NaN/inf loss or gradient stops the run before it can overwrite a good checkpoint
+    def check_finite(step) -> float:  # stop on a NaN/inf loss or gradient before a good checkpoint is overwritten;
+        # returns the pending train loss summed over ranks
         loss, bad_grads = all_sum(rt, pending_loss.item(), nonfinite_grads.item())
         if not math.isfinite(loss) or bad_grads:
             raise UserError(f"train loss {loss / rt.world:.4g} with {bad_grads:.0f} non-finite gradient norm(s) before "
@@ -466,9 +467,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         if step % cfg.log_interval == 0 or step == cfg.max_iters:
-            check_finite(step)
             n_steps = step - (step - 1) // cfg.log_interval * cfg.log_interval  # steps since the last record
-            train_loss = all_sum(rt, pending_loss.item())[0] / rt.world / n_steps
+            train_loss = check_finite(step) / rt.world / n_steps
             dt = time.time() - t_last
             tok_s = min(n_steps, step - start) * cfg.batch_size * cfg.block_size / dt
             mfu = tok_s * flops_per_token / (cfg.peak_flops * rt.world)
