@@ -8,6 +8,7 @@
 #   bash bench/gpu_perf.sh profile # bench/profile_step.py at 124M (GPU0) and 350M (GPU1): step time by kernel class
 # On a 4-GPU lease (nvidia-h200-x4), one call measures every shape, one GPU each (~9 min):
 #   bash bench/gpu_perf.sh quad    # GPU0 774M, GPU1 OpenLLaMA-13L, GPU2 350M, GPU3 124M (the Q* variant lists)
+#   bash bench/gpu_perf.sh explore # GPU0 profile (124M, 350M), GPU1-2 the loss check's two seeds, GPU3 compile modes
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
@@ -33,6 +34,20 @@ bench() {  # GPU NAME ARGS...
   local gpu=$1 name=$2; shift 2
   CUDA_VISIBLE_DEVICES=$gpu python3 bench.py --work "$W/$name" --json "$OUT/$name.jsonl" "$@" > "$OUT/$name.txt" 2>&1
 }
+check() {  # GPU SEED: the loss-curve check on real text (carry .stash/offline_english_bins.tar.xz). The bf16 noise
+  # floor is eager against eager with another micro-batch split (same math, other rounding); a compiled variant
+  # should sit inside it.
+  local g=$1 S=$2
+  mkdir -p "$W/data$g" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/data$g"
+  bench $g check_124m_seed$S --shapes gpt2-124m --check_loss "$W/data$g" --steps 200 \
+    --variants "m16a4-eager+seed=$S,m32a2-eager+seed=$S,m16a4+seed=$S,m16a4+$B+seed=$S,m32a2+$B+$C+seed=$S"
+}
+profile() {  # GPU SHAPE "VARIANTS": where each step's time goes (bench/profile_step.py)
+  local g=$1 shape=$2 v
+  for v in $3; do
+    CUDA_VISIBLE_DEVICES=$g python3 bench/profile_step.py --shape $shape --variant $v --work "$W/prof$g"
+  done >> "$OUT/profile_$shape.txt" 2>&1
+}
 case "${1:-}" in
 small) bench 0 gpt2_124m --shapes gpt2-124m --variants "$V124" --timeout 240 &
        bench 1 gpt2_350m --shapes gpt2-350m --variants "$V350" --timeout 300 & ;;
@@ -40,25 +55,17 @@ large) bench 0 gpt2_774m --shapes gpt2-774m --variants "$V774" --timeout 330 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$VLLAMA" --timeout 400 & ;;
 ddp)   bench 0,1 ddp_124m --shapes gpt2-124m --variants m32a4 --gpus 2
        bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4,m32a4+compile_scope=blocks --gpus 2 ;;
-check) mkdir -p "$W/data" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/data"  # carry that file
-       # the bf16 noise floor is eager against eager with another micro-batch split (same math, other rounding);
-       # a compiled variant should sit inside it. Two seeds, one per GPU.
-       for g in 0 1; do
-         S=$([ $g = 0 ] && echo 1337 || echo 7)
-         bench $g check_124m_seed$S --shapes gpt2-124m --check_loss "$W/data" --steps 200 \
-           --variants "m16a4-eager+seed=$S,m32a2-eager+seed=$S,m16a4+seed=$S,m16a4+$B+seed=$S,m32a2+$B+$C+seed=$S" &
-       done ;;
-profile) for g in 0 1; do  # where each step's time goes (bench/profile_step.py), nanoGPT's setting and the best
-         shape=$([ $g = 0 ] && echo gpt2-124m || echo gpt2-350m)
-         ( for v in m16a1 $([ $g = 0 ] && echo m64a2+$C || echo m32a4+$B+$C); do
-             CUDA_VISIBLE_DEVICES=$g python3 bench/profile_step.py --shape $shape --variant $v --work "$W/prof$g"
-           done > "$OUT/profile_$shape.txt" 2>&1 ) &
-       done ;;
+check) check 0 1337 & check 1 7 & ;;
+profile) profile 0 gpt2-124m "m16a1 m64a2+$C" & profile 1 gpt2-350m "m16a1 m32a4+$B+$C" & ;;
+explore) ( profile 0 gpt2-124m "m16a1 m64a2+$C"; profile 0 gpt2-350m "m16a1" ) &
+         check 1 1337 & check 2 7 &
+         bench 3 modes_124m --shapes gpt2-124m --timeout 200 --variants \
+           "m16a1+$B+compile_mode=max-autotune-no-cudagraphs,m16a1+compile_mode=reduce-overhead,m32a4+$B+compile_mode=max-autotune-no-cudagraphs" & ;;
 quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
        bench 3 gpt2_124m --shapes gpt2-124m --variants "$Q124" --timeout 150 & ;;
-*) echo "usage: $0 small|large|ddp|check|profile|quad"; exit 2 ;;
+*) echo "usage: $0 small|large|ddp|check|profile|quad|explore"; exit 2 ;;
 esac
 wait_runs
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
