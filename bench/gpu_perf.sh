@@ -11,6 +11,8 @@
 #   bash bench/gpu_perf.sh explore # GPU0 profile (124M, 350M), GPU1-2 the loss check's two seeds, GPU3 compile modes
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
 set -uo pipefail
+case "${1:-}" in small|large|ddp|check|profile|quad|explore) ;;
+  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore"; exit 2 ;; esac  # before the clock starts
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
@@ -65,7 +67,6 @@ quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
        bench 3 gpt2_124m --shapes gpt2-124m --variants "$Q124" --timeout 150 & ;;
-*) echo "usage: $0 small|large|ddp|check|profile|quad|explore"; exit 2 ;;
 esac
 wait_runs
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
