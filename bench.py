@@ -76,7 +76,7 @@ def synthetic_bins(folder: Path, vocab_size: int, tokens: int = 1 << 24) -> Path
     meta = {"format": META_FORMAT, "dtype": "uint16", "vocab_size": vocab_size,
             "tokenizer": {"name": "synthetic-uniform", "hash": None, "vocab_size": vocab_size},
             "max_token_id": vocab_size - 1}
-    for split, n in (("train", tokens), ("val", 1 << 18)):
+    for split, n in (("train", tokens), ("val", 1 << 20)):  # val: the step-0 eval of micro-batches up to 256
         rng.integers(0, vocab_size, n, dtype=np.uint16).tofile(folder / f"{split}.bin")
         meta[split] = {"file": f"{split}.bin", "tokens": n, "documents": 1}
     (folder / "meta.json").write_text(json.dumps(meta))

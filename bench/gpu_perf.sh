@@ -9,10 +9,13 @@
 # On a 4-GPU lease (nvidia-h200-x4), one call measures every shape, one GPU each (~9 min):
 #   bash bench/gpu_perf.sh quad    # GPU0 774M, GPU1 OpenLLaMA-13L, GPU2 350M, GPU3 124M (the Q* variant lists)
 #   bash bench/gpu_perf.sh explore # GPU0 profile (124M, 350M), GPU1-2 the loss check's two seeds, GPU3 compile modes
+#   bash bench/gpu_perf.sh seeds   # GPU2, GPU3: the loss check at seeds 1, 2; GPU0+1: DDP at 124M and 350M, then seeds 3, 4
+#   bash bench/gpu_perf.sh sweep   # GPU0-2: 124M, 350M, 774M variants (S*), then a profile (P*); GPU3: a before row
+#                                  # from the checkout in BEFORE (carry it), then the loss check (CHECK variants)
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
 set -uo pipefail
-case "${1:-}" in small|large|ddp|check|profile|quad|explore) ;;
-  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore"; exit 2 ;; esac  # before the clock starts
+case "${1:-}" in small|large|ddp|check|profile|quad|explore|sweep|seeds) ;;
+  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore|sweep|seeds"; exit 2 ;; esac  # before the clock starts
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
@@ -36,18 +39,18 @@ bench() {  # GPU NAME ARGS...
   local gpu=$1 name=$2; shift 2
   CUDA_VISIBLE_DEVICES=$gpu python3 bench.py --work "$W/$name" --json "$OUT/$name.jsonl" "$@" > "$OUT/$name.txt" 2>&1
 }
-check() {  # GPU SEED: the loss-curve check on real text (carry .stash/offline_english_bins.tar.xz). The bf16 noise
+check() {  # GPU SEED [VARIANTS]: the loss-curve check on real text (carry .stash/offline_english_bins.tar.xz). The bf16 noise
   # floor is eager against eager with another micro-batch split (same math, other rounding); a compiled variant
   # should sit inside it.
-  local g=$1 S=$2
+  local g=$1 S=$2 v
+  v=${3:-m16a4-eager,m32a2-eager,m16a4,m16a4+$B,m32a2+$B+$C}
   mkdir -p "$W/data$g" && tar -xJf .stash/offline_english_bins.tar.xz -C "$W/data$g"
-  bench $g check_124m_seed$S --shapes gpt2-124m --check_loss "$W/data$g" --steps 200 \
-    --variants "m16a4-eager+seed=$S,m32a2-eager+seed=$S,m16a4+seed=$S,m16a4+$B+seed=$S,m32a2+$B+$C+seed=$S"
+  bench $g check_124m_seed$S --shapes gpt2-124m --check_loss "$W/data$g" --steps 200 --variants "${v//,/+seed=$S,}+seed=$S"
 }
 profile() {  # GPU SHAPE "VARIANTS": where each step's time goes (bench/profile_step.py)
   local g=$1 shape=$2 v
   for v in $3; do
-    CUDA_VISIBLE_DEVICES=$g python3 bench/profile_step.py --shape $shape --variant $v --work "$W/prof$g"
+    CUDA_VISIBLE_DEVICES=$g python3 bench/profile_step.py --shape $shape --variant $v --work "$W/prof$g" --top 25
   done >> "$OUT/profile_$shape.txt" 2>&1
 }
 case "${1:-}" in
@@ -63,6 +66,19 @@ explore) ( profile 0 gpt2-124m "m16a1 m64a2+$C"; profile 0 gpt2-350m "m16a1" ) &
          check 1 1337 & check 2 7 &
          bench 3 modes_124m --shapes gpt2-124m --timeout 200 --variants \
            "m16a1+$B+compile_mode=max-autotune-no-cudagraphs,m16a1+compile_mode=reduce-overhead,m32a4+$B+compile_mode=max-autotune-no-cudagraphs" & ;;
+sweep) ( bench 0 gpt2_124m --shapes gpt2-124m --variants "${S124:-m16a1,m32a4,m64a2}" --timeout 150
+         profile 0 gpt2-124m "${P124:-m64a2}" ) &
+       ( bench 1 gpt2_350m --shapes gpt2-350m --variants "${S350:-m16a1,m32a4,m32a4+$B}" --timeout 150
+         profile 1 gpt2-350m "${P350:-m32a4+$B}" ) &
+       ( bench 2 gpt2_774m --shapes gpt2-774m --variants "${S774:-m32a2+$B,m16a4+$B}" --timeout 200
+         profile 2 gpt2-774m "${P774:-m32a2+$B}" ) &
+       ( [ -z "${BEFORE:-}" ] || bench 3 before_124m --repo "$BEFORE" --shapes gpt2-124m --variants m64a2 --timeout 150
+         check 3 1337 "${CHECK:-m16a4-eager,m16a4,m32a2+$B}" ) & ;;
+seeds) V=${CHECK:-m16a4-eager,m16a4,m32a2+$B}
+       check 2 1 "$V" & check 3 2 "$V" &
+       ( bench 0,1 ddp_124m --shapes gpt2-124m --variants m64a2 --gpus 2 --timeout 150
+         bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4 --gpus 2 --timeout 180
+         check 0 3 "$V" & check 1 4 "$V" & wait ) & ;;
 quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &

@@ -34,7 +34,7 @@ CLASSES = [  # first match wins; kernel names on CUDA (cuBLAS, flash/cuDNN, indu
     ("all-reduce (NCCL)", r"nccl"),
     ("matmul", r"gemm|nvjet|cutlass|xmma|cublas|aten::(add)?mm$|aten::bmm$|aten::linear$|matmul"),
     ("attention", r"flash|fmha|cudnn|attention|sdpa|efficient"),
-    ("cross-entropy", r"softmax|nll|cross_entropy"),
+    ("cross-entropy", r"softmax|nll|cross_entropy|logsumexp|_exp_"),
     ("norms", r"layer_norm|layernorm|rms|rsqrt|var_mean|native_layer"),
     ("embedding", r"embedding|index_put|scatter|gather|index_select"),
     ("copies and casts", r"memcpy|memset|copy_|_to_copy|aten::to$|cast"),
@@ -101,6 +101,10 @@ def main():
     wall = marks[args.skip + args.steps] - marks[args.skip]
     tokens = args.steps * micro * accum * train.load_config(argv).block_size
     events = prof.key_averages()
+    # user annotations (ProfilerStep#N, Optimizer.step#AdamW.step) also show up on the GPU's timeline: they span
+    # kernels already counted, so they are left out
+    events = [e for e in events if not getattr(e, "is_user_annotation", False)
+              and not e.key.startswith(("ProfilerStep", "Optimizer."))]
     if cuda:  # the kernels themselves; failing that, the device time the host-side ops launched
         rows = [(e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CUDA] or \
                [(e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CPU]

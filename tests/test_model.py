@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_hf_gpt2, tiny_hf_llama, write_gguf
-from model import GPT, ModelConfig, UserError, empty_model, load_model, save_checkpoint, save_hf
+from model import GPT, CrossEntropy, ModelConfig, UserError, empty_model, load_model, save_checkpoint, save_hf
 
 TOL = 1e-4
 
@@ -135,6 +135,53 @@ def test_forward_returns_every_position_and_padding_never_wins():
     assert model(x).shape == (3, 10, 1000)
     assert model.generate(x, 5, temperature=0).max() < 1000
     assert model.generate(x, 5, temperature=1.0, top_k=5).max() < 1000
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_loss_and_gradients_match_cross_entropy_over_the_real_vocabulary(dtype):
+    """The training loss (CrossEntropy: softmax rebuilt from the 16-bit logits in backward) is F.cross_entropy on the
+    unpadded logits: same loss, same gradient for every parameter; padding columns and ignored targets count for
+    nothing, eager and compiled."""
+    torch.manual_seed(0)
+    model = random_model("gpt2")  # vocab 1000, padded to 1024
+    with torch.no_grad():
+        model.lm_head.weight[1000:] = 0.5  # padding rows that would change the loss if they were ever scored
+    x, y = torch.randint(0, 1000, (2, 12)), torch.randint(0, 1000, (2, 12))
+    y[0, :5] = -100
+
+    def loss_and_grads(loss_fn):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            loss = loss_fn()
+        loss.backward()
+        return loss.float(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    reference = loss_and_grads(lambda: torch.nn.functional.cross_entropy(
+        model(x).flatten(0, 1).float(), y.flatten(), ignore_index=-100))
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    for loss_fn in (lambda: model(x, y), torch.compile(lambda: model(x, y))):
+        loss, grads = loss_and_grads(loss_fn)
+        assert abs(loss - reference[0]) < tol
+        for name, g in grads.items():
+            assert (g - reference[1][name]).abs().max() < tol * max(1.0, reference[1][name].abs().max()), name
+        assert grads["wte.weight"][1000:].abs().max() == 0  # the tied head: padding rows are never looked up either
+
+
+def test_cross_entropy_of_16_bit_logits_is_float32_math():
+    """Backward from the 16-bit logits and the float32 log-sum-exp gives F.cross_entropy's float32 gradient, rounded
+    once to 16 bits; a row of ignored targets gets no gradient."""
+    torch.manual_seed(0)
+    logits = (torch.randn(32, 80) * 4).to(torch.bfloat16).requires_grad_()
+    targets = torch.randint(0, 70, (32,))
+    targets[3] = -100
+    loss = CrossEntropy.apply(logits, targets, 70)
+    (grad,) = torch.autograd.grad(loss * 3.0, logits)
+    ref_logits = logits.detach().float()[:, :70].requires_grad_()
+    ref = torch.nn.functional.cross_entropy(ref_logits, targets, ignore_index=-100)
+    (ref_grad,) = torch.autograd.grad(ref * 3.0, ref_logits)
+    assert grad.dtype == torch.bfloat16 and abs(loss.item() - ref.item()) < 1e-5
+    assert torch.equal(grad[:, :70], ref_grad.to(torch.bfloat16)) and grad[:, 70:].abs().max() == 0
+    assert grad[3].abs().max() == 0
 
 
 def test_generate_greedy_matches_transformers(tmp_path, tokens):
