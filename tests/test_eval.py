@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_hf_llama, write_gguf
-from model import GPT, ModelConfig, UserError, save_checkpoint, save_hf
+from model import GPT, ModelConfig
+from util import UserError
+from weights import save_checkpoint, save_hf
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
 from eval import (InherituneLM, PAPER_SUITE, expand_tasks, load_for_eval, load_tasks, pack_requests, results_table,

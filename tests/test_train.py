@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from model import UserError, load_model
+from util import UserError
+from weights import load_model
 from train import TrainConfig, load_config
 
 TINY = ["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",

@@ -1,0 +1,333 @@
+"""Weight I/O: project checkpoints, HF folders (safetensors, sharded or not, and pytorch_model.bin) and GGUF files.
+
+Every format is read through `open_weights(path)`: a lazy view of the checkpoint under model.py's tensor names,
+through declarative name tables (ours -> theirs), so `load_model` and inherit.py read only the tensors they need.
+`save_checkpoint` writes a project checkpoint and `save_hf` a folder transformers loads; both write atomically.
+"""
+import contextlib
+import json
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import GPT, ModelConfig, empty_model, unwrap
+from util import UserError, atomic_write
+
+# ----------------------------------------------------------------------------------------------- name tables
+# Our module -> theirs; ".weight"/".bias" carry over. "{}" is the layer; a tuple is fused along dim 0 into ours.
+
+GPT2_HF = {
+    "wte": "transformer.wte", "wpe": "transformer.wpe", "ln_f": "transformer.ln_f", "lm_head": "lm_head",
+    "h.{}.ln_1": "transformer.h.{}.ln_1", "h.{}.ln_2": "transformer.h.{}.ln_2",
+    "h.{}.attn.c_attn": "transformer.h.{}.attn.c_attn", "h.{}.attn.c_proj": "transformer.h.{}.attn.c_proj",
+    "h.{}.mlp.c_fc": "transformer.h.{}.mlp.c_fc", "h.{}.mlp.c_proj": "transformer.h.{}.mlp.c_proj",
+}
+GPT2_CONV1D = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")  # HF GPT-2 stores these as (in, out): transpose
+
+LLAMA_HF = {
+    "wte": "model.embed_tokens", "ln_f": "model.norm", "lm_head": "lm_head",
+    "h.{}.ln_1": "model.layers.{}.input_layernorm", "h.{}.ln_2": "model.layers.{}.post_attention_layernorm",
+    "h.{}.attn.c_attn": ("model.layers.{}.self_attn.q_proj", "model.layers.{}.self_attn.k_proj",
+                         "model.layers.{}.self_attn.v_proj"),
+    "h.{}.attn.c_proj": "model.layers.{}.self_attn.o_proj",
+    "h.{}.mlp.c_fc": ("model.layers.{}.mlp.gate_proj", "model.layers.{}.mlp.up_proj"),
+    "h.{}.mlp.c_proj": "model.layers.{}.mlp.down_proj",
+}
+
+LLAMA_GGUF = {
+    "wte": "token_embd", "ln_f": "output_norm", "lm_head": "output",
+    "h.{}.ln_1": "blk.{}.attn_norm", "h.{}.ln_2": "blk.{}.ffn_norm",
+    "h.{}.attn.c_attn": ("blk.{}.attn_q", "blk.{}.attn_k", "blk.{}.attn_v"), "h.{}.attn.c_proj": "blk.{}.attn_output",
+    "h.{}.mlp.c_fc": ("blk.{}.ffn_gate", "blk.{}.ffn_up"), "h.{}.mlp.c_proj": "blk.{}.ffn_down",
+}
+
+
+def source_names(table: dict, name: str) -> list[str]:
+    """The tensors of a checkpoint that make up our tensor `name`, e.g. 'h.3.mlp.c_fc.weight' -> [gate_3, up_3]."""
+    module, kind = name.rsplit(".", 1)
+    layer = re.match(r"h\.(\d+)\.", module)
+    sources = table[re.sub(r"^h\.\d+\.", "h.{}.", module)]  # KeyError for a name the table does not map
+    sources = sources if isinstance(sources, tuple) else (sources,)
+    return [(s.format(layer.group(1)) if layer else s) + "." + kind for s in sources]
+
+
+def fused_sizes(config: ModelConfig, name: str) -> list[int]:
+    """Row counts of the pieces of a fused tensor of ours, in table order (for splitting on export)."""
+    if name.endswith("attn.c_attn.weight"):
+        return [config.n_head * config.head_dim] + [config.n_kv_head * config.head_dim] * 2
+    return [config.intermediate_size] * 2  # mlp.c_fc = [gate; up]
+
+
+def unpermute_rotary(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """GGUF stores each head's Q/K rows with rotary pairs interleaved; back to the rotate-half row order."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+class Weights:
+    """A checkpoint opened lazily under our tensor names: `config`, `get(name)`, `sources(name)`. `read(src)` fetches
+    one tensor by the file's own name; `fix(src, t)` undoes the format's layout (transposes, row permutations)."""
+
+    def __init__(self, path, config: ModelConfig, read, table: dict | None = None, fix=None, file_names=()):
+        self.path, self.config, self.table = str(path), config, table
+        self._read, self._fix, self.file_names = read, fix or (lambda src, t: t), set(file_names)
+
+    def sources(self, name: str) -> list[str]:
+        return [name] if self.table is None else source_names(self.table, name)
+
+    def get(self, name: str) -> torch.Tensor:
+        parts = [self._fix(src, self._read(src)) for src in self.sources(name)]
+        t = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        if name in ("wte.weight", "lm_head.weight") and t.shape[0] == self.config.vocab_size:
+            t = F.pad(t, (0, 0, 0, self.config.padded_vocab_size - t.shape[0]))  # zero rows for the padding
+        return t
+
+
+def _missing(path, name):
+    raise UserError(f"{path} has no tensor '{name}': the checkpoint is incomplete or not of the architecture "
+                    f"its config says; re-export it")
+
+
+def safe_torch_load(path):
+    """torch.load that never unpickles code: plain tensors and containers only."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        f"re-save it as safetensors or as a state dict of plain tensors") from None
+
+
+def _open_project(path: Path) -> Weights:
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise UserError(f"{path} is not an inheritune checkpoint (no 'config'/'model'); "
+                        f"pass a HF model folder or a .gguf file instead")
+    state = ckpt["model"]
+    read = lambda name: state[name] if name in state else _missing(path, name)
+    weights = Weights(path, ModelConfig.from_dict(ckpt["config"]), read, file_names=state)
+    weights.meta = {k: v for k, v in ckpt.items() if k not in ("config", "model")}
+    return weights
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """Our config from a HF config.json (GPT2LMHeadModel or LlamaForCausalLM)."""
+    kind = hf.get("model_type")
+    if kind is None or "vocab_size" not in hf:
+        raise UserError("config.json has no model_type/vocab_size: not a HF model folder")
+    common = dict(vocab_size=hf["vocab_size"], bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"))
+    if kind == "gpt2":
+        if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise UserError(f"GPT-2 activation '{hf['activation_function']}' is not supported (only gelu_new)")
+        if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("scale_attn_weights") is False:
+            raise UserError("GPT-2 with non-standard attention scaling is not supported")
+        return ModelConfig(arch="gpt2", n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                           intermediate_size=hf.get("n_inner") or 4 * hf["n_embd"], block_size=hf["n_positions"],
+                           bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
+                           norm_eps=hf.get("layer_norm_epsilon", 1e-5), **common)
+    if kind == "llama":
+        rope = hf.get("rope_parameters") or {}  # transformers >= 5 nests rope settings here
+        scaling = hf.get("rope_scaling") or ({} if rope.get("rope_type", "default") == "default" else rope)
+        if scaling or hf.get("attention_bias") or hf.get("mlp_bias") or hf.get("hidden_act", "silu") != "silu":
+            raise UserError("LLaMA with rope scaling, biases or a non-SiLU activation is not supported")
+        n_head = hf["num_attention_heads"]
+        if hf.get("head_dim") not in (None, hf["hidden_size"] // n_head):
+            raise UserError(f"LLaMA with head_dim={hf['head_dim']} != hidden_size / heads is not supported")
+        return ModelConfig(arch="llama", n_layer=hf["num_hidden_layers"], n_head=n_head, n_embd=hf["hidden_size"],
+                           n_kv_head=hf.get("num_key_value_heads") or n_head,
+                           intermediate_size=hf["intermediate_size"], block_size=hf["max_position_embeddings"],
+                           bias=False, tie_embeddings=hf.get("tie_word_embeddings", False),
+                           norm_eps=hf.get("rms_norm_eps", 1e-6),
+                           rope_theta=hf.get("rope_theta") or rope.get("rope_theta", 10000.0), **common)
+    raise UserError(f"model_type '{kind}' is not supported; inheritune reads gpt2 and llama checkpoints")
+
+
+def _hf_reader(folder: Path):
+    """read(name) over a HF folder's safetensors (single or sharded) or pytorch_model*.bin, opening files lazily."""
+    index = [folder / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (folder / n).exists()]
+    single = [n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
+    if not index and not single:
+        raise UserError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin")
+    loaded_bins = {}
+
+    def open_file(file_name):  # sharded checkpoints: only the shards holding requested tensors are opened
+        if not (folder / file_name).exists():
+            raise UserError(f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint")
+        if file_name.endswith(".safetensors"):  # memory-mapped, and unmapped after each read to keep RSS low
+            from safetensors import safe_open
+            return safe_open(str(folder / file_name), framework="pt")
+        if file_name not in loaded_bins:
+            loaded_bins[file_name] = safe_torch_load(folder / file_name)
+        return contextlib.nullcontext(loaded_bins[file_name])
+
+    if index:
+        weight_map = json.loads(index[0].read_text())["weight_map"]
+    else:
+        with open_file(single[0]) as f:
+            weight_map = dict.fromkeys(f.keys(), single[0])
+
+    def read(name):
+        if name not in weight_map:
+            _missing(folder, name)
+        with open_file(weight_map[name]) as f:
+            return f.get_tensor(name) if hasattr(f, "get_tensor") else f[name]
+
+    return read, weight_map
+
+
+def _open_hf(folder: Path) -> Weights:
+    try:
+        hf = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{folder}/config.json is unreadable ({e}); is this a HF model folder?") from None
+    config = config_from_hf(hf)
+    read, names = _hf_reader(folder)
+    if config.arch == "llama":
+        return Weights(folder, config, read, LLAMA_HF, file_names=names)
+    table = GPT2_HF
+    if "transformer.wte.weight" not in names and "wte.weight" in names:  # GPT2Model-style names (e.g. OpenAI's)
+        table = {k: v.removeprefix("transformer.") for k, v in GPT2_HF.items()}
+    fix = lambda src, t: t.t() if GPT2_CONV1D.search(src) else t
+    return Weights(folder, config, read, table, fix, file_names=names)
+
+
+def _open_gguf(path: Path) -> Weights:
+    import gguf
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:
+        raise UserError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+    meta = lambda key, default=None: reader.fields[key].contents() if key in reader.fields else default
+    arch = meta("general.architecture")
+    if arch != "llama":
+        raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; only 'llama' GGUF files load")
+    tensors = {t.name: t for t in reader.tensors}
+    required = [f"llama.{k}" for k in ("block_count", "attention.head_count", "embedding_length", "feed_forward_length",
+                                        "context_length", "attention.layer_norm_rms_epsilon")]
+    if missing := [k for k in required if k not in reader.fields]:
+        raise UserError(f"{path} lacks GGUF metadata {missing}; re-convert it with a current llama.cpp")
+    scaling = meta("llama.rope.scaling.type", "none")
+    if "rope_freqs.weight" in tensors or scaling not in ("none", b"none"):
+        raise UserError(f"{path} uses RoPE scaling (Llama-3.1-style rope_freqs or {scaling!r}), which is not supported")
+    n_head = meta("llama.attention.head_count")
+    n_kv_head = meta("llama.attention.head_count_kv", n_head)
+    config = ModelConfig(
+        arch="llama", n_layer=meta("llama.block_count"), n_head=n_head, n_kv_head=n_kv_head,
+        n_embd=meta("llama.embedding_length"), intermediate_size=meta("llama.feed_forward_length"),
+        vocab_size=int(tensors["token_embd.weight"].shape[-1]), block_size=meta("llama.context_length"),
+        tie_embeddings="output.weight" not in tensors, norm_eps=meta("llama.attention.layer_norm_rms_epsilon"),
+        rope_theta=meta("llama.rope.freq_base", 10000.0), bos_token_id=meta("tokenizer.ggml.bos_token_id"),
+        eos_token_id=meta("tokenizer.ggml.eos_token_id"))
+    config.norm_eps = float(f"{config.norm_eps:.6g}")  # stored as float32: 9.99999975e-06 -> 1e-05
+
+    def read(name):
+        if name not in tensors:
+            _missing(path, name)
+        t = tensors[name]
+        return torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1].tolist()).copy())
+
+    def fix(src, t):
+        if src.endswith("attn_q.weight"):
+            return unpermute_rotary(t, n_head)
+        return unpermute_rotary(t, n_kv_head) if src.endswith("attn_k.weight") else t
+
+    return Weights(path, config, read, LLAMA_GGUF, fix, file_names=tensors)
+
+
+def open_weights(path) -> Weights:
+    """Lazy view of any checkpoint we read: a project .pt (or a folder holding ckpt.pt), a HF folder, a .gguf."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return _open_hf(path)
+        if (path / "ckpt.pt").exists():
+            return _open_project(path / "ckpt.pt")
+        raise UserError(f"{path} holds neither config.json (HF model) nor ckpt.pt (inheritune run)")
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; pass a project checkpoint (.pt), a HF model folder "
+                        f"or a .gguf file")
+    if path.suffix == ".gguf":
+        return _open_gguf(path)
+    return _open_project(path)
+
+
+def load_model(path, device="cpu", dtype=torch.float32) -> GPT:
+    """Any checkpoint `open_weights` reads -> a GPT in eval mode. Every tensor is checked by name and shape."""
+    weights = open_weights(path)
+    model = empty_model(weights.config, device, dtype)
+    tied = weights.config.tie_embeddings  # a tied head is wte itself: not read
+    load_tensors(model, weights, [n for n in model.state_dict() if not (tied and n == "lm_head.weight")])
+    return model.eval()
+
+
+def load_tensors(model: GPT, weights: Weights, names) -> None:
+    """model[name] = weights[source] for each name (a list: same name) or name -> source (a dict), shape-checked."""
+    params = dict(model.state_dict(keep_vars=True))
+    with torch.no_grad():
+        for name, source in (names if isinstance(names, dict) else {n: n for n in names}).items():
+            t = weights.get(source)
+            if t.shape != params[name].shape:
+                raise UserError(f"{weights.path}: tensor {'+'.join(weights.sources(source))} has shape "
+                                f"{tuple(t.shape)}, expected {tuple(params[name].shape)} for {name}")
+            params[name].copy_(t)
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def save_checkpoint(path, model: nn.Module, **extra) -> None:
+    """A project checkpoint: {'config', 'model' (plain state dict, no wrapper prefixes), **extra}, written atomically."""
+    model = unwrap(model)
+    obj = {"config": model.config.to_dict(), "model": model.state_dict(), **extra}
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def hf_config(config: ModelConfig) -> dict:
+    """The config.json transformers needs to load our weights as GPT2LMHeadModel / LlamaForCausalLM."""
+    common = {"vocab_size": config.vocab_size, "tie_word_embeddings": config.tie_embeddings,
+              "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
+    if config.arch == "gpt2":
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_layer": config.n_layer,
+                "n_head": config.n_head, "n_embd": config.n_embd, "n_inner": config.intermediate_size,
+                "n_positions": config.block_size, "activation_function": "gelu_new",
+                "layer_norm_epsilon": config.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+                **common}
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": config.n_layer,
+            "num_attention_heads": config.n_head, "num_key_value_heads": config.n_kv_head,
+            "hidden_size": config.n_embd, "head_dim": config.head_dim, "intermediate_size": config.intermediate_size,
+            "max_position_embeddings": config.block_size, "rms_norm_eps": config.norm_eps, "hidden_act": "silu",
+            "rope_theta": config.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+            "attention_bias": False, "mlp_bias": False, **common}
+
+
+def save_hf(model: nn.Module, out_dir) -> None:
+    """Write config.json + model.safetensors that transformers' from_pretrained loads as the matching HF class."""
+    from safetensors.torch import save_file
+    model = unwrap(model)
+    config, state = model.config, model.state_dict()
+    table = GPT2_HF if config.arch == "gpt2" else LLAMA_HF
+    out = {}
+    for name, t in state.items():
+        if name == "lm_head.weight" and config.tie_embeddings:
+            continue
+        t = t.detach().float().cpu()
+        if name in ("wte.weight", "lm_head.weight"):
+            t = t[: config.vocab_size]
+        sources = source_names(table, name)
+        pieces = t.split(fused_sizes(config, name)) if len(sources) > 1 else [t]
+        for src, piece in zip(sources, pieces):
+            out[src] = (piece.t() if config.arch == "gpt2" and GPT2_CONV1D.search(src) else piece).contiguous()
+    if config.arch == "gpt2":  # HF GPT-2 always has biases: a bias-free model is the same with zero biases
+        for name, m in model.named_modules():
+            if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != "lm_head":
+                out[source_names(table, name + ".bias")[0]] = torch.zeros(m.weight.shape[0])
+    out_dir = Path(out_dir)
+    atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(out, tmp, metadata={"format": "pt"}))
+    atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(hf_config(config), indent=2)))
