@@ -59,3 +59,19 @@ def test_profile_step_splits_train_py_step_time_by_class(tmp_path):
     assert abs(sum(shares) - 100) < 0.5 and re.search(r"^\| matmul \| ", r.stdout, re.M), r.stdout
     assert "2 steps profiled" in r.stdout and (tmp_path / "trace.json").stat().st_size > 0
     assert not list(tmp_path.rglob("ckpt.pt"))  # stopped after the profiled steps, before any checkpoint
+
+
+def test_loss_step_times_every_loss_and_they_agree(tmp_path):
+    """bench/loss_step.py on CPU (a smoke run; its numbers mean something on a GPU only): one row per loss, this
+    checkout's CrossEntropy and another checkout's given by --repo, all with the same loss value."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("model.py", "util.py"):
+        (other / name).write_text((ROOT / name).read_text())
+    r = subprocess.run([sys.executable, "bench/loss_step.py", "--device=cpu", "--rows=64", "--vocab=300", "--repeat=1",
+                        f"--repo={other}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = re.findall(r"^\| (F\.cross_entropy|CrossEntropy) .*\| ([\d.]+) \|$", r.stdout, re.M)
+    assert [name for name, _ in rows] == ["F.cross_entropy", "CrossEntropy", "CrossEntropy"], r.stdout
+    assert len({value for _, value in rows}) == 1, r.stdout
