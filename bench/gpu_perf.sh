@@ -10,12 +10,15 @@
 #   bash bench/gpu_perf.sh quad    # GPU0 774M, GPU1 OpenLLaMA-13L, GPU2 350M, GPU3 124M (the Q* variant lists)
 #   bash bench/gpu_perf.sh explore # GPU0 profile (124M, 350M), GPU1-2 the loss check's two seeds, GPU3 compile modes
 #   bash bench/gpu_perf.sh seeds   # GPU2, GPU3: the loss check at seeds 1, 2; GPU0+1: DDP at 124M and 350M, then seeds 3, 4
+#   bash bench/gpu_perf.sh next    # untested levers, each against its baseline on the same GPU: inductor's coordinate-
+#                                  # descent tuning of its Triton kernels (GPU0 124M, GPU1 350M, GPU2 774M); GPU3: the
+#                                  # loss with a written-out log-sum-exp (one online pass), loss alone and whole step
 #   bash bench/gpu_perf.sh sweep   # GPU0-2: 124M, 350M, 774M variants (S*), then a profile (P*); GPU3: a before row
 #                                  # from the checkout in BEFORE (carry it), then the loss check (CHECK variants)
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
 set -uo pipefail
-case "${1:-}" in small|large|ddp|check|profile|quad|explore|sweep|seeds) ;;
-  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore|sweep|seeds"; exit 2 ;; esac  # before the clock starts
+case "${1:-}" in small|large|ddp|check|profile|quad|explore|sweep|seeds|next) ;;
+  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore|sweep|seeds|next"; exit 2 ;; esac  # before the clock starts
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
@@ -79,6 +82,24 @@ seeds) V=${CHECK:-m16a4-eager,m16a4,m32a2+$B}
        ( bench 0,1 ddp_124m --shapes gpt2-124m --variants m64a2 --gpus 2 --timeout 150
          bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4 --gpus 2 --timeout 180
          check 0 3 "$V" & check 1 4 "$V" & wait ) & ;;
+next)  tune() {  # GPU SHAPE VARIANT TIMEOUT: the variant plain, then with coordinate-descent tuning (slower compile)
+         bench $1 base_$2 --shapes $2 --variants $3 --timeout $4
+         TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 bench $1 tuned_$2 --shapes $2 --variants $3 --timeout $(($4 * 2))
+       }
+       tune 0 gpt2-124m m64a2 120 & tune 1 gpt2-350m m32a4 150 & tune 2 gpt2-774m m32a2+$B 180 &
+       ( C1=/root/stash/online; rm -rf $C1; mkdir -p $C1; cp -r *.py config $C1/  # this tree, loss rewritten
+         python3 - "$C1/model.py" <<'PY' || exit 1
+import sys
+path = sys.argv[1]
+src = open(path).read()
+old = "        lse = torch.logsumexp(x, dim=-1)\n"
+new = ("        top = x.amax(dim=-1, keepdim=True)\n"
+       "        lse = (top + (x - top).exp().sum(dim=-1, keepdim=True).log()).squeeze(-1)\n")
+assert src.count(old) == 1, "model.CrossEntropy changed: update the candidate in gpu_perf.sh"
+open(path, "w").write(src.replace(old, new))
+PY
+         CUDA_VISIBLE_DEVICES=3 python3 bench/loss_step.py --repo $C1 > "$OUT/loss_step.txt" 2>&1
+         bench 3 online_124m --repo $C1 --shapes gpt2-124m --variants m64a2 --timeout 120 ) & ;;
 quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
