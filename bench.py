@@ -22,6 +22,7 @@ be the plain path (e.g. m16a4-eager): a speed-up must not change what is learned
 """
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -76,7 +77,7 @@ def synthetic_bins(folder: Path, vocab_size: int, tokens: int = 1 << 24) -> Path
     meta = {"format": META_FORMAT, "dtype": "uint16", "vocab_size": vocab_size,
             "tokenizer": {"name": "synthetic-uniform", "hash": None, "vocab_size": vocab_size},
             "max_token_id": vocab_size - 1}
-    for split, n in (("train", tokens), ("val", 1 << 20)):  # val: the step-0 eval of micro-batches up to 256
+    for split, n in (("train", tokens), ("val", 1 << 20)):  # val: the step-0 eval (2 x micro x 1024) of micro-batches below 512
         rng.integers(0, vocab_size, n, dtype=np.uint16).tofile(folder / f"{split}.bin")
         meta[split] = {"file": f"{split}.bin", "tokens": n, "documents": 1}
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -151,7 +152,7 @@ def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeou
 
 def check_loss(repo, shape, variants, data, work, steps) -> None:
     """Train every variant to `steps` on real data with the same global batch and seed; compare train-loss curves."""
-    batches = {v: parse_variant(v)[0] * parse_variant(v)[1] for v in variants}
+    batches = {v: math.prod(parse_variant(v)[:2]) for v in variants}  # micro x accumulation
     if len(set(batches.values())) > 1:
         sys.exit(f"error: --check_loss compares one global batch; micro x accumulation differs: {batches}")
     curves = {}
