@@ -99,7 +99,8 @@ assert src.count(old) == 1, "model.CrossEntropy changed: update the candidate in
 open(path, "w").write(src.replace(old, new))
 PY
          CUDA_VISIBLE_DEVICES=3 python3 bench/loss_step.py --repo $C1 > "$OUT/loss_step.txt" 2>&1
-         bench 3 online_124m --repo $C1 --shapes gpt2-124m --variants m64a2 --timeout 120 ) & ;;
+         bench 3 online_124m --repo $C1 --shapes gpt2-124m --variants m64a2 --timeout 120
+         bench 3 plain_124m --shapes gpt2-124m --variants m64a2 --timeout 120 ) & ;;  # its baseline, same GPU
 quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
