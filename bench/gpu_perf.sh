@@ -13,12 +13,14 @@
 #   bash bench/gpu_perf.sh next    # untested levers, each against its baseline on the same GPU: inductor's coordinate-
 #                                  # descent tuning of its Triton kernels (GPU0 124M, GPU1 350M, GPU2 774M); GPU3: the
 #                                  # loss with a written-out log-sum-exp (one online pass), loss alone and whole step
+#   bash bench/gpu_perf.sh tuned   # coordinate-descent tuning, plain then tuned with each one's wall time: GPU0 the
+#                                  # OpenLLaMA-13L shape, GPU1 124M (compile cost); GPU2: 124M at m128a1
 #   bash bench/gpu_perf.sh sweep   # GPU0-2: 124M, 350M, 774M variants (S*), then a profile (P*); GPU3: a before row
 #                                  # from the checkout in BEFORE (carry it), then the loss check (CHECK variants)
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
 set -uo pipefail
-case "${1:-}" in small|large|ddp|check|profile|quad|explore|sweep|seeds|next) ;;
-  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore|sweep|seeds|next"; exit 2 ;; esac  # before the clock starts
+case "${1:-}" in small|large|ddp|check|profile|quad|explore|sweep|seeds|next|tuned) ;;
+  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore|sweep|seeds|next|tuned"; exit 2 ;; esac  # before the clock starts
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
@@ -56,6 +58,14 @@ profile() {  # GPU SHAPE "VARIANTS": where each step's time goes (bench/profile_
     CUDA_VISIBLE_DEVICES=$g python3 bench/profile_step.py --shape $shape --variant $v --work "$W/prof$g" --top 25
   done >> "$OUT/profile_$shape.txt" 2>&1
 }
+tune() {  # GPU SHAPE VARIANT TIMEOUT: the variant plain, then with inductor's coordinate-descent tuning; each
+  # measurement's wall seconds (compile, then 60 steps) go in its .txt, so their difference is the tuning's compile cost
+  local t=$SECONDS
+  bench $1 base_$2 --shapes $2 --variants $3 --timeout $4; echo "wall $((SECONDS - t)) s" >> "$OUT/base_$2.txt"
+  t=$SECONDS
+  TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 bench $1 tuned_$2 --shapes $2 --variants $3 --timeout $(($4 * 2))
+  echo "wall $((SECONDS - t)) s" >> "$OUT/tuned_$2.txt"
+}
 case "${1:-}" in
 small) bench 0 gpt2_124m --shapes gpt2-124m --variants "$V124" --timeout 240 &
        bench 1 gpt2_350m --shapes gpt2-350m --variants "$V350" --timeout 300 & ;;
@@ -82,11 +92,7 @@ seeds) V=${CHECK:-m16a4-eager,m16a4,m32a2+$B}
        ( bench 0,1 ddp_124m --shapes gpt2-124m --variants m64a2 --gpus 2 --timeout 150
          bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4 --gpus 2 --timeout 180
          check 0 3 "$V" & check 1 4 "$V" & wait ) & ;;
-next)  tune() {  # GPU SHAPE VARIANT TIMEOUT: the variant plain, then with coordinate-descent tuning (slower compile)
-         bench $1 base_$2 --shapes $2 --variants $3 --timeout $4
-         TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 bench $1 tuned_$2 --shapes $2 --variants $3 --timeout $(($4 * 2))
-       }
-       tune 0 gpt2-124m m64a2 120 & tune 1 gpt2-350m m32a4 150 & tune 2 gpt2-774m m32a2+$B 180 &
+next)  tune 0 gpt2-124m m64a2 120 & tune 1 gpt2-350m m32a4 150 & tune 2 gpt2-774m m32a2+$B 180 &
        ( C1=/root/stash/online; rm -rf $C1; mkdir -p $C1; cp -r *.py config $C1/  # this tree, loss rewritten
          python3 - "$C1/model.py" <<'PY' || exit 1
 import sys
@@ -101,6 +107,8 @@ PY
          CUDA_VISIBLE_DEVICES=3 python3 bench/loss_step.py --repo $C1 > "$OUT/loss_step.txt" 2>&1
          bench 3 online_124m --repo $C1 --shapes gpt2-124m --variants m64a2 --timeout 120
          bench 3 plain_124m --shapes gpt2-124m --variants m64a2 --timeout 120 ) & ;;  # its baseline, same GPU
+tuned) tune 0 openllama3b-13l m8a4+$B 240 & tune 1 gpt2-124m m64a2 120 &
+       bench 2 gpt2_124m_m128 --shapes gpt2-124m --variants m128a1 --timeout 150 & ;;
 quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
@@ -108,4 +116,4 @@ quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
 esac
 wait_runs
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
-for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|error\|loss check\|profiled" "$f" | tail -n 40; done
+for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|error\|loss check\|profiled\|^wall" "$f" | tail -n 40; done
