@@ -15,12 +15,14 @@
 #                                  # loss with a written-out log-sum-exp (one online pass), loss alone and whole step
 #   bash bench/gpu_perf.sh tuned   # coordinate-descent tuning, plain then tuned with each one's wall time: GPU0 the
 #                                  # OpenLLaMA-13L shape, GPU1 124M (compile cost); GPU2: 124M at m128a1
+#   bash bench/gpu_perf.sh rows    # one GPU: the loss alone at 65536/42000/32768 rows, this tree's and bench/loss_variant.py's
+#                                  # row-chunked candidate; then both in the 124M m64a2 step
 #   bash bench/gpu_perf.sh sweep   # GPU0-2: 124M, 350M, 774M variants (S*), then a profile (P*); GPU3: a before row
 #                                  # from the checkout in BEFORE (carry it), then the loss check (CHECK variants)
 # Override the variant lists with V124=..., V350=..., V774=..., VLLAMA=... (see bench.py for the grammar).
 set -uo pipefail
-case "${1:-}" in small|large|ddp|check|profile|quad|explore|sweep|seeds|next|tuned) ;;
-  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore|sweep|seeds|next|tuned"; exit 2 ;; esac  # before the clock starts
+case "${1:-}" in small|large|ddp|check|profile|quad|explore|sweep|seeds|next|tuned|rows) ;;
+  *) echo "usage: $0 small|large|ddp|check|profile|quad|explore|sweep|seeds|next|tuned|rows"; exit 2 ;; esac  # before the clock starts
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 OUT=${OUT:-/root/stash/out}
 mkdir -p "$OUT"
@@ -93,22 +95,18 @@ seeds) V=${CHECK:-m16a4-eager,m16a4,m32a2+$B}
          bench 0,1 ddp_350m --shapes gpt2-350m --variants m32a4 --gpus 2 --timeout 180
          check 0 3 "$V" & check 1 4 "$V" & wait ) & ;;
 next)  tune 0 gpt2-124m m64a2 120 & tune 1 gpt2-350m m32a4 150 & tune 2 gpt2-774m m32a2+$B 180 &
-       ( C1=/root/stash/online; rm -rf $C1; mkdir -p $C1; cp -r *.py config $C1/  # this tree, loss rewritten
-         python3 - "$C1/model.py" <<'PY' || exit 1
-import sys
-path = sys.argv[1]
-src = open(path).read()
-old = "        lse = torch.logsumexp(x, dim=-1)\n"
-new = ("        top = x.amax(dim=-1, keepdim=True)\n"
-       "        lse = (top + (x - top).exp().sum(dim=-1, keepdim=True).log()).squeeze(-1)\n")
-assert src.count(old) == 1, "model.CrossEntropy changed: update the candidate in gpu_perf.sh"
-open(path, "w").write(src.replace(old, new))
-PY
+       ( C1=$(python3 bench/loss_variant.py online /root/stash/online) || exit 1  # this tree, loss rewritten
          CUDA_VISIBLE_DEVICES=3 python3 bench/loss_step.py --repo $C1 > "$OUT/loss_step.txt" 2>&1
          bench 3 online_124m --repo $C1 --shapes gpt2-124m --variants m64a2 --timeout 120
          bench 3 plain_124m --shapes gpt2-124m --variants m64a2 --timeout 120 ) & ;;  # its baseline, same GPU
 tuned) tune 0 openllama3b-13l m8a4+$B 240 & tune 1 gpt2-124m m64a2 120 &
        bench 2 gpt2_124m_m128 --shapes gpt2-124m --variants m128a1 --timeout 150 & ;;
+rows)  C1=$(python3 bench/loss_variant.py chunked $W/chunked) || exit 1
+       for r in 65536 42000 32768; do  # the loss alone at 124M m64a2's size, then below 2**31 elements
+         CUDA_VISIBLE_DEVICES=0 python3 bench/loss_step.py --rows $r --repo $C1
+       done > "$OUT/loss_rows.txt" 2>&1
+       bench 0 chunked_124m --repo $C1 --shapes gpt2-124m --variants m64a2 --timeout 140
+       bench 0 plain_124m --shapes gpt2-124m --variants m64a2 --timeout 140 ;;
 quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
        bench 1 openllama3b_13l --shapes openllama3b-13l --variants "$QLLAMA" --timeout 250 &
        bench 2 gpt2_350m --shapes gpt2-350m --variants "$Q350" --timeout 150 &
@@ -116,4 +114,4 @@ quad)  bench 0 gpt2_774m --shapes gpt2-774m --variants "$Q774" --timeout 200 &
 esac
 wait_runs
 pkill -P $watchdog 2>/dev/null; kill $watchdog 2>/dev/null  # its sleep too: it holds the call's output open
-for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|error\|loss check\|profiled\|^wall" "$f" | tail -n 40; done
+for f in "$OUT"/*.txt; do echo "== $f"; grep "^|\|GFLOP\|^logits\|error\|loss check\|profiled\|^wall" "$f" | tail -n 40; done

@@ -1,9 +1,13 @@
 """bench.py: the throughput table and the loss-curve check, on the CPU-sized shape."""
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 
+import pytest
+import torch
+import torch.nn.functional as F
 from conftest import ROOT
 
 import bench
@@ -75,3 +79,30 @@ def test_loss_step_times_every_loss_and_they_agree(tmp_path):
     rows = re.findall(r"^\| (F\.cross_entropy|CrossEntropy) .*\| ([\d.]+) \|$", r.stdout, re.M)
     assert [name for name, _ in rows] == ["F.cross_entropy", "CrossEntropy", "CrossEntropy"], r.stdout
     assert len({value for _, value in rows}) == 1, r.stdout
+
+
+def load_script(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["online", "chunked"])
+def test_loss_variants_still_build_and_compute_cross_entropy(tmp_path, name):
+    """bench/loss_variant.py's rejected candidates (kept to repeat their measurement) still apply to model.py and
+    still give F.cross_entropy's loss and gradients, eager and compiled."""
+    variant = load_script(ROOT / "bench" / "loss_variant.py")
+    loss_step = load_script(ROOT / "bench" / "loss_step.py")
+    ce = loss_step.cross_entropy_of(variant.build(name, tmp_path / name))
+    torch.manual_seed(0)
+    logits = torch.randn(33, 64, requires_grad=True)
+    targets = torch.randint(0, 50, (33,))
+    targets[3] = -100
+    expected = F.cross_entropy(logits[:, :50], targets)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    for fn in (ce.apply, torch.compile(ce.apply)):
+        loss = fn(logits, targets, 50)
+        (grad,) = torch.autograd.grad(loss, logits)
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(grad, expected_grad)
