@@ -22,15 +22,17 @@ ONLINE = [("        lse = torch.logsumexp(x, dim=-1)\n",
            "        lse = (top + (x - top).exp().sum(dim=-1, keepdim=True).log()).squeeze(-1)\n")]
 
 # above 2**31 elements (GPT-2 124M at micro-batch 64) inductor indexes in int64; chunks keep each kernel in int32
-CHUNKED = [("        lse = torch.logsumexp(x, dim=-1)\n",
-            "        rows = max(1, (2**31 - 1) // logits.shape[-1])\n"
+CHUNKED = [("class CrossEntropy(torch.autograd.Function):\n",
+            "CHUNK_ELEMENTS = 2**31 - 1  # the largest int32 index\n\n\nclass CrossEntropy(torch.autograd.Function):\n"),
+           ("        lse = torch.logsumexp(x, dim=-1)\n",
+            "        rows = max(1, CHUNK_ELEMENTS // logits.shape[-1])\n"
             "        lse = torch.cat([torch.logsumexp(c, dim=-1) for c in x.split(rows)])\n"),
            ("""        p = torch.exp(logits.float() - lse[:, None]).masked_fill(column >= ctx.vocab_size, 0.0)
         p = torch.where(column == targets[:, None], p - 1.0, p)
         scale = torch.where(valid, grad / count, 0.0)
         return (p * scale[:, None]).to(logits.dtype), None, None
 """, """        scale = torch.where(valid, grad / count, 0.0)
-        rows, out = max(1, (2**31 - 1) // logits.shape[-1]), []
+        rows, out = max(1, CHUNK_ELEMENTS // logits.shape[-1]), []
         for lo in range(0, logits.shape[0], rows):
             s = slice(lo, lo + rows)
             p = torch.exp(logits[s].float() - lse[s, None]).masked_fill(column >= ctx.vocab_size, 0.0)
