@@ -97,7 +97,7 @@ def main():
                         f"{accs['HFLM']:.3f} | {diff:.1e} |")
             print(rows[-1], flush=True)
     print("\n| batch size | ours req/s | HFLM req/s | speed-up | ours acc | HFLM acc | max abs Δ loglik |\n"
-          f"|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+          "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 if __name__ == "__main__":

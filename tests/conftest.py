@@ -128,8 +128,8 @@ def max_diff(a, b):
 
 
 HF_MODELS = {
-    "gpt2": lambda: tiny_hf_gpt2(),
-    "llama_gqa": lambda: tiny_hf_llama(),
+    "gpt2": tiny_hf_gpt2,
+    "llama_gqa": tiny_hf_llama,
     "llama_tied": lambda: tiny_hf_llama(tie_word_embeddings=True, num_key_value_heads=4),
 }
 
