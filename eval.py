@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import torch
 from tqdm import tqdm
 
-from weights import load_model, open_weights
+from weights import load_model, open_weights, resolve_device
 from util import UserError, atomic_write, cli
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
@@ -483,6 +483,9 @@ def eval_val_loss(model, ckpt, data_dir, tok, block_size=None, eval_tokens=None,
     check_bins(data_dir, model.config.vocab_size, tok.hash)
     meta = getattr(open_weights(ckpt), "meta", None) or {}
     run = meta.get("train_config") or {}
+    if block_size and block_size > model.config.block_size:
+        raise UserError(f"--block_size {block_size} is longer than {ckpt}'s context of {model.config.block_size} "
+                        f"tokens; use at most that")
     block_size = block_size or min(run.get("block_size", model.config.block_size), model.config.block_size)
     eval_tokens = eval_tokens or run.get("eval_tokens", TrainConfig.eval_tokens)
     device = next(model.parameters()).device
@@ -513,8 +516,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not args.tasks and not args.val_data:
         raise UserError("nothing to do: pass --tasks (e.g. paper, or piqa,boolq) and/or --val_data DIR")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
+    for name in ("batch_size", "block_size", "eval_tokens", "num_fewshot", "limit", "bootstrap_iters"):
+        value, least = getattr(args, name), 0 if name in ("num_fewshot", "bootstrap_iters") else 1e-9
+        if value is not None and value < least:
+            raise UserError(f"--{name} {value}: must be {'at least 0' if least == 0 else 'positive'}")
+    resolve_device(args.device)
     if args.tasks:  # tasks first: a missing dataset or a typo fails before the model is loaded
         go_offline_if_hub_unreachable()
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # lm-eval's per-task notices drown the table

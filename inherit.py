@@ -10,7 +10,6 @@ an error unless asked for with --reinit. REF is anything weights.load_model read
 """
 import argparse
 import hashlib
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from model import GPT, empty_model
 from weights import load_tensors, open_weights, save_checkpoint
-from util import UserError, cli
+from util import UserError, check_can_create, cli
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -168,19 +167,15 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed for --reinit")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if out.is_dir() or not _writable(out.parent):
-        raise UserError(f"cannot write {out}: give a file path in a writable folder for --out")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a file path, e.g. {out / 'inherited.pt'}")
+    check_can_create(out.parent)
     reinit = tuple(r.strip() for r in args.reinit.split(",") if r.strip())
     model, provenance = inherit_layers(args.ref, n_layer=args.n_layer, layers=args.layers, reinit=reinit,
                                        dtype=DTYPES.get(args.dtype), seed=args.seed)
     print(format_audit(provenance))
     save_checkpoint(out, model, inherit=provenance)
     print(f"wrote {out} ({model.num_params() / 1e6:.1f}M params, {out.stat().st_size / 1e6:,.1f} MB)")
-
-
-def _writable(folder: Path) -> bool:
-    existing = next(p for p in (folder, *folder.parents) if p.exists())  # the folder, or what would hold it
-    return existing.is_dir() and os.access(existing, os.W_OK)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ import datetime
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from model import GPT, ModelConfig
-from weights import load_model, open_weights, safe_torch_load, save_checkpoint
-from util import UserError, apply_config_args, atomic_write, cli, plot_curves
+from weights import load_model, open_weights, resolve_device, safe_torch_load, save_checkpoint
+from util import UserError, apply_config_args, atomic_write, check_can_create, check_ranges, cli, config_help, plot_curves
 from prepare_owt import check_bins, open_split, read_meta
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
@@ -39,72 +40,87 @@ from tokenizer import load_tokenizer, tokenizer_spec_of
 @dataclass
 class TrainConfig:
     # where
-    out_dir: str = "out"
-    data_dir: str = "data/shakespeare"
-    init_from: str = "scratch"          # scratch | resume | inherit | pretrained
-    ref: str | None = None              # reference for inherit / pretrained / grow: .pt, HF folder or .gguf
+    out_dir: str = "out"                # checkpoint, log, plots; rerunning the same command continues the run there
+    data_dir: str = "data/shakespeare"  # token bins written by prepare_owt.py
+    init_from: str = "scratch"          # scratch | resume (out_dir's checkpoint) | inherit (from ref) | pretrained (ref)
+    ref: str | None = None              # reference for inherit / pretrained / grow: .pt, run or HF folder, or .gguf
     inherit_layers: str | None = None   # explicit blocks for inherit (e.g. "0-5,30-35"); default: the first n_layer
-    # model (scratch; n_layer also sets the inherited depth)
-    arch: str = "gpt2"
-    n_layer: int = 12
-    n_head: int = 12
-    n_kv_head: int | None = None
-    n_embd: int = 768
-    intermediate_size: int | None = None
+    # model (scratch builds this shape; inherit and grow take only n_layer, pretrained and resume none)
+    arch: str = "gpt2"                  # gpt2 | llama
+    n_layer: int = 12                   # transformer blocks (also the inherited depth)
+    n_head: int = 12                    # attention heads
+    n_kv_head: int | None = None        # key/value heads (grouped-query attention); None: n_head
+    n_embd: int = 768                   # model width
+    intermediate_size: int | None = None  # MLP width; None: 4 x n_embd (gpt2), ~8/3 x n_embd (llama)
     block_size: int = 1024              # training sequence length (an inherited model is cropped to it)
-    bias: bool | None = None
-    tie_embeddings: bool | None = None
-    rope_theta: float = 10000.0
-    dropout: float = 0.0
+    bias: bool | None = None            # biases in linears and norms; None: True for gpt2, False for llama
+    tie_embeddings: bool | None = None  # head shares the token embedding; None: True for gpt2, False for llama
+    rope_theta: float = 10000.0         # RoPE base (llama)
+    dropout: float = 0.0                # dropout probability
     # batch: batch_size sequences of block_size tokens per optimizer step, whatever the world size
-    batch_size: int = 64
+    batch_size: int = 64                # sequences per optimizer step (global)
     micro_batch_size: int = 8           # per process; grad accumulation = batch_size / (micro_batch_size * world)
     # AdamW + warmup + cosine
-    max_iters: int = 1000
-    learning_rate: float = 6e-4
-    min_lr: float = 6e-5
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None   # None: max_iters
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0              # 0 disables
+    max_iters: int = 1000               # optimizer steps
+    learning_rate: float = 6e-4         # peak learning rate, after warmup
+    min_lr: float = 6e-5                # learning rate at the end of the cosine decay
+    warmup_iters: int = 100             # linear warmup steps
+    lr_decay_iters: int | None = None   # step where the cosine reaches min_lr; None: max_iters
+    weight_decay: float = 0.1           # AdamW weight decay on matrices and embeddings
+    beta1: float = 0.9                  # AdamW beta1
+    beta2: float = 0.95                 # AdamW beta2
+    grad_clip: float = 1.0              # gradient norm clip; 0 disables
     # evaluation, logging, checkpoints
-    eval_interval: int = 100
+    eval_interval: int = 100            # steps between val evaluations (also at the end)
     eval_tokens: int = 65536            # fixed val budget: the same windows for every run, so runs compare
-    log_interval: int = 10
-    checkpoint_interval: int = 100      # also at the end and on SIGTERM
-    seed: int = 1337
+    log_interval: int = 10              # steps between train-loss log lines
+    checkpoint_interval: int = 100      # steps between checkpoints (also at the end and on SIGTERM)
+    seed: int = 1337                    # data order, initialisation and dropout
     # system
-    device: str = "auto"                # auto: cuda if available, else cpu
-    dtype: str = "auto"                 # auto: bfloat16 autocast on cuda, float32 on cpu
-    compile: bool = False
+    device: str = "auto"                # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    dtype: str = "auto"                 # autocast dtype: auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16
+    compile: bool = False               # torch.compile the model
     compile_mode: str | None = None     # torch.compile mode: None (default), reduce-overhead, max-autotune, ...
     compile_scope: str = "model"        # model: one graph; blocks: each block (one shared graph) + head and loss
     attention: str = "auto"             # SDPA backend on CUDA: auto | flash | cudnn | efficient | math
     peak_flops: float = 989e12          # per device, for MFU (H100/H200 dense bf16)
     # Inheritune v2 growth loop
-    grow: bool = False
-    grow_step: int = 2
-    grow_max_layer: int | None = None   # None: the reference's depth
+    grow: bool = False                  # run the growth loop: inherit n_layer, train, grow until the reference matches
+    grow_step: int = 2                  # layers added per round
+    grow_max_layer: int | None = None   # deepest round; None: the reference's depth
     grow_last_k: int = 3                # compare the mean of the last k val evaluations ...
     grow_tolerance: float = 0.0         # ... with reference loss + tolerance
 
 
 # ----------------------------------------------------------------------------------------------- configuration
 
-CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "compile_scope": ("model", "blocks"),
+CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "arch": ("gpt2", "llama"),
+           "compile_scope": ("model", "blocks"),
            "compile_mode": (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
            "attention": ("auto", "flash", "cudnn", "efficient", "math"),
            "dtype": ("auto", "float32", "bfloat16")}  # the autocast dtype; weights stay float32
+RANGES = {**dict.fromkeys(("n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "block_size", "batch_size",
+                           "micro_batch_size", "max_iters", "lr_decay_iters", "eval_interval", "eval_tokens",
+                           "log_interval", "checkpoint_interval", "grow_step", "grow_max_layer", "grow_last_k"),
+                          "[1, inf)"),
+          **dict.fromkeys(("learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip", "seed"), "[0, inf)"),
+          **dict.fromkeys(("beta1", "beta2", "dropout"), "[0, 1)"),
+          **dict.fromkeys(("rope_theta", "peak_flops"), "(0, inf)")}
+USAGE = ("usage: python train.py [config.py ...] [--key=value ...]     (torchrun --nproc_per_node=N train.py ... for DDP)\n"
+         "Config files (Python assigning keys; base = \"other.py\" builds on another, resolved next to the file) and\n"
+         "--key=value overrides apply left to right onto these defaults:")
 
 
 def load_config(argv: list[str]) -> TrainConfig:
     """Config files (plain Python assigning keys) and --key=value overrides, applied left to right."""
+    if {"-h", "--help"} & set(argv):
+        print(config_help(TrainConfig, USAGE))
+        sys.exit(0)
     cfg = apply_config_args(TrainConfig(), argv, example="config/shakespeare_tiny.py")
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")
+    check_ranges(cfg, RANGES)
     if cfg.dtype == "float32" and cfg.attention in ("flash", "cudnn"):
         raise UserError(f"attention={cfg.attention} runs in 16-bit only; use dtype=bfloat16 or attention=auto")
     if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
@@ -130,8 +146,10 @@ class Runtime:
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     """torchrun's env vars -> process group (nccl on CUDA, gloo on CPU), device and autocast context."""
     rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device.split(":")[0]
-    device = torch.device(f"cuda:{local_rank}" if device_type == "cuda" else device_type)
+    device = resolve_device(cfg.device)
+    device_type = device.type
+    if device_type == "cuda":  # under torchrun each process takes the GPU of its local rank
+        device = torch.device("cuda", local_rank if world > 1 else device.index or 0)
     if device_type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -191,7 +209,10 @@ def fetch(data_dir: str, split: str, starts, block_size: int, device: torch.devi
 def val_windows(n_tokens: int, block_size: int, eval_tokens: int) -> np.ndarray:
     """The fixed validation set: eval_tokens // block_size windows spread evenly over val.bin."""
     n = eval_tokens // block_size
-    if n < 1 or n_tokens < eval_tokens + 1:
+    if n < 1:
+        raise UserError(f"eval_tokens={eval_tokens} is less than one window of block_size={block_size} (the val set "
+                        f"is eval_tokens // block_size windows); raise eval_tokens")
+    if n_tokens < eval_tokens + 1:
         raise UserError(f"val.bin has {n_tokens} tokens, fewer than eval_tokens={eval_tokens} (+1); lower eval_tokens "
                         f"or prepare a larger val split (--val_fraction)")
     return np.linspace(0, n_tokens - block_size - 1, n).round().astype(np.int64)
@@ -231,12 +252,18 @@ def crop_block_size(model: GPT, block_size: int) -> None:
         model.init_buffers()
 
 
+SHAPE_KEYS = [f.name for f in fields(ModelConfig) if f.name in TrainConfig.__dataclass_fields__]
+
+
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
     """The shape a from-scratch run trains (bench.py measures the same)."""
-    return ModelConfig(arch=cfg.arch, n_layer=cfg.n_layer, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head,
-                       n_embd=cfg.n_embd, intermediate_size=cfg.intermediate_size, vocab_size=vocab_size,
-                       block_size=cfg.block_size, bias=cfg.bias, tie_embeddings=cfg.tie_embeddings,
-                       rope_theta=cfg.rope_theta, dropout=cfg.dropout)
+    return ModelConfig(vocab_size=vocab_size, **{k: getattr(cfg, k) for k in SHAPE_KEYS})
+
+
+def trained_config(cfg: TrainConfig, model: GPT) -> dict:
+    """The run's config as written for people (train_config.json, the log's first line): the shape keys say what
+    was trained, also when the model came from a reference or a checkpoint rather than from those keys."""
+    return asdict(replace(cfg, **{k: getattr(model.config, k) for k in SHAPE_KEYS}))
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, dict]:
@@ -261,13 +288,16 @@ RESUMABLE_CHANGES = {"out_dir", "init_from", "device", "dtype", "compile", "comp
                      "peak_flops"}  # no effect on what is learned (beyond rounding)
 
 
+def recipe_changes(cfg: TrainConfig, saved: dict, keys_that_may_change=RESUMABLE_CHANGES) -> list[str]:
+    return [f"{k}={getattr(cfg, k)!r} (was {v!r})" for k, v in saved.items()
+            if k not in keys_that_may_change and getattr(cfg, k, v) != v]
+
+
 def check_same_recipe(cfg: TrainConfig, saved: dict, ckpt_path) -> None:
     """A resumed run must continue the recipe it began with (data, batch, schedule, seed, ...)."""
-    changed = [f"{k}={getattr(cfg, k)!r} (was {v!r})" for k, v in saved.items()
-               if k not in RESUMABLE_CHANGES and getattr(cfg, k, v) != v]
-    if changed:
-        raise UserError(f"resuming {ckpt_path} with a different recipe: {', '.join(changed)}; pass the run's own "
-                        f"config (saved as train_config.json beside it) or start a new out_dir")
+    if changed := recipe_changes(cfg, saved):
+        raise UserError(f"resuming {ckpt_path} with a different recipe: {', '.join(changed)}; pass the settings it "
+                        f"began with (the first line of log.jsonl beside it) or start a new out_dir")
 
 
 def reference_tokenizer_hash(ref) -> str | None:
@@ -351,13 +381,14 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         raise UserError(f"train.bin has {n_train} tokens, fewer than one block of {cfg.block_size}")
     val_windows(len(open_split(cfg.data_dir, "val", data_meta)), cfg.block_size, cfg.eval_tokens)  # fail early
 
-    start, pending_loss, records, extra = 0, torch.zeros(()), [], {}
+    start, pending_loss, records, extra, began_as = 0, torch.zeros(()), [], {}, cfg
     if cfg.init_from == "resume":
         ckpt = safe_torch_load(ckpt_path)
         if not {"config", "model", "optimizer", "step", "train_config", "data"} <= set(ckpt):
             raise UserError(f"{ckpt_path} is not a train.py checkpoint (no optimizer/step); start a new run from it "
                             f"with init_from=pretrained ref={ckpt_path}")
         check_same_recipe(cfg, ckpt["train_config"], ckpt_path)
+        began_as = replace(cfg, init_from=ckpt["train_config"]["init_from"])  # how the run started, for its records
         model = GPT(ModelConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["model"])
         model.to(rt.device).train()
@@ -386,13 +417,15 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         # bucket boundaries, so the all-reduce overlaps the backward (seen on 3 H200s: 95% scaling)
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
-    header = {"config": asdict(cfg)}  # every run's log starts with its resolved config
+    header = {"config": trained_config(began_as, raw)}  # every run's log starts with its resolved config
     if rt.master:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(f".{ckpt_path.name}.*.tmp"):  # a save cut short by SIGKILL, as large as a checkpoint
             stale.unlink()
-        atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(cfg), indent=2)))
+        atomic_write(out / "train_config.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(header["config"], indent=2)))
         write_log(log_path, [header] + records)
+        print(json.dumps(header["config"]), flush=True)
         print(f"[{out}] {cfg.init_from}: {raw.config.arch} {raw.config.n_layer} layers, {raw.num_params() / 1e6:.2f}M "
               f"params; {cfg.batch_size} x {cfg.block_size} tokens/step = {rt.world} ranks x {cfg.micro_batch_size} "
               f"x {accum} accumulation; steps {start} -> {cfg.max_iters}", flush=True)
@@ -401,8 +434,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         rank_mean_loss = check_finite(step) / rt.world  # every rank resumes with the ranks' mean of the pending loss
         if rt.master:
             save_checkpoint(ckpt_path, raw, optimizer=optimizer.state_dict(), step=step,
-                            pending_loss=torch.tensor(rank_mean_loss, dtype=pending_loss.dtype), launch=LAUNCH_ID,
-                            tokens_seen=step * cfg.batch_size * cfg.block_size, train_config=asdict(cfg),
+                            pending_loss=torch.tensor(rank_mean_loss, dtype=pending_loss.dtype),
+                            tokens_seen=step * cfg.batch_size * cfg.block_size, train_config=asdict(began_as),
                             data={"dir": cfg.data_dir, "meta": data_meta}, **extra)
             write_log(log_path, [header] + records)
 
@@ -411,9 +444,11 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         loss, bad_grads = all_sum(rt, pending_loss.item(), nonfinite_grads.item())
         if not math.isfinite(loss) or bad_grads:
             raise UserError(f"train loss {loss / rt.world:.4g} with {bad_grads:.0f} non-finite gradient norm(s) before "
-                            f"step {step}: stopping; the last good checkpoint is {ckpt_path} (lower learning_rate or "
-                            f"check the data)")
+                            f"step {step}: stopping; {last_good()} (lower learning_rate or check the data)")
         return loss
+
+    def last_good() -> str:  # the checkpoint on disk is this run's: a rerun into a used out_dir resumes or is refused
+        return f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was saved yet"
 
     def log(record):
         records.append(record)
@@ -440,7 +475,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         if step % cfg.eval_interval == 0 or step == cfg.max_iters:
             loss = val_loss(eval_model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
             if not math.isfinite(loss):
-                raise UserError(f"val loss is {loss} at step {step}: stopping; the last good checkpoint is {ckpt_path}")
+                raise UserError(f"val loss is {loss} at step {step}: stopping; {last_good()}")
             log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss})
             reset_peak_memory(rt.device)
             if rt.master:
@@ -561,27 +596,46 @@ def growth_table(state: dict, target: float) -> str:
     return "\n".join(lines)
 
 
-LAUNCH_ID = os.environ.get("TORCHELASTIC_RUN_ID")  # one torchrun launch, the same over its restarts
-
-
-def restarted_with_a_checkpoint(cfg: TrainConfig) -> bool:
-    """A torchrun restart whose launch already wrote out_dir/ckpt.pt (not one left there by an earlier launch)."""
+def continue_or_refuse(cfg: TrainConfig) -> TrainConfig:
+    """Rerunning a command never destroys work: when out_dir already holds a checkpoint, the same command (a rerun,
+    a requeued job, a torchrun restart) continues that run, and any other command is refused."""
     path = Path(cfg.out_dir) / "ckpt.pt"
-    if cfg.grow or not int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) or not path.exists():
-        return False  # the growth loop resumes its rounds itself
-    return safe_torch_load(path).get("launch") == LAUNCH_ID
+    if cfg.grow or cfg.init_from == "resume" or not path.exists():
+        return cfg  # the growth loop continues its rounds itself
+    ckpt = safe_torch_load(path)
+    saved = ckpt.get("train_config") if isinstance(ckpt, dict) else None
+    if saved is None:
+        raise UserError(f"{path} exists and is not a train.py run's checkpoint; choose another out_dir")
+    changed = recipe_changes(cfg, saved, RESUMABLE_CHANGES - {"init_from"})
+    if changed:
+        raise UserError(f"{cfg.out_dir} already holds a run (at step {ckpt['step']}) begun with other settings: "
+                        f"{', '.join(changed)}; continue it with its own settings, choose another out_dir, or delete "
+                        f"{path} to start over")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{path} holds this command's run at step {ckpt['step']}: continuing it", flush=True)
+    return replace(cfg, init_from="resume")
+
+
+def check_reference_exists(ref: str | None) -> None:
+    """A missing reference is usually one not trained yet: name the shipped config that writes it."""
+    if ref is None or Path(ref).exists():
+        return
+    run_dir = Path(ref).parent if Path(ref).suffix == ".pt" else Path(ref)
+    writes = [c for c in sorted((Path(__file__).parent / "config").glob("*.py"))
+              if re.search(rf"^out_dir\s*=\s*[\"']{re.escape(str(run_dir))}[\"']", c.read_text(), re.M)]
+    first = (f"train it first (torchrun --nproc_per_node=N train.py config/{writes[0].name} writes it)" if writes
+             else "train it first")
+    raise UserError(f"reference ref={ref} does not exist: {first}, or set ref to a HF model folder (e.g. GPT-2's) "
+                    f"or a .gguf file")
 
 
 def main(argv=None):
     cfg = load_config(sys.argv[1:] if argv is None else argv)
+    check_can_create(cfg.out_dir)
+    check_reference_exists(cfg.ref)
     rt = setup_runtime(cfg)
-    if rt.master:
-        print(json.dumps(asdict(cfg)), flush=True)
+    cfg = continue_or_refuse(cfg)
     stop = StopRequested()
-    if restarted_with_a_checkpoint(cfg):  # torchrun restarted the workers: continue, don't start over
-        cfg = replace(cfg, init_from="resume")
-        if rt.master:
-            print(f"torchrun restart: resuming from {cfg.out_dir}/ckpt.pt", flush=True)
     try:
         grow(cfg, rt, stop) if cfg.grow else train(cfg, rt, stop)
     finally:

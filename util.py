@@ -1,12 +1,18 @@
 """What every script shares and that needs no torch: user errors, the CLI wrapper, config files and --key=value
-overrides on a dataclass, atomic writes, loss plots."""
+overrides on a dataclass (with --help and range checks), atomic writes, loss plots."""
 import ast
 import difflib
+import inspect
+import io
+import math
 import os
+import re
 import sys
 import tempfile
+import textwrap
+import tokenize
 import types
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 
@@ -15,11 +21,13 @@ class UserError(Exception):
 
 
 def cli(main) -> None:
-    """Run a script's main(); a UserError becomes one line on stderr and exit code 1."""
+    """Run a script's main(); a UserError becomes one line on stderr and exit code 1. Under torchrun only rank 0
+    prints it: every check before training sees the same inputs on every rank, and the checks during training
+    decide on all-reduced values, so the ranks fail together with the same message."""
     try:
         main()
     except UserError as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {e}" if os.environ.get("RANK", "0") == "0" else 1)
 
 
 def coerce(key: str, value, annotation):
@@ -51,24 +59,90 @@ def set_key(cfg, key: str, value) -> None:
     setattr(cfg, key, coerce(key, value, valid[key]))
 
 
+def apply_config_file(cfg, path: Path, chain=()) -> None:
+    """A config file: plain Python assigning keys. `base = "other.py"` (resolved next to the file) is applied
+    first, so a run's config states only what differs from the recipe it builds on."""
+    if path.resolve() in chain:
+        raise UserError(f"config {path} builds on itself through base = ... ({' -> '.join(map(str, chain))})")
+    namespace = {}
+    try:
+        exec(compile(path.read_text(), str(path), "exec"), namespace)
+    except Exception as e:  # the config is user code: its failure is the user's to fix, in one line
+        hint = (" (a config that builds on another says base = \"other.py\", resolved next to it, instead of "
+                "exec(open(...)) relative to the working directory)" if isinstance(e, OSError) else "")
+        raise UserError(f"config file {path} failed: {type(e).__name__}: {e}{hint}") from None
+    if "base" in namespace:
+        apply_config_file(cfg, path.parent / namespace.pop("base"), (*chain, path.resolve()))
+    for key, value in namespace.items():
+        if not key.startswith("_") and not isinstance(value, (types.ModuleType, types.FunctionType, type)):
+            set_key(cfg, key, value)
+
+
 def apply_config_args(cfg, argv: list[str], example: str):
-    """Config files (plain Python assigning keys) and --key=value overrides onto the dataclass cfg, left to right."""
+    """Config files and --key=value overrides onto the dataclass cfg, left to right."""
     for arg in argv:
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
             if not eq:
                 raise UserError(f"'{arg}': overrides are written --key=value")
             set_key(cfg, key, value)
-            continue
-        path = Path(arg)
-        if not path.is_file():
+        elif Path(arg).is_file():
+            apply_config_file(cfg, Path(arg))
+        else:
             raise UserError(f"config file {arg} not found; configs live in config/, e.g. {example}")
-        namespace = {}
-        exec(compile(path.read_text(), str(path), "exec"), namespace)
-        for key, value in namespace.items():
-            if not key.startswith("_") and not isinstance(value, (types.ModuleType, types.FunctionType, type)):
-                set_key(cfg, key, value)
     return cfg
+
+
+def field_comments(cls) -> dict[str, str]:
+    """Each dataclass field's end-of-line comment, and the section comments between fields (keyed '#<n>'): the
+    class's source is the one place the keys are documented, and --help reads it from there."""
+    comments = {}
+    source = textwrap.dedent(inspect.getsource(cls))
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            name = re.match(r"\s*(\w+)\s*:", tok.line)
+            comments[name.group(1) if name else f"#{len(comments)}"] = tok.string.lstrip("#").strip()
+    return comments
+
+
+def config_help(cls, usage: str) -> str:
+    """--help: usage, then every key with its default and meaning, grouped as the dataclass groups them."""
+    comments, defaults = field_comments(cls), {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    lines = [usage, ""]
+    for key, text in comments.items():
+        if key.startswith("#"):
+            lines.append(f"{text}:")
+        elif key in defaults:
+            default = f"{defaults[key]:g}" if isinstance(defaults[key], float) else defaults[key]
+            lines.append(f"  --{key}={default}".ljust(34) + f" {text}")
+    return "\n".join(lines)
+
+
+def check_ranges(cfg, ranges: dict[str, str]) -> None:
+    """Each key's value inside its interval, written as in mathematics: '[1, inf)', '(0, inf)', '[0, 1)'.
+    None (an optional key left unset) passes."""
+    for key, interval in ranges.items():
+        value = getattr(cfg, key)
+        low_bracket, low, high, high_bracket = re.fullmatch(r"([\[(])(.+),\s*(.+)([\])])", interval).groups()
+        low, high = float(low), float(high)
+        if value is None or ((value >= low if low_bracket == "[" else value > low) and
+                             (value <= high if high_bracket == "]" else value < high)):
+            continue
+        if math.isinf(high):
+            bound = f"{'>=' if low_bracket == '[' else '>'} {low:g}"
+        else:
+            bound = f"in {interval}"
+        raise UserError(f"{key}={value!r} is out of range: it must be {bound}")
+
+
+def check_can_create(folder) -> None:
+    """Fail now, not after minutes of loading, when `folder` cannot be created or written; creates nothing."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot create {folder}: {existing} is a file, not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write in {existing} (permission denied); choose another path")
 
 
 def atomic_write(path, write) -> None:
@@ -92,8 +166,6 @@ def atomic_write(path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

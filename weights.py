@@ -6,7 +6,9 @@ through declarative name tables (ours -> theirs), so `load_model` and inherit.py
 """
 import contextlib
 import json
+import pickletools
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -102,8 +104,49 @@ def safe_torch_load(path):
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"{path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                        f"re-save it as safetensors or as a state dict of plain tensors") from None
+        if is_damaged(path):
+            raise UserError(f"{path} is damaged or not a PyTorch checkpoint (neither a complete torch.save archive "
+                            f"nor a well-formed pickle); copy or download it again") from None
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].split(". ")[0][:120] or type(e).__name__
+        raise UserError(f"{path} holds Python objects other than tensors and containers, which cannot be loaded "
+                        f"safely ({detail}); re-save it as safetensors or as a state dict of plain tensors") from None
+
+
+def is_damaged(path) -> bool:
+    """True unless `path` is a complete torch.save zip archive or a well-formed pickle: parsed, never executed."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                pickled = z.open(next(n for n in z.namelist() if n.endswith("data.pkl")))
+                for _ in pickletools.genops(pickled):
+                    pass
+        else:
+            with open(path, "rb") as f:  # a legacy torch.save file starts with a pickle too
+                for _ in pickletools.genops(f):
+                    pass
+        return False
+    except Exception:  # a truncated archive, a missing data.pkl, an unknown opcode, an early end
+        return True
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a device this torch can run on, or one line saying why not."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"device={name!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "is a CPU-only build" if torch.version.cuda is None else "sees no GPU"
+        raise UserError(f"device={name}: this torch {torch.__version__} {why}; use device=cpu (or install a CUDA "
+                        f"build of torch on a GPU machine)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device={name}: only {torch.cuda.device_count()} GPU(s) visible; use cuda:0 .. "
+                        f"cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def _open_project(path: Path) -> Weights:
@@ -163,7 +206,11 @@ def _hf_reader(folder: Path):
             raise UserError(f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint")
         if file_name.endswith(".safetensors"):  # memory-mapped, and unmapped after each read to keep RSS low
             from safetensors import safe_open
-            return safe_open(str(folder / file_name), framework="pt")
+            try:
+                return safe_open(str(folder / file_name), framework="pt")
+            except Exception as e:  # SafetensorError: a truncated download, a file of another kind
+                raise UserError(f"{folder / file_name} is damaged or truncated ({str(e).splitlines()[0][:120]}); "
+                                f"download it again") from None
         if file_name not in loaded_bins:
             loaded_bins[file_name] = safe_torch_load(folder / file_name)
         return contextlib.nullcontext(loaded_bins[file_name])

@@ -1,5 +1,5 @@
 # The CPU demo's Inheritune v2 growth loop: start from the reference's first 4 layers, +2 per round, same recipe.
-exec(open("config/demo_ref8.py").read())
+base = "demo_ref8.py"
 out_dir = "out/demo/inherit"
 init_from = "inherit"
 ref = "out/demo/ref8/ckpt.pt"

@@ -3,7 +3,7 @@
 # val losses is worse than the reference's (measured here on the same val windows), grow by 2 layers and start
 # again from the reference.
 # torchrun --nproc_per_node=3 train.py config/gpt2_large_inherit18.py
-exec(open("config/gpt2_large.py").read())  # the recipe: steps, batch, optimizer, schedule, evaluation
+base = "gpt2_large.py"  # the recipe: steps, batch, optimizer, schedule, evaluation
 out_dir = "out/gpt2_large_inherit18"
 init_from = "inherit"            # every round inherits from ref (never from the previous round)
 ref = "out/gpt2_large/ckpt.pt"     # or OpenAI's GPT-2 as a HF folder (config.json + model.safetensors)

@@ -1,5 +1,5 @@
 # Inheritune v2 against config/offline_ref12.py: start from its first 6 layers, +2 per round, same recipe.
-exec(open("config/offline_ref12.py").read())
+base = "offline_ref12.py"
 out_dir = "out/offline_inherit6"
 init_from = "inherit"
 ref = "out/offline_ref12/ckpt.pt"

@@ -1,6 +1,6 @@
 # The same-depth baseline for config/smollm2_inherit15.py: SmolLM2-135M's shape at 15 layers, randomly initialised,
 # trained with the identical recipe and data.
-exec(open("config/smollm2_inherit15.py").read())
+base = "smollm2_inherit15.py"
 out_dir = "out/smollm2_random15"
 init_from = "scratch"
 ref = None

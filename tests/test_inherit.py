@@ -202,10 +202,10 @@ def test_cli_bad_layer_choices(refs, tmp_path, args, message):
 def test_cli_unreadable_reference_and_unwritable_out(refs, tmp_path):
     root, _ = refs
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
-    for ref, out, message in [(tmp_path / "junk.pt", tmp_path / "x.pt", "cannot be loaded safely"),
+    for ref, out, message in [(tmp_path / "junk.pt", tmp_path / "x.pt", "damaged or not a PyTorch checkpoint"),
                               (tmp_path / "missing", tmp_path / "x.pt", "no such file"),
-                              (root / "llama", tmp_path / "junk.pt" / "x.pt", "cannot write"),
-                              (root / "llama", tmp_path, "cannot write")]:
+                              (root / "llama", tmp_path / "junk.pt" / "x.pt", "junk.pt is a file, not a folder"),
+                              (root / "llama", tmp_path, "is a folder: give a file path")]:
         r = run_cli("--ref", ref, "--n_layer", 2, "--out", out)
         assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, (message, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt"]

@@ -141,3 +141,32 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
     code = f"import util, weights; util.cli(lambda: weights.load_model({str(tmp_path / 'missing')!r}))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_error_damaged_file_is_not_called_unsafe(tmp_path):
+    torch.save({"config": {}, "model": {"w": torch.zeros(1000)}}, tmp_path / "whole.pt")
+    whole = (tmp_path / "whole.pt").read_bytes()
+    for name, data in (("random.pt", bytes(range(256)) * 40), ("cut.pt", whole[: len(whole) // 2]),
+                       ("text.pt", b"these are not the weights you are looking for\n")):
+        (tmp_path / name).write_bytes(data)
+        expect_error(tmp_path / name, "damaged or not a PyTorch checkpoint", "again")
+    torch.save({"config": {}, "model": Payload()}, tmp_path / "unsafe.pt")  # a whole archive holding code
+    expect_error(tmp_path / "unsafe.pt", "holds Python objects other than tensors", "safetensors")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+@pytest.mark.parametrize("script", ["inherit.py", "train.py", "eval.py"])
+def test_error_damaged_safetensors_in_every_script(tmp_path, small_bins, script, damage):
+    tiny_hf_gpt2().save_pretrained(tmp_path / "ref")
+    weights_file = tmp_path / "ref" / "model.safetensors"
+    data = weights_file.read_bytes()
+    weights_file.write_bytes(data[: len(data) // 2] if damage == "truncated" else bytes(range(256)) * 64)
+    args = {"inherit.py": ["--ref", tmp_path / "ref", "--n_layer", "1", "--out", tmp_path / "out" / "x.pt"],
+            "train.py": ["--init_from=inherit", f"--ref={tmp_path / 'ref'}", "--n_layer=1", "--block_size=32",
+                         "--eval_tokens=2048", f"--data_dir={small_bins}", f"--out_dir={tmp_path / 'out'}",
+                         "--device=cpu"],
+            "eval.py": ["--ckpt", tmp_path / "ref", "--val_data", small_bins]}[script]
+    r = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "model.safetensors is damaged or truncated" in r.stderr and "download it again" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
