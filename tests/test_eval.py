@@ -335,3 +335,18 @@ def test_cli_needs_something_to_do(llama_dir):
     r = run_eval("--ckpt", llama_dir)
     assert r.returncode == 1 and r.stderr.strip() == "error: nothing to do: pass --tasks (e.g. paper, or piqa,boolq) " \
                                                       "and/or --val_data DIR"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--limit", "-3", "--tasks", "inheritune_mc"], "--limit -3.0: must be positive"),
+    (["--batch_size", "0", "--tasks", "inheritune_mc"], "--batch_size 0: must be positive"),
+    (["--val_data", "BINS", "--block_size", "4096"], "--block_size 4096 is longer than"),
+    (["--val_data", "BINS", "--eval_tokens", "16", "--block_size", "32"], "eval_tokens=16 is less than one window"),
+    pytest.param(["--device", "cuda", "--tasks", "inheritune_mc"], "use device=cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")),
+])
+def test_cli_bad_settings_get_one_line(llama_dir, small_bins, tmp_path, args, message):
+    args = [str(small_bins) if a == "BINS" else a for a in args]
+    r = run_eval("--ckpt", llama_dir, *args, "--include_path", TASKS, "--out", tmp_path / "r.json")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "r.json").exists()
