@@ -9,6 +9,9 @@ minutes on 2 cores — through the same scripts and code paths as the GPU runs; 
   6. a table and out/demo/demo.png
 
     python demo.py            # or: make demo   (a rerun starts over: out/demo is replaced)
+
+Writes data/demo_shakespeare/ (tokenizer and bins) and out/demo/: ref8/, inherit/ (growth.json, growth.png and a
+folder per round), random4/ and demo.png, all under the working directory.
 """
 import json
 import shutil
@@ -19,7 +22,8 @@ import prepare_owt
 import train
 from util import cli, plot_curves
 
-DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024
+DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024  # as the demo configs say: under the cwd
+CONFIG = Path(__file__).resolve().parent / "config"
 
 
 def train_tokenizer(path: Path) -> None:
@@ -54,11 +58,11 @@ def main():
     times["tokenizer"] = step(f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer))
     times["prepare"] = step("2. prepare_owt.py --source shakespeare", lambda: prepare_owt.main(
         ["--source", "shakespeare", "--tokenizer", str(tokenizer), "--out", str(DATA)]))
-    times["reference"] = step("3. reference: 8 layers from scratch", lambda: train.main(["config/demo_ref8.py"]))
-    times["inherit"] = step("4. Inheritune v2 growth loop from 4 layers", lambda: train.main(["config/demo_inherit4.py"]))
-    times["random"] = step("5. baseline: 4 layers from random init", lambda: train.main(["config/demo_random4.py"]))
+    times["reference"] = step("3. reference: 8 layers from scratch", lambda: train.main([str(CONFIG / "demo_ref8.py")]))
+    times["inherit"] = step("4. Inheritune v2 growth loop from 4 layers", lambda: train.main([str(CONFIG / "demo_inherit4.py")]))
+    times["random"] = step("5. baseline: 4 layers from random init", lambda: train.main([str(CONFIG / "demo_random4.py")]))
 
-    cfg = train.load_config(["config/demo_ref8.py"])
+    cfg = train.load_config([str(CONFIG / "demo_ref8.py")])
     tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
     growth = json.loads((OUT / "inherit" / "growth.json").read_text())
     ref_loss, k = growth["reference_val_loss"], growth["rounds"][0]["k"]

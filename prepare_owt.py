@@ -7,8 +7,11 @@
 --source also takes hf:NAME[@REVISION] (openwebtext is Skylion007/openwebtext's parquet branch, via `datasets`),
 or a file, folder (searched recursively) or quoted glob of .txt (one document per file), .jsonl (one per line,
 field --text_field) and .parquet (one per row) files, .txt/.jsonl optionally .gz/.bz2/.xz/.zst. Memory stays
-bounded; rerunning an interrupted command resumes it. Val holds the ceil(val_fraction * n_docs) documents with the
-smallest (seed, index) hashes, in source order (nanoGPT's 4,007 of OpenWebText's 8,013,769). meta.json comes last:
+bounded; rerunning an interrupted command resumes it, and a failed one leaves --out as it found it. Text must be
+UTF-8: a .txt file or JSON line holding a NUL, or with over 1% of its bytes not UTF-8, is refused as binary (rarer bad
+bytes become U+FFFD). Val holds the ceil(val_fraction * n_docs) documents with the smallest (seed, index) hashes, in
+source order (nanoGPT's 4,007 of OpenWebText's 8,013,769); a corpus of one document (say input.txt) is split by tokens
+instead, its last val_fraction (default 0.1) going to val, as in nanoGPT's shakespeare. meta.json comes last:
 read_meta / check_bins / open_split refuse a folder without it. Bins are flat uint16 (vocab < 65536) or uint32, each
 document followed by the tokenizer's separator (GPT-2: <|endoftext|>), or preceded by BOS if it prepends one.
 """
@@ -30,7 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -45,6 +48,7 @@ SPLITS = ("train", "val")
 OWT_NAME, OWT_REVISION, OWT_DOCS = "Skylion007/openwebtext", "refs/convert/parquet", 8_013_769
 FORMATS = (".txt", ".jsonl", ".parquet")
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+NOT_TEXT = "not UTF-8 text (a NUL, or over 1% of its bytes undecodable: binary data or another encoding?)"
 WORKER_TOKENIZER = None  # a worker process's tokenizer, set by init_worker
 
 
@@ -127,6 +131,13 @@ def open_binary(path):
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True))
 
 
+def as_text(raw):
+    """UTF-8 bytes as text, an occasional bad byte as U+FFFD; None for binary data (see NOT_TEXT)."""
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - raw.count("\ufffd".encode())  # a U+FFFD the text itself holds is no error
+    return None if "\0" in text or bad * 100 > len(raw) else text
+
+
 def parquet_file(path, text_field):
     try:
         import pyarrow.parquet as pq
@@ -169,7 +180,9 @@ class FileCorpus:
             skip, fmt = max(0, start - first), file_format(Path(path))[0]
             if fmt == ".txt":
                 with open_binary(Path(path)) as f:
-                    yield "text", f.read().decode("utf-8", errors="replace")
+                    if (text := as_text(f.read())) is None:
+                        raise UserError(f"{path} is {NOT_TEXT}: convert it to UTF-8 or remove it from --source")
+                    yield "text", text
             elif fmt == ".jsonl":
                 with open_binary(Path(path)) as f:
                     yield from (("json", line) for line in itertools.islice(f, skip, None))
@@ -300,8 +313,6 @@ def choose_val_docs(n_docs, val_fraction, seed):
             x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
 
-    if not 0 < val_fraction < 1:
-        raise UserError(f"--val_fraction must be between 0 and 1, not {val_fraction}")
     k = int(np.ceil(round(n_docs * val_fraction, 6)))
     if k >= n_docs:
         raise UserError(f"--val_fraction {val_fraction} puts all {n_docs} documents in val, none in train: lower it")
@@ -325,12 +336,16 @@ def json_text(line, text_field, doc):
     """The text of document `doc`, a JSON line (parsed here, in a worker); None for a blank line."""
     if not line.strip():
         return None
+    if (text := as_text(line)) is None:
+        raise BadDocument(doc, f"{NOT_TEXT}: fix or remove this line")
     try:
-        record = json.loads(line)
+        record = json.loads(text.removeprefix("\ufeff"))  # the file may start with a byte order mark
     except ValueError as e:
         raise BadDocument(doc, f"not a JSON line ({e})") from None
     if not isinstance(record, dict) or not isinstance(record.get(text_field, 0), (str, type(None))):  # 0: missing
         raise BadDocument(doc, f"no {text_field!r} string in this JSON line; set --text_field")
+    if "\0" in (record[text_field] or ""):  # an escaped NUL: binary data stored as a string
+        raise BadDocument(doc, f"{NOT_TEXT}: fix or remove this line")
     return record[text_field]
 
 
@@ -397,22 +412,36 @@ def write_json_atomic(path, obj):
     os.replace(tmp, path)
 
 
+@contextmanager
 def claim_output_dir(out):
-    """Create --out and lock it for this run; one clear error when it is not writable or already in use."""
+    """Create --out and lock it for this run; one clear error when it is not writable or already in use. On the way
+    out the lock file goes, and so do the folders this run created if it left them empty (it failed)."""
+    created = [p for p in (out, *out.parents) if not p.exists()]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = open(out / ".prepare.lock", "w")
-    except OSError as e:
-        raise UserError(f"--out {out} is not writable ({e.strerror or e}): pick another folder") from None
-    try:
-        import fcntl
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:
-        pass  # no advisory locks on this platform
-    except OSError:
-        lock.close()
-        raise UserError(f"another prepare_owt.py is writing to {out}: wait for it or pick another --out") from None
-    return lock
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = open(out / ".prepare.lock", "w")
+        except OSError as e:
+            raise UserError(f"--out {out} is not writable ({e.strerror or e}): pick another folder") from None
+        with lock:
+            try:
+                import fcntl
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(lock.fileno()).st_nlink == 0:  # a finishing run removed it as we opened it
+                    raise BlockingIOError
+            except ImportError:
+                pass  # no advisory locks on this platform
+            except OSError:
+                raise UserError(f"another prepare_owt.py is writing to {out}: "
+                                "wait for it or pick another --out") from None
+            try:
+                yield
+            finally:  # removed while still locked: no other run can be holding a lock on this file
+                (out / ".prepare.lock").unlink(missing_ok=True)
+    finally:
+        for path in created:
+            with suppress(OSError):  # not empty: the bins, or what an interrupted run resumes from
+                path.rmdir()
 
 
 def resume_state(out, settings):
@@ -434,8 +463,8 @@ def resume_state(out, settings):
 def prepare(source="openwebtext", out="data/openwebtext", tokenizer="gpt2", val_fraction=None, seed=2357,
             num_proc=None, block_size=1024, text_field="text", chunk_mb=1.0, checkpoint_every=10.0, progress=True):
     """Tokenize `source` into out/{train,val}.bin + out/meta.json; returns the meta dict."""
-    if val_fraction is None:  # nanoGPT's OpenWebText split; for shakespeare a handful of whole texts, not 0.05% of 42
-        val_fraction = 0.1 if source == "shakespeare" else 0.0005
+    if val_fraction is not None and not 0 < val_fraction < 1:
+        raise UserError(f"--val_fraction must be between 0 and 1, not {val_fraction}")
     tok = load_tokenizer(tokenizer)
     out = Path(out)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -451,12 +480,16 @@ def prepare(source="openwebtext", out="data/openwebtext", tokenizer="gpt2", val_
         corpus = open_corpus(source, text_field, num_proc)
         if corpus.n_docs == 0:
             raise UserError(f"--source {source}: no documents")
-        val_docs = choose_val_docs(corpus.n_docs, val_fraction, seed)
+        split_by = "tokens" if corpus.n_docs == 1 else "documents"  # one document (say input.txt): split its tokens
+        if val_fraction is None:  # nanoGPT's OpenWebText split; its shakespeare's 10% (of 42 texts, or of one's tokens)
+            val_fraction = 0.1 if split_by == "tokens" or source == "shakespeare" else 0.0005
+        val_docs = np.empty(0, np.int64) if split_by == "tokens" else choose_val_docs(corpus.n_docs, val_fraction, seed)
         dtype = dtype_for_vocab(tok.vocab_size)
         settings = {"format": META_FORMAT, "source": corpus.description, "fingerprint": corpus.fingerprint,
                     "documents": corpus.n_docs, "text_field": text_field, "tokenizer_hash": tok.hash,
                     "dtype": dtype.name, "val_fraction": val_fraction, "seed": seed}
-        print(f"{corpus.description}: {corpus.n_docs:,} documents, {len(val_docs):,} to val (seed {seed}); "
+        rule = f"{len(val_docs):,} to val (seed {seed})" if split_by == "documents" else f"last {val_fraction:g} to val"
+        print(f"{corpus.description}: {corpus.n_docs:,} documents, split by {split_by}: {rule}; "
               f"tokenizer {tok.name} (vocab {tok.vocab_size:,}, {dtype.name}); {num_proc} process(es)")
         with suppress(UserError):  # UserError: no intact, finished bins there
             if (finished := read_meta(out)).get("settings") == settings:
@@ -467,24 +500,33 @@ def prepare(source="openwebtext", out="data/openwebtext", tokenizer="gpt2", val_
         chunks = make_chunks(corpus.documents(state["next_doc"]), state["next_doc"], val_docs,
                              int(chunk_mb * (1 << 20)), text_field, dtype)
         results = tokenize_in_order(chunks, pool, num_proc) if pool else (tokenize_chunk(c, tok) for c in chunks)
+        if split_by == "tokens":  # all of the one document went to train: move its last val_fraction to val
+            results = (split_tokens(r, val_fraction) for r in results)
         try:
             append_results(results, tmp, state, out, corpus.n_docs, checkpoint_every, progress)
-        except BadDocument as e:
-            raise UserError(f"{corpus.locate(e.args[0])}: {e.args[1]}") from None
+            meta = finished_meta(state, tok, tokenizer, corpus, source, block_size, split_by)
+        except (UserError, BadDocument) as e:  # nothing to resume: the fix changes the source or the arguments
+            for path in [*tmp.values(), out / "progress.json"]:
+                path.unlink(missing_ok=True)
+            if isinstance(e, BadDocument):
+                raise UserError(f"{corpus.locate(e.args[0])}: {e.args[1]}") from None
+            raise
         finally:
             results.close()
-        try:
-            meta = finished_meta(state, tok, tokenizer, corpus, source, block_size)
-        except UserError:
-            for path in [*tmp.values(), out / "progress.json"]:  # nothing to resume: a rerun would fail the same way
-                path.unlink(missing_ok=True)
-            raise
         (out / "meta.json").unlink(missing_ok=True)  # from here until meta.json is back, the folder reads as unfinished
         for s in SPLITS:
             os.replace(tmp[s], out / f"{s}.bin")
         write_json_atomic(out / "meta.json", meta)
         (out / "progress.json").unlink()
         return meta
+
+
+def split_tokens(result, val_fraction):
+    """A tokenize_chunk result holding one document, all in train: its first (1 - val_fraction) of tokens stay there,
+    the rest go to val (each split then holds part of that document)."""
+    first_doc, n, (ids, _), n_docs, max_id = result
+    cut = int(len(ids) * (1 - val_fraction))
+    return first_doc, n, [ids[:cut], ids[cut:]], [n_docs[0]] * 2, max_id
 
 
 def append_results(results, tmp, state, out, n_docs, checkpoint_every, progress):
@@ -518,7 +560,7 @@ def append_results(results, tmp, state, out, n_docs, checkpoint_every, progress)
         checkpoint()
 
 
-def finished_meta(state, tok, tokenizer_spec, corpus, source, block_size):
+def finished_meta(state, tok, tokenizer_spec, corpus, source, block_size, split_by):
     """meta.json for a completed run, or the UserError saying why its bins are unusable."""
     settings, (n_train, n_val) = state["settings"], state["tokens"]
     if sum(state["documents"]) == 0:
@@ -540,7 +582,7 @@ def finished_meta(state, tok, tokenizer_spec, corpus, source, block_size):
         "train": {"file": "train.bin", "tokens": n_train, "documents": state["documents"][0]},
         "val": {"file": "val.bin", "tokens": n_val, "documents": state["documents"][1]},
         "source": settings["source"], "source_documents": settings["documents"], "text_field": settings["text_field"],
-        "val_fraction": settings["val_fraction"], "seed": settings["seed"],
+        "split_by": split_by, "val_fraction": settings["val_fraction"], "seed": settings["seed"],
         "settings": settings,  # what a rerun compares to know there is nothing to do
     }
 
@@ -552,7 +594,8 @@ def main(argv=None):
     p.add_argument("--out", help="output folder (default: data/openwebtext, or data/NAME for a named corpus)")
     p.add_argument("--tokenizer", default="gpt2", help="gpt2, a tokenizer.json, a model folder, or a .gguf file")
     p.add_argument("--val_fraction", type=float,
-                   help="share of documents in val, rounded up (default 0.0005; 0.1 for shakespeare)")
+                   help="share of documents in val, rounded up (default 0.0005; 0.1 for shakespeare); "
+                   "for a single document (one .txt file), share of its tokens (default 0.1)")
     p.add_argument("--seed", type=int, default=2357, help="picks which documents go to val")
     p.add_argument("--num_proc", type=int, default=None, help="tokenizer processes (default: all cores)")
     p.add_argument("--block_size", type=int, default=1024, help="each split must hold at least one block + 1 tokens")

@@ -145,7 +145,7 @@ def test_batch_size_does_not_change_results(llama):
     one, _ = run_tasks(InherituneLM(*llama, batch_size=1), local_tasks(), log_samples=True, bootstrap_iters=0)
     eight, _ = run_tasks(InherituneLM(*llama, batch_size=8), local_tasks(), log_samples=True, bootstrap_iters=0)
     assert_same_responses(one, eight, tol=1e-5)
-    assert scores(one) == pytest.approx(scores(eight), rel=1e-6)
+    assert scores(one) == pytest.approx(scores(eight), rel=1e-5)  # other batch shapes: other float32 kernels
 
 
 # ------------------------------------------------------------------------------------------- scoring and generation
@@ -311,7 +311,8 @@ def test_cli_on_a_train_checkpoint_val_loss_and_tasks(tmp_path, small_bins):
                  "--include_path", TASKS, "--limit", 6, "--out", tmp_path / "results.json")
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads((tmp_path / "results.json").read_text())
-    assert out["val"]["val_loss"] == pytest.approx(logged["val_loss"], abs=1e-5)
+    # other batch shapes than training's evaluation (float32 kernels reduce in their own order): ulps, not 1e-5
+    assert out["val"]["val_loss"] == pytest.approx(logged["val_loss"], rel=1e-5)
     assert out["val"]["block_size"] == 32 and out["val"]["eval_tokens"] == 1024
     assert "tokenizer hf:" in r.stdout and "val loss" in r.stdout
     assert "| inheritune_mc | 0 | acc,none |" in r.stdout and "above chance?" in r.stdout

@@ -52,7 +52,9 @@ def test_training_loss_and_gradients_match_cross_entropy_over_the_real_vocabular
 
     reference = loss_and_grads(lambda: torch.nn.functional.cross_entropy(
         model(x).flatten(0, 1).float(), y.flatten(), ignore_index=-100))
-    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    # float32: eager and compiled kernels reduce in their own orders, a few ulps of a loss near 7 (ulp 4.8e-7) apart
+    # on any CPU; counting a padding column or an ignored target would move it by > 1e-3
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
     for loss_fn in (lambda: model(x, y), torch.compile(lambda: model(x, y))):
         loss, grads = loss_and_grads(loss_fn)
         assert abs(loss - reference[0]) < tol
@@ -74,7 +76,10 @@ def test_cross_entropy_of_16_bit_logits_is_float32_math():
     ref = torch.nn.functional.cross_entropy(ref_logits, targets, ignore_index=-100)
     (ref_grad,) = torch.autograd.grad(ref * 3.0, ref_logits)
     assert abs(loss.item() - ref.item()) < 1e-5
-    assert torch.equal(grad[:, :70], ref_grad.to(torch.bfloat16)) and grad[:, 70:].abs().max() == 0
+    # the same float32 value rounded once to bfloat16, up to one bfloat16 step (2^-7 relative) where the two float32
+    # computations round their last bit apart across a bfloat16 rounding boundary
+    torch.testing.assert_close(grad[:, :70].float(), ref_grad, rtol=2**-7, atol=0)
+    assert grad[:, 70:].abs().max() == 0
     assert grad[3].abs().max() == 0
 
 

@@ -301,3 +301,86 @@ def test_hf_datasets_path_with_a_local_dataset(tmp_path, monkeypatch):
         assert [t for _, t in corpus.documents(0)] == docs
         for start in (1, 699, 700, 1000, 2999, 3000):
             assert [t for _, t in corpus.documents(start)] == docs[start:], (corpus, start)
+
+
+def test_a_single_text_file_is_split_by_tokens_and_resumes(tmp_path, gpt2, capsys, monkeypatch):
+    text = "\n\n".join(make_docs(300))
+    (tmp_path / "input.txt").write_text(text, encoding="utf-8")
+    meta = prepare(str(tmp_path / "input.txt"), str(tmp_path / "out"), progress=False, num_proc=1, block_size=8)
+    assert "split by tokens: last 0.1 to val" in capsys.readouterr().out  # the default for one document
+    ids = gpt2.encode(text) + [gpt2.eot_id]  # one piece: splitting tokens, not text, changes no token
+    cut = int(len(ids) * 0.9)
+    assert open_split(tmp_path / "out", "train").tolist() == ids[:cut]
+    assert open_split(tmp_path / "out", "val").tolist() == ids[cut:]
+    assert meta["split_by"] == "tokens" and meta["val_fraction"] == 0.1 and meta["source_documents"] == 1
+    assert (meta["train"]["tokens"], meta["val"]["tokens"]) == (cut, len(ids) - cut)
+    assert run(tmp_path / "input.txt", tmp_path / "out") == meta and "nothing to do" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "out")) == ["meta.json", "train.bin", "val.bin"]  # no lock left
+    write_jsonl(tmp_path / "one.jsonl", [text])  # one JSON line is one document too
+    run(tmp_path / "one.jsonl", tmp_path / "jsonl", num_proc=2)
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    # Interrupted once the tokens are written (Ctrl-C): the rerun resumes past the document, to the same bins.
+    monkeypatch.setattr(prepare_owt, "finished_meta", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "input.txt", tmp_path / "resumed")
+    assert sorted(os.listdir(tmp_path / "resumed")) == ["progress.json", "train.bin.tmp", "val.bin.tmp"]
+    monkeypatch.undo()
+    run(tmp_path / "input.txt", tmp_path / "resumed")
+    assert "resuming at document 1 of 1" in capsys.readouterr().out
+    for out in ("jsonl", "resumed"):
+        for s in ("train", "val"):
+            assert (tmp_path / out / f"{s}.bin").read_bytes() == (tmp_path / "out" / f"{s}.bin").read_bytes()
+
+
+def test_binary_data_is_refused_but_an_occasional_bad_byte_passes(tmp_path, gpt2):
+    (tmp_path / "src").mkdir()
+    text = " ".join(make_docs(20))
+    (tmp_path / "src" / "a.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "src" / "b.txt.gz").write_bytes(gzip.compress(bytes(range(256)) * 4))  # NUL bytes
+    (tmp_path / "src" / "c.txt").write_text(text, encoding="utf-8")
+    result = cli("--source", tmp_path / "src", "--out", tmp_path / "out", "--block_size", 8, "--num_proc", 1, "--quiet")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'src' / 'b.txt.gz'} is not UTF-8 text")
+    assert result.stderr.endswith("remove it from --source\n") and not (tmp_path / "out").exists()
+    # Latin-1, not UTF-8: over 1% of the bytes undecodable (no NUL), refused too.
+    (tmp_path / "latin.txt").write_bytes(("déjà vu, à la française. " * 40).encode("latin-1"))
+    with pytest.raises(UserError, match="latin.txt is not UTF-8 text"):
+        run(tmp_path / "latin.txt", tmp_path / "out")
+    # One stray byte in a text is kept, as U+FFFD; the text's own U+FFFD (here 8% of its bytes) count as no error.
+    (tmp_path / "stray.txt").write_bytes(text.encode() + b" \xff " + "\ufffd".encode() * 100)
+    run(tmp_path / "stray.txt", tmp_path / "stray")
+    train, val = (open_split(tmp_path / "stray", s).tolist() for s in ("train", "val"))
+    assert gpt2.decode(train + val) == text + " \ufffd " + "\ufffd" * 100 + EOT
+    # A JSON line: the same rule for its bytes, and an escaped NUL in its text is binary data too.
+    write_jsonl(tmp_path / "c.jsonl", make_docs(30))
+    with open(tmp_path / "c.jsonl", "ab") as f:
+        f.write(b'{"text": "caf\xe9 ' + b"au lait " * 20 + b'"}\n{"text": "PK\\u0003\\u0004\\u0000\\u0000"}\n')
+    with pytest.raises(UserError, match=r"c.jsonl:32: not UTF-8 text .*: fix or remove this line"):
+        run(tmp_path / "c.jsonl", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["missing.txt"],
+    ["garbage.bin"],  # not a corpus format
+    ["small.txt", "--tokenizer", "nope.gguf"],
+    ["small.txt", "--block_size", "1024"],  # tokenized, then found too small for one block
+    ["bad.jsonl", "--chunk_mb", "0.001"],  # chunks written to the tmp bins before line 50 fails
+])
+def test_failed_prepare_leaves_nothing_behind(tmp_path, args):
+    (tmp_path / "small.txt").write_text("a few words")
+    (tmp_path / "garbage.bin").write_bytes(bytes(range(256)))
+    write_jsonl(tmp_path / "bad.jsonl", make_docs(49))
+    with open(tmp_path / "bad.jsonl", "a") as f:
+        f.write('{"text": \n')
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.md").write_text("the user's")
+    for out in (tmp_path / "new" / "out", tmp_path / "kept"):
+        with pytest.raises(SystemExit, match="^error: "):
+            prepare_owt.main(["--source", str(tmp_path / args[0]), "--out", str(out), "--quiet", "--num_proc", "1",
+                              "--block_size", "8", *args[1:]])
+    assert not (tmp_path / "new").exists()  # the folders this run created are gone again
+    assert os.listdir(tmp_path / "kept") == ["notes.md"]  # no lock, no tmp bins, no progress.json

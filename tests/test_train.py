@@ -206,7 +206,7 @@ def test_torchrun_restart_after_a_killed_rank_resumes(small_bins, tmp_path):
     straight, killed = without_timing(read_log(tmp_path / "straight")[1]), without_timing(read_log(tmp_path / "killed")[1])
     assert [r["step"] for r in straight] == [r["step"] for r in killed]
     for x, y in zip(straight, killed):
-        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-5) for k in x), (x, y)
+        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-4) for k in x), (x, y)
 
 
 def test_rerun_continues_the_same_command_and_refuses_another(small_bins, tmp_path):
@@ -283,7 +283,8 @@ def test_growth_loop_stops_at_first_matching_depth_and_resumes(small_bins, refer
     import contextlib
     fresh, _ = inherit_layers(reference, n_layer=2, dtype=torch.float32)
     rt = Runtime(0, 1, torch.device("cpu"), contextlib.nullcontext())
-    assert rounds[1]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2, rt), abs=1e-6)
+    # the subprocess ran with one thread, this process may use more: float32 sums in another order
+    assert rounds[1]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2, rt), rel=1e-5)
 
     # 2) a target that the first rounds miss and a later one meets: the loop stops right there
     means = [r["mean_last_k_val_loss"] for r in rounds]
