@@ -15,12 +15,14 @@ folder per round), random4/ and demo.png, all under the working directory.
 """
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import prepare_owt
 import train
-from util import cli, plot_curves
+from data import shakespeare_files
+from util import UserError, cli, plot_curves
 
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024  # as the demo configs say: under the cwd
 CONFIG = Path(__file__).resolve().parent / "config"
@@ -34,9 +36,15 @@ def train_tokenizer(path: Path) -> None:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train([str(f) for f in prepare_owt.shakespeare_files()], trainer)
+    tok.train([str(f) for f in shakespeare_files()], trainer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
+
+
+def prepare(tokenizer: Path) -> None:
+    script = Path(__file__).resolve().parent / "prepare_owt.py"  # a script of its own: run, not imported
+    if subprocess.run([sys.executable, script, "--source", "shakespeare", "--tokenizer", tokenizer, "--out", DATA]).returncode:
+        raise UserError("prepare_owt.py failed (its error is above)")
 
 
 def step(title: str, run) -> float:
@@ -56,8 +64,7 @@ def main():
     tokenizer = DATA / "tokenizer.json"
     times = {}
     times["tokenizer"] = step(f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer))
-    times["prepare"] = step("2. prepare_owt.py --source shakespeare", lambda: prepare_owt.main(
-        ["--source", "shakespeare", "--tokenizer", str(tokenizer), "--out", str(DATA)]))
+    times["prepare"] = step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer))
     times["reference"] = step("3. reference: 8 layers from scratch", lambda: train.main([str(CONFIG / "demo_ref8.py")]))
     times["inherit"] = step("4. Inheritune v2 growth loop from 4 layers", lambda: train.main([str(CONFIG / "demo_inherit4.py")]))
     times["random"] = step("5. baseline: 4 layers from random init", lambda: train.main([str(CONFIG / "demo_random4.py")]))

@@ -31,16 +31,18 @@ from urllib.parse import urlparse
 import torch
 from tqdm import tqdm
 
-from weights import load_model, open_weights, resolve_device
+from data import EVAL_TOKENS, check_bins, val_loss
+from runtime import resolve_device
+from weights import load_model, open_weights
 from util import UserError, atomic_write, cli
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
-try:
+try:  # only --tasks needs lm-evaluation-harness; --val_data runs without it
     from lm_eval.api.model import TemplateLM
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 except ImportError:
-    sys.exit("error: eval.py needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)")
+    TemplateLM = None
 
 # The paper's evaluation (Sanyal et al. 2024): lm-eval task, few-shot examples, the metric it reports, and chance:
 # the better of a uniform guess and always giving the majority answer, on the split lm-eval scores.
@@ -177,7 +179,7 @@ def batch_tensors(rows, device):
 
 # ----------------------------------------------------------------------------------------------- lm-eval model
 
-class InherituneLM(TemplateLM):
+class InherituneLM(TemplateLM or object):
     """lm-eval's model interface over an in-memory GPT and a tokenizer.load_tokenizer tokenizer.
 
     batch_size: sequences per forward pass, as in HFLM; a loglikelihood sequence holds every continuation of one
@@ -475,22 +477,15 @@ def results_table(results, chances) -> str:
 # ----------------------------------------------------------------------------------------------- val loss
 
 def eval_val_loss(model, ckpt, data_dir, tok, block_size=None, eval_tokens=None, batch_size=8):
-    """train.py's val_loss on the same fixed windows; block_size/eval_tokens default to the run's own settings."""
-    import contextlib
-
-    from prepare_owt import check_bins
-    from train import Runtime, TrainConfig, val_loss
+    """train.py's val loss on the same fixed windows; block_size/eval_tokens default to the run's own settings."""
     check_bins(data_dir, model.config.vocab_size, tok.hash)
-    meta = getattr(open_weights(ckpt), "meta", None) or {}
-    run = meta.get("train_config") or {}
+    run = open_weights(ckpt).meta.get("train_config") or {}
     if block_size and block_size > model.config.block_size:
         raise UserError(f"--block_size {block_size} is longer than {ckpt}'s context of {model.config.block_size} "
                         f"tokens; use at most that")
     block_size = block_size or min(run.get("block_size", model.config.block_size), model.config.block_size)
-    eval_tokens = eval_tokens or run.get("eval_tokens", TrainConfig.eval_tokens)
-    device = next(model.parameters()).device
-    rt = Runtime(0, 1, device, contextlib.nullcontext())  # one process on the model's device, float32, no TF32
-    loss = val_loss(model, data_dir, block_size, eval_tokens, batch_size, rt)
+    eval_tokens = eval_tokens or run.get("eval_tokens", EVAL_TOKENS)
+    loss = val_loss(model, data_dir, block_size, eval_tokens, batch_size)  # float32, no TF32: the plain numbers
     return {"val_loss": loss, "val_ppl": math.exp(loss), "block_size": block_size, "eval_tokens": eval_tokens}
 
 
@@ -521,6 +516,8 @@ def main(argv=None):
         if value is not None and value < least:
             raise UserError(f"--{name} {value}: must be {'at least 0' if least == 0 else 'positive'}")
     resolve_device(args.device)
+    if args.tasks and TemplateLM is None:
+        raise UserError("--tasks needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)")
     if args.tasks:  # tasks first: a missing dataset or a typo fails before the model is loaded
         go_offline_if_hub_unreachable()
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # lm-eval's per-task notices drown the table

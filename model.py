@@ -159,7 +159,7 @@ class CrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (N, padded V) 16-bit logits against N targets (-100 = ignored) over the first
     vocab_size columns: F.cross_entropy's float32 math, but backward rebuilds softmax - one_hot from the 16-bit
     logits and each row's float32 log-sum-exp. F.cross_entropy keeps an (N, V) float32 log-softmax for its
-    backward instead: under torch.compile that cost ~3x the memory traffic, 16% of a GPT-2 124M step (issue 8).
+    backward instead: under torch.compile that cost ~3x the memory traffic, 16% of a GPT-2 124M step.
     Targets must be < vocab_size (train.py's check_bins makes sure); one in the padding gives an infinite loss."""
 
     @staticmethod
@@ -209,6 +209,16 @@ class GPT(nn.Module):
             device = self.wte.weight.device
             cos, sin = rope_tables(self.config.head_dim, self.config.block_size, self.config.rope_theta)
             self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Train or evaluate with a shorter context than the model was made with (drop the extra positions)."""
+        if block_size > self.config.block_size:
+            raise UserError(f"block_size={block_size} is longer than the model's {self.config.block_size}")
+        if block_size < self.config.block_size:
+            self.config.block_size = block_size
+            if self.wpe is not None:
+                self.wpe.weight = nn.Parameter(self.wpe.weight[:block_size].detach().clone())
+            self.init_buffers()
 
     @torch.no_grad()
     def init_weights(self, modules: tuple[str, ...] = ("",)):

@@ -77,9 +77,6 @@ class GPT2Tokenizer(Tokenizer):
     def encode(self, text):
         return self.enc.encode_ordinary(text)
 
-    def encode_batch(self, texts, num_threads=8):
-        return self.enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
-
     def encode_numpy(self, text):
         """encode() as a uint32 array, skipping the Python list (the fast path of prepare_owt.py)."""
         return self.enc.encode_to_numpy(text, disallowed_special=())  # no special token is allowed: plain text
@@ -107,9 +104,6 @@ class HFTokenizer(Tokenizer):
 
     def encode(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts):
-        return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode_numpy(self, text):
         return np.array(self.encode(text), dtype=np.uint32)
@@ -230,7 +224,7 @@ def tokenizer_spec_of(ckpt) -> str:
             return str(path)
         if weights.config.arch == "gpt2" and weights.config.vocab_size == 50257:
             return "gpt2"
-    meta = getattr(weights, "meta", None) or {}
+    meta = weights.meta
     data_tokenizer = ((meta.get("data") or {}).get("meta") or {}).get("tokenizer") or {}
     if "spec" in data_tokenizer:  # train.py: the tokenizer prepare_owt.py tokenized its data with
         return data_tokenizer["spec"]

@@ -14,12 +14,10 @@ position and RNG state: any world size sees the same batches, and on CPU a resum
 one bit for bit (on GPUs up to the nondeterminism of some backward kernels).
 """
 import contextlib
-import datetime
 import json
 import math
 import os
 import re
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -28,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from model import GPT, ModelConfig
-from weights import load_model, open_weights, resolve_device, safe_torch_load, save_checkpoint
+from runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
+from weights import load_model, open_weights, safe_torch_load, save_checkpoint
 from util import UserError, apply_config_args, atomic_write, check_can_create, check_ranges, cli, config_help, plot_curves
-from prepare_owt import check_bins, open_split, read_meta
+from data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, val_loss, val_windows
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
 
@@ -72,7 +70,7 @@ class TrainConfig:
     grad_clip: float = 1.0              # gradient norm clip; 0 disables
     # evaluation, logging, checkpoints
     eval_interval: int = 100            # steps between val evaluations (also at the end)
-    eval_tokens: int = 65536            # fixed val budget: the same windows for every run, so runs compare
+    eval_tokens: int = EVAL_TOKENS      # fixed val budget: the same windows for every run, so runs compare
     log_interval: int = 10              # steps between train-loss log lines
     checkpoint_interval: int = 100      # steps between checkpoints (also at the end and on SIGTERM)
     seed: int = 1337                    # data order, initialisation and dropout
@@ -128,67 +126,6 @@ def load_config(argv: list[str]) -> TrainConfig:
     return cfg
 
 
-# ----------------------------------------------------------------------------------------------- distributed setup
-
-@dataclass
-class Runtime:
-    rank: int
-    world: int
-    device: torch.device
-    autocast: contextlib.AbstractContextManager
-    host_group: object = None  # gloo group for host-side votes (the stop flag) that must not wait on the GPU
-
-    @property
-    def master(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime(cfg: TrainConfig) -> Runtime:
-    """torchrun's env vars -> process group (nccl on CUDA, gloo on CPU), device and autocast context."""
-    rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    device = resolve_device(cfg.device)
-    device_type = device.type
-    if device_type == "cuda":  # under torchrun each process takes the GPU of its local rank
-        device = torch.device("cuda", local_rank if world > 1 else device.index or 0)
-    if device_type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    host_group = None
-    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-        # restarted workers would read the failed attempt's NCCL/gloo addresses from the shared store and hang
-        raise UserError("torchrun --max_restarts shares its rendezvous store with the workers, and restarted workers "
-                        "then hang on the failed attempt's addresses (pytorch/pytorch#135712); launch it as "
-                        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone ... (one node) or with "
-                        "--rdzv-backend=c10d (several nodes; the static --master_addr launch always shares the store)")
-    if world > 1:
-        if not dist.is_initialized():  # 30 min: rank 0 may spend minutes writing a multi-GB checkpoint
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
-        host_group = dist.new_group(backend="gloo") if device_type == "cuda" else dist.group.WORLD
-    dtype = {"auto": "bfloat16" if device_type == "cuda" else "float32"}.get(cfg.dtype, cfg.dtype)
-    if device_type == "cuda":  # attention != auto: only that SDPA kernel may run (the CPU has its own kernels)
-        for name in ("flash", "mem_efficient", "cudnn", "math"):
-            getattr(torch.backends.cuda, f"enable_{name}_sdp")(
-                cfg.attention == "auto" or name == cfg.attention.replace("efficient", "mem_efficient"))
-    autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
-    return Runtime(rank, world, device, autocast, host_group)
-
-
-def all_sum(rt: Runtime, *values: float) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=rt.device)
-    if rt.world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def any_rank(rt: Runtime, flag: bool) -> bool:
-    """True if any rank's flag is set; on the host (gloo), so the GPU queue keeps running ahead."""
-    if rt.world == 1:
-        return flag
-    t = torch.tensor([float(flag)])
-    dist.all_reduce(t, group=rt.host_group)
-    return t.item() > 0
-
-
 # ----------------------------------------------------------------------------------------------- data
 
 def step_windows(cfg: TrainConfig, n_tokens: int, step: int) -> np.ndarray:
@@ -196,61 +133,7 @@ def step_windows(cfg: TrainConfig, n_tokens: int, step: int) -> np.ndarray:
     return np.random.default_rng([cfg.seed, step]).integers(0, n_tokens - cfg.block_size - 1, size=cfg.batch_size)
 
 
-def fetch(data_dir: str, split: str, starts, block_size: int, device: torch.device, meta: dict):
-    """(x, y) int64 windows; the memmap is reopened per batch so its pages never pile up in RSS."""
-    data = open_split(data_dir, split, meta)
-    rows = np.stack([data[s: s + block_size + 1] for s in starts]).astype(np.int64)
-    xy = torch.from_numpy(rows)
-    if device.type == "cuda":
-        xy = xy.pin_memory().to(device, non_blocking=True)
-    return xy[:, :-1], xy[:, 1:]
-
-
-def val_windows(n_tokens: int, block_size: int, eval_tokens: int) -> np.ndarray:
-    """The fixed validation set: eval_tokens // block_size windows spread evenly over val.bin."""
-    n = eval_tokens // block_size
-    if n < 1:
-        raise UserError(f"eval_tokens={eval_tokens} is less than one window of block_size={block_size} (the val set "
-                        f"is eval_tokens // block_size windows); raise eval_tokens")
-    if n_tokens < eval_tokens + 1:
-        raise UserError(f"val.bin has {n_tokens} tokens, fewer than eval_tokens={eval_tokens} (+1); lower eval_tokens "
-                        f"or prepare a larger val split (--val_fraction)")
-    return np.linspace(0, n_tokens - block_size - 1, n).round().astype(np.int64)
-
-
-@torch.no_grad()
-def val_loss(model, data_dir: str, block_size: int, eval_tokens: int, micro_batch_size: int, rt: Runtime) -> float:
-    """Mean next-token loss over the fixed val windows, spread over ranks and summed (train.py and eval.py)."""
-    meta = read_meta(data_dir)
-    starts = val_windows(len(open_split(data_dir, "val", meta)), block_size, eval_tokens)
-    was_training = model.training
-    model.eval()
-    total = count = 0.0
-    mine = starts[rt.rank::rt.world]
-    for i in range(0, len(mine), micro_batch_size):
-        x, y = fetch(data_dir, "val", mine[i: i + micro_batch_size], block_size, rt.device, meta)
-        with rt.autocast:
-            logits = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
-        count += y.numel()
-    model.train(was_training)
-    total, count = all_sum(rt, total, count)
-    return total / count
-
-
 # ----------------------------------------------------------------------------------------------- model and optimizer
-
-def crop_block_size(model: GPT, block_size: int) -> None:
-    """Train a model with a shorter context than it was made with (drop the extra positions)."""
-    c = model.config
-    if block_size > c.block_size:
-        raise UserError(f"block_size={block_size} is longer than the model's {c.block_size}")
-    if block_size < c.block_size:
-        c.block_size = block_size
-        if model.wpe is not None:
-            model.wpe.weight = torch.nn.Parameter(model.wpe.weight[:block_size].detach().clone())
-        model.init_buffers()
-
 
 SHAPE_KEYS = [f.name for f in fields(ModelConfig) if f.name in TrainConfig.__dataclass_fields__]
 
@@ -279,7 +162,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, di
         meta["inherit"] = provenance
     else:  # pretrained
         model = load_model(cfg.ref, dtype=torch.float32)
-    crop_block_size(model, cfg.block_size)
+    model.crop_block_size(cfg.block_size)
     return model.to(rt.device).train(), meta
 
 
@@ -288,21 +171,17 @@ RESUMABLE_CHANGES = {"out_dir", "init_from", "device", "dtype", "compile", "comp
                      "peak_flops"}  # no effect on what is learned (beyond rounding)
 
 
-def recipe_changes(cfg: TrainConfig, saved: dict, keys_that_may_change=RESUMABLE_CHANGES) -> list[str]:
-    return [f"{k}={getattr(cfg, k)!r} (was {v!r})" for k, v in saved.items()
-            if k not in keys_that_may_change and getattr(cfg, k, v) != v]
-
-
-def check_same_recipe(cfg: TrainConfig, saved: dict, ckpt_path) -> None:
-    """A resumed run must continue the recipe it began with (data, batch, schedule, seed, ...)."""
-    if changed := recipe_changes(cfg, saved):
-        raise UserError(f"resuming {ckpt_path} with a different recipe: {', '.join(changed)}; pass the settings it "
-                        f"began with (the first line of log.jsonl beside it) or start a new out_dir")
+def check_same_recipe(cfg: TrainConfig, saved: dict, what: str, may_change=RESUMABLE_CHANGES) -> None:
+    """A run (or a growth loop) continues only with the recipe it began with: data, batch, schedule, seed, ..."""
+    if changed := [f"{k}={getattr(cfg, k)!r} (was {v!r})" for k, v in saved.items()
+                   if k not in may_change and getattr(cfg, k, v) != v]:
+        raise UserError(f"{what} was made with other settings: {', '.join(changed)}; rerun it with its own settings "
+                        f"(its log.jsonl's first line), choose another out_dir, or delete it to start over")
 
 
 def reference_tokenizer_hash(ref) -> str | None:
-    """The hash of the tokenizer a reference expects (tokenizer.tokenizer_spec_of: its run's data, its own files, or
-    its inherit.py reference); None when it cannot be told (check_bins then insists on an equal vocabulary size)."""
+    """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py reference);
+    None when it cannot be told (check_bins then insists on an equal vocabulary size)."""
     try:
         return load_tokenizer(tokenizer_spec_of(ref)).hash
     except UserError:
@@ -341,13 +220,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- the training run
-
-class StopRequested:
-    """SIGTERM -> finish the current step, checkpoint, exit (agreed over ranks, so no rank waits forever)."""
-    def __init__(self):
-        self.flag = False
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
-
 
 def read_log(path: Path) -> list[dict]:
     """log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut short by a
@@ -473,7 +345,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
                 print(f"SIGTERM: checkpoint at step {step} in {ckpt_path}; resume with init_from=resume", flush=True)
             sys.exit(143)
         if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-            loss = val_loss(eval_model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
+            loss = val_loss(eval_model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt.autocast,
+                            rt.rank, rt.world)
             if not math.isfinite(loss):
                 raise UserError(f"val loss is {loss} at step {step}: stopping; {last_good()}")
             log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss})
@@ -527,8 +400,9 @@ def reference_val_loss(cfg: TrainConfig, rt: Runtime) -> float:
     """The target: the reference's val loss on the same fixed windows as every round."""
     model = load_model(cfg.ref, device=rt.device)
     check_bins(cfg.data_dir, model.config.vocab_size, reference_tokenizer_hash(cfg.ref))
-    crop_block_size(model, cfg.block_size)
-    return val_loss(model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt)
+    model.crop_block_size(cfg.block_size)
+    return val_loss(model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size, rt.autocast, rt.rank,
+                    rt.world)
 
 
 def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
@@ -543,14 +417,10 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
         raise UserError(f"n_layer={cfg.n_layer} is outside 1..{max_layer} (the reference has {ref_depth} layers)")
     if cfg.inherit_layers:
         raise UserError("grow=True inherits the first n_layer blocks each round; unset inherit_layers")
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-    if state.get("recipe", recipe) != recipe:  # rounds and the target only mean something under one recipe
-        changed = sorted(k for k in recipe if state["recipe"].get(k) != recipe[k])
-        raise UserError(f"{state_path} was made with a different recipe ({', '.join(changed)} changed); use a new "
-                        f"out_dir, or the config the growth loop began with")
+    check_same_recipe(cfg, state.get("recipe", {}), state_path)  # rounds and the target mean something under one
     if "reference_val_loss" not in state:
-        state.update(recipe=recipe, reference=cfg.ref, reference_layers=ref_depth,
-                     reference_val_loss=reference_val_loss(cfg, rt))
+        state.update(recipe={k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}, reference=cfg.ref,
+                     reference_layers=ref_depth, reference_val_loss=reference_val_loss(cfg, rt))
     target = state["reference_val_loss"] + cfg.grow_tolerance
 
     def save_state():
@@ -569,13 +439,9 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
         resumable = (round_dir / "ckpt.pt").exists()
         round_cfg = replace(cfg, out_dir=str(round_dir), n_layer=n_layer, grow=False, inherit_layers=None,
                             init_from="resume" if resumable else "inherit")  # always inherit from the reference
-        records = train(round_cfg, rt, stop)
-        vals = [r["val_loss"] for r in records if "val_loss" in r]
-        mean_k = float(np.mean(vals[-cfg.grow_last_k:]))
+        curve = [[r["step"], r["val_loss"]] for r in train(round_cfg, rt, stop) if "val_loss" in r]
         rounds.append({"round": len(rounds) + 1, "n_layer": n_layer, "dir": str(round_dir), "steps": cfg.max_iters,
-                       "final_val_loss": vals[-1], "mean_last_k_val_loss": mean_k, "k": cfg.grow_last_k,
-                       "matches": mean_k <= target,
-                       "val_curve": [[r["step"], r["val_loss"]] for r in records if "val_loss" in r]})
+                       "final_val_loss": curve[-1][1], **verdict(curve, target, cfg.grow_last_k), "val_curve": curve})
         save_state()
         n_layer = max_layer if n_layer < max_layer < n_layer + cfg.grow_step else n_layer + cfg.grow_step
     if rt.master:
@@ -583,6 +449,13 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
         plot_curves({f"{r['n_layer']} layers": r["val_curve"] for r in rounds}, out / "growth.png",
                     reference=state["reference_val_loss"])
     return state
+
+
+def verdict(val_curve: list, target: float, k: int) -> dict:
+    """The growth loop's decision for one round: the mean of its last k val losses against the target (the
+    reference's val loss on the same windows, plus grow_tolerance)."""
+    mean_k = float(np.mean([loss for _, loss in val_curve[-k:]]))
+    return {"mean_last_k_val_loss": mean_k, "k": k, "matches": mean_k <= target}
 
 
 def growth_table(state: dict, target: float) -> str:
@@ -606,11 +479,7 @@ def continue_or_refuse(cfg: TrainConfig) -> TrainConfig:
     saved = ckpt.get("train_config") if isinstance(ckpt, dict) else None
     if saved is None:
         raise UserError(f"{path} exists and is not a train.py run's checkpoint; choose another out_dir")
-    changed = recipe_changes(cfg, saved, RESUMABLE_CHANGES - {"init_from"})
-    if changed:
-        raise UserError(f"{cfg.out_dir} already holds a run (at step {ckpt['step']}) begun with other settings: "
-                        f"{', '.join(changed)}; continue it with its own settings, choose another out_dir, or delete "
-                        f"{path} to start over")
+    check_same_recipe(cfg, saved, f"{path} (a run at step {ckpt['step']})", RESUMABLE_CHANGES - {"init_from"})
     if os.environ.get("RANK", "0") == "0":
         print(f"{path} holds this command's run at step {ckpt['step']}: continuing it", flush=True)
     return replace(cfg, init_from="resume")
@@ -633,7 +502,7 @@ def main(argv=None):
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     check_can_create(cfg.out_dir)
     check_reference_exists(cfg.ref)
-    rt = setup_runtime(cfg)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.attention)
     cfg = continue_or_refuse(cfg)
     stop = StopRequested()
     try:

@@ -74,8 +74,8 @@ class Weights:
     """A checkpoint opened lazily under our tensor names: `config`, `get(name)`, `sources(name)`. `read(src)` fetches
     one tensor by the file's own name; `fix(src, t)` undoes the format's layout (transposes, row permutations)."""
 
-    def __init__(self, path, config: ModelConfig, read, table: dict | None = None, fix=None, file_names=()):
-        self.path, self.config, self.table = str(path), config, table
+    def __init__(self, path, config: ModelConfig, read, table: dict | None = None, fix=None, file_names=(), meta=None):
+        self.path, self.config, self.table, self.meta = str(path), config, table, meta or {}  # meta: a run's records
         self._read, self._fix, self.file_names = read, fix or (lambda src, t: t), set(file_names)
 
     def sources(self, name: str) -> list[str]:
@@ -129,26 +129,6 @@ def is_damaged(path) -> bool:
         return True
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N -> a device this torch can run on, or one line saying why not."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise UserError(f"device={name!r}: use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        why = "is a CPU-only build" if torch.version.cuda is None else "sees no GPU"
-        raise UserError(f"device={name}: this torch {torch.__version__} {why}; use device=cpu (or install a CUDA "
-                        f"build of torch on a GPU machine)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"device={name}: only {torch.cuda.device_count()} GPU(s) visible; use cuda:0 .. "
-                        f"cuda:{torch.cuda.device_count() - 1}")
-    return device
-
-
 def _open_project(path: Path) -> Weights:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
@@ -156,9 +136,8 @@ def _open_project(path: Path) -> Weights:
                         f"pass a HF model folder or a .gguf file instead")
     state = ckpt["model"]
     read = lambda name: state[name] if name in state else _missing(path, name)
-    weights = Weights(path, ModelConfig.from_dict(ckpt["config"]), read, file_names=state)
-    weights.meta = {k: v for k, v in ckpt.items() if k not in ("config", "model")}
-    return weights
+    return Weights(path, ModelConfig.from_dict(ckpt["config"]), read, file_names=state,
+                   meta={k: v for k, v in ckpt.items() if k not in ("config", "model")})
 
 
 def config_from_hf(hf: dict) -> ModelConfig:

@@ -1,7 +1,7 @@
 """The training loss alone: forward + backward time of the loss on a micro-batch's logits, compiled, on one GPU.
 
     python bench/loss_step.py --rows 65536 --vocab 50257            # GPT-2 124M at micro-batch 64
-    python bench/loss_step.py --repo .stash/ce_twopass               # also another checkout's model.CrossEntropy
+    python bench/loss_step.py --repo /path/to/other/checkout        # also another checkout's model.CrossEntropy
 
 Rows are tokens (micro-batch x block), the logits are (rows, vocab padded to 64) bf16 as the head produces them. It
 times F.cross_entropy on the sliced float32 logits (the plain path) and model.CrossEntropy (this checkout's and each

@@ -1,4 +1,4 @@
-"""Benchmark prepare_owt.py against the bare tokenizer limit, at two corpus sizes (results: docs/results_prepare_owt.md).
+"""Benchmark prepare_owt.py against the bare tokenizer limit, at two corpus sizes (results: docs/RESULTS.md).
 
     apt-get install -y linux-doc-6.1 python3.11-doc      # real text that needs no network (~53 MB with Shakespeare)
     python bench/prepare_throughput.py --work /tmp/bench_prepare --scales 1 4 --num_proc 2

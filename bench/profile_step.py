@@ -1,16 +1,16 @@
-"""Where a training step's time goes: train.py's own run under torch.profiler, time by kernel class (issue 8).
+"""Where a training step's time goes: train.py's own run under torch.profiler, time by kernel class.
 
     python bench/profile_step.py --shape gpt2-124m --variant m16a1         # one GPU
     python bench/profile_step.py --shape tiny --variant m2a2-eager         # CPU: operator self time instead
     python bench/profile_step.py ... --trace step.json                     # also a chrome://tracing / Perfetto trace
 
-bench.py says how fast a step is; this says why. It runs train.py's main() in this process on bench.py's synthetic
-bins with bench.py's arguments for the variant, lets it compile and settle for --skip optimizer steps, profiles the
+bench/throughput.py says how fast a step is; this says why. It runs train.py's main() in this process on bench/throughput.py's synthetic
+bins with its arguments for the variant, lets it compile and settle for --skip optimizer steps, profiles the
 next --steps (the profiler follows the optimizer through a global post-step hook, so no line of train.py changes),
 and stops the run there. It prints the profiled steps' wall time and tok/s, and the GPU's busy time split into
 classes (matmul, attention, the compiled fused kernels by what they fuse, optimizer, copies, ...). The gap between
 wall time and busy time is the GPU waiting on the host. The profiler adds a little host overhead, so read tok/s
-from bench.py and the shares from here.
+from bench/throughput.py and the shares from here.
 """
 import argparse
 import re
@@ -26,7 +26,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.profiler import ProfilerActivity, profile, schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench  # noqa: E402
+import throughput as bench  # noqa: E402  (bench/throughput.py: shapes, variants, bins)
 import train  # noqa: E402
 
 CLASSES = [  # first match wins; kernel names on CUDA (cuBLAS, flash/cuDNN, inductor's triton_*), aten ops on CPU
@@ -54,7 +54,7 @@ def kernel_class(name: str) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="gpt2-124m", choices=list(bench.SHAPES))
-    p.add_argument("--variant", default="m16a1", help="bench.py's mMaA[-eager][+key=value...]")
+    p.add_argument("--variant", default="m16a1", help="bench/throughput.py's mMaA[-eager][+key=value...]")
     p.add_argument("--skip", type=int, default=8, help="optimizer steps before profiling (compile, warm-up)")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps profiled")
     p.add_argument("--work", default=None, help="scratch folder for the bins and the run (default: a temp dir)")

@@ -1,20 +1,14 @@
-"""bench.py: the throughput table and the loss-curve check, on the CPU-sized shape."""
-import importlib.util
+"""bench/: the throughput table, the loss-curve check, the step profile and the loss timing, on CPU-sized shapes."""
 import json
 import re
 import subprocess
 import sys
 
-import pytest
-import torch
-import torch.nn.functional as F
 from conftest import ROOT
-
-import bench
 
 
 def run_bench(*args):
-    r = subprocess.run([sys.executable, "bench.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "bench/throughput.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return r.stdout
@@ -48,12 +42,6 @@ def test_a_failing_variant_gives_a_failed_row_and_the_rest_still_run(tmp_path):
     assert "| tiny | m2a2-eager+n_embd=63 | 1 | failed:" in out and re.search(r"\| tiny \| m2a1-eager \| 1 \| [\d,]+", out)
 
 
-def test_flops_per_token_matches_the_issue_formula():
-    # GPT-2 124M, vocab padded to 50304, tied head: N counts every parameter but the position table
-    n = 12 * (12 * 768 * 768 + 13 * 768) + 50304 * 768 + 2 * 768  # blocks (matrices, biases, norms) + wte + ln_f
-    assert abs(bench.flops_per_token("gpt2-124m") - (6 * n + 12 * 12 * 768 * 1024)) / bench.flops_per_token("gpt2-124m") < 1e-9
-
-
 def test_profile_step_splits_train_py_step_time_by_class(tmp_path):
     r = subprocess.run([sys.executable, "bench/profile_step.py", "--shape=tiny", "--variant=m2a2-eager", "--skip=3",
                         "--steps=2", f"--work={tmp_path}", f"--trace={tmp_path / 'trace.json'}"], cwd=ROOT,
@@ -79,33 +67,3 @@ def test_loss_step_times_every_loss_and_they_agree(tmp_path):
     rows = re.findall(r"^\| (F\.cross_entropy|CrossEntropy) .*\| ([\d.]+) \|$", r.stdout, re.M)
     assert [name for name, _ in rows] == ["F.cross_entropy", "CrossEntropy", "CrossEntropy"], r.stdout
     assert len({value for _, value in rows}) == 1, r.stdout
-
-
-def load_script(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("name", ["online", "chunked"])
-def test_loss_variants_still_build_and_compute_cross_entropy(tmp_path, name):
-    """bench/loss_variant.py's rejected candidates (kept to repeat their measurement) still apply to model.py and
-    still give F.cross_entropy's loss and gradients, eager and compiled."""
-    variant = load_script(ROOT / "bench" / "loss_variant.py")
-    loss_step = load_script(ROOT / "bench" / "loss_step.py")
-    ce = loss_step.cross_entropy_of(variant.build(name, tmp_path / name))
-    model = sys.modules[ce.__module__]
-    if hasattr(model, "CHUNK_ELEMENTS"):
-        model.CHUNK_ELEMENTS = 5 * 64  # several chunks of 5 rows, the last one short
-    torch.manual_seed(0)
-    logits = torch.randn(33, 64, requires_grad=True)
-    targets = torch.randint(0, 50, (33,))
-    targets[3] = -100
-    expected = F.cross_entropy(logits[:, :50], targets)
-    (expected_grad,) = torch.autograd.grad(expected, logits)
-    for fn in (ce.apply, torch.compile(ce.apply)):
-        loss = fn(logits, targets, 50)
-        (grad,) = torch.autograd.grad(loss, logits)
-        torch.testing.assert_close(loss, expected)
-        torch.testing.assert_close(grad, expected_grad)

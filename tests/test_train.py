@@ -50,7 +50,7 @@ def assert_same_updates(args, run_a, run_b):
     kernels round. Per tensor, the difference of the two runs' updates is ~1e-5 of the update's norm (measured: 2-3
     ranks, 10-40 steps); a run that trains on a third of the batch wrongly is off by 0.3-0.6. 1e-3 sits between."""
     import contextlib
-    from prepare_owt import read_meta
+    from data import read_meta
     from train import Runtime, build_model
     cfg = load_config(args)
     initial, _ = build_model(cfg, read_meta(cfg.data_dir)["vocab_size"], Runtime(0, 1, torch.device("cpu"),
@@ -220,7 +220,7 @@ def test_rerun_continues_the_same_command_and_refuses_another(small_bins, tmp_pa
                             "init_from='pretrained' (was 'scratch')")):
         r = run_train(*args, *other, check=False)
         assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
-        assert f"already holds a run (at step 10) begun with other settings: {changed}" in r.stderr, r.stderr
+        assert f"ckpt.pt (a run at step 10) was made with other settings: {changed}" in r.stderr, r.stderr
     assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
 
 
@@ -279,12 +279,10 @@ def test_growth_loop_stops_at_first_matching_depth_and_resumes(small_bins, refer
         assert ckpt["inherit"]["reference"]["path"] == str(reference.resolve())
         assert ckpt["inherit"]["layers"] == list(range(r["n_layer"]))
     from inherit import inherit_layers
-    from train import Runtime, val_loss
-    import contextlib
+    from data import val_loss
     fresh, _ = inherit_layers(reference, n_layer=2, dtype=torch.float32)
-    rt = Runtime(0, 1, torch.device("cpu"), contextlib.nullcontext())
     # the subprocess ran with one thread, this process may use more: float32 sums in another order
-    assert rounds[1]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2, rt), rel=1e-5)
+    assert rounds[1]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2), rel=1e-5)
 
     # 2) a target that the first rounds miss and a later one meets: the loop stops right there
     means = [r["mean_last_k_val_loss"] for r in rounds]
@@ -416,6 +414,6 @@ def test_resume_refuses_a_different_recipe(small_bins, tmp_path):
     args = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--out_dir={tmp_path / 'run'}"]
     run_train(*args)
     r = run_train(*args, "--init_from=resume", "--learning_rate=1e-2", "--max_iters=20", check=False)
-    assert r.returncode == 1 and "different recipe" in r.stderr and "learning_rate=0.01" in r.stderr, r.stderr
+    assert r.returncode == 1 and "was made with other settings: learning_rate=0.01 (was 0.003)" in r.stderr, r.stderr
     assert "max_iters=20" in r.stderr and r.stderr.strip().count("\n") == 0
     run_train(*args, "--init_from=resume", "--micro_batch_size=4", "--max_iters=10")  # no effect on learning: fine

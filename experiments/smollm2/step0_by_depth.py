@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from data import val_loss  # noqa: E402
 from inherit import inherit_layers  # noqa: E402
-from train import Runtime, crop_block_size, val_loss  # noqa: E402
 
 
 def main():
@@ -27,12 +27,11 @@ def main():
     p.add_argument("--eval_tokens", type=int, default=65536)
     args = p.parse_args()
     torch.manual_seed(0)
-    rt = Runtime(0, 1, torch.device("cpu"), torch.autocast("cpu", enabled=False))
     print("| first k blocks | val loss (step 0) |\n|---|---|")
     for k in map(int, args.depths.split(",")):
         model, _ = inherit_layers(args.ref, n_layer=k, dtype=torch.float32)
-        crop_block_size(model, args.block_size)
-        loss = val_loss(model, args.data, args.block_size, args.eval_tokens, 8, rt)
+        model.crop_block_size(args.block_size)
+        loss = val_loss(model, args.data, args.block_size, args.eval_tokens, 8)
         print(f"| {k} | {loss:.3f} |", flush=True)
     print(f"ln(vocab) = {math.log(model.config.vocab_size):.3f}")
 

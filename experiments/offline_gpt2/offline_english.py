@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 LINUX_DOC = Path("/usr/share/doc/linux-doc-6.1/Documentation")
 PYTHON_DOC = Path("/usr/share/doc/python3.11/html/_sources")
@@ -42,7 +42,7 @@ def gcide_chunks(entries_per_doc=100):
 
 
 def shakespeare_plays():
-    from prepare_owt import shakespeare_files
+    from data import shakespeare_files
     for path in shakespeare_files():
         yield path.read_text(errors="replace")
 

@@ -1,10 +1,10 @@
-"""Training throughput of train.py itself: tokens/s, MFU and peak memory at fixed model shapes (issue 8).
+"""Training throughput of train.py itself: tokens/s, MFU and peak memory at fixed model shapes.
 
-    python bench.py                                          # every shape, its default variants, one GPU
-    python bench.py --shapes gpt2-124m --variants m16a1,m16a8,m32a4
-    python bench.py --shapes gpt2-124m --variants m16a8 --gpus 2        # DDP: the same per-GPU work on 2 GPUs
-    python bench.py --check_loss data/offline_english --shapes gpt2-124m --variants m16a4-eager,m16a4,m32a2
-    python bench.py --repo /path/to/other/checkout ...       # that checkout's train.py: a before/after comparison
+    python bench/throughput.py                                          # every shape, its default variants, one GPU
+    python bench/throughput.py --shapes gpt2-124m --variants m16a1,m16a8,m32a4
+    python bench/throughput.py --shapes gpt2-124m --variants m16a8 --gpus 2        # DDP: the same per-GPU work on 2 GPUs
+    python bench/throughput.py --check_loss data/offline_english --shapes gpt2-124m --variants m16a4-eager,m16a4,m32a2
+    python bench/throughput.py --repo /path/to/other/checkout ...       # that checkout's train.py: a before/after comparison
 
 A variant is mMaA[-eager][+key=value...]: micro-batch M sequences per GPU, A accumulation micro-steps per optimizer
 step (so the global batch is M x A x GPUs sequences), torch.compile unless -eager, and any further train.py
@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import GPT
-from prepare_owt import META_FORMAT
-from train import load_config, model_config, read_log
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from data import META_FORMAT  # noqa: E402
+from model import GPT  # noqa: E402
+from train import load_config, model_config, read_log  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
 MATMUL_CEILING = 790e12  # bf16 dense, measured on the workplace's H200 (8192^3 matmul, random data)
 PEAK = 989e12            # the datasheet number MFU is quoted against
 

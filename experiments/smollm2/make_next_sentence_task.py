@@ -48,7 +48,7 @@ SOURCES = (
     ("faq", "debian-faq", DOCS / "debian/FAQ", "*.en.html"),
     ("reference", "debian-reference-en", Path("/usr/share/debian-reference"), "*.en.html"),
 )
-OUT = Path(__file__).resolve().parents[1] / "tests/tasks/next_sentence/next_sentence.jsonl"
+OUT = Path(__file__).resolve().parents[2] / "tests/tasks/next_sentence/next_sentence.jsonl"
 CODE, OPEN, CLOSE = "\x00", "\x01", "\x02"  # markers: non-prose content; start / end of inline code markup
 CODE_CLASSES = {"command", "filename", "literal", "replaceable", "varname", "option", "computeroutput",
                 "userinput", "email", "uri", "parameter", "function", "constant", "envar", "systemitem", "package"}

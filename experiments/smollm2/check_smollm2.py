@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from weights import load_model, save_hf  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
 

@@ -1,14 +1,14 @@
 """Table, compact curves and plot of the SmolLM2-135M study (bench/gpu_smollm2.sh) from its unpacked results.
 
     tar -xzf results_smollm2.tar.gz -C /tmp/smol && python bench/plot_smollm2.py /tmp/smol
-    python bench/plot_smollm2.py docs/smollm2_curves.json     # again from the compact copy kept in docs/
+    python experiments/smollm2/plot_smollm2.py experiments/smollm2/smollm2_curves.json   # again, from the compact copy
 """
 import json
 import statistics
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 GROUPS = {"inherited 15L": "inherit15_s", "random 15L": "random15_s", "inherited 20L": "inherit20_s"}
 
 
@@ -42,7 +42,7 @@ def main():
     src = Path(sys.argv[1])
     runs = json.loads(src.read_text()) if src.is_file() else collect(src)
     if not src.is_file():
-        (ROOT / "docs/smollm2_curves.json").write_text(json.dumps(runs, indent=1))
+        (HERE / "smollm2_curves.json").write_text(json.dumps(runs, indent=1))
     print("| model | seeds | val loss (step 0) | val loss (final) | next-sentence acc | acc_norm |\n|---|---|---|---|---|---|")
     ref = runs["reference30"]
     print(f"| SmolLM2-135M reference, 30L, untrained here | - | - | {ref['final_val']:.3f} | {ref['acc']:.3f} | "
@@ -74,7 +74,7 @@ def main():
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(ROOT / "docs/smollm2_study.png", dpi=120)
+    fig.savefig(HERE / "smollm2_study.png", dpi=120)
 
 
 if __name__ == "__main__":
