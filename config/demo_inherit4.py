@@ -1,10 +1,6 @@
 # The CPU demo's Inheritune v2 growth loop: start from the reference's first 4 layers, +2 per round, same recipe.
 base = "demo_ref8.py"
 out_dir = "out/demo/inherit"
-init_from = "inherit"
 ref = "out/demo/ref8/ckpt.pt"
 grow = True
 n_layer = 4
-grow_step = 2
-grow_last_k = 3
-grow_tolerance = 0.0

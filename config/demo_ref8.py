@@ -2,7 +2,6 @@
 # with a 1024-token BPE, sized to train in about two minutes on 2 CPU cores.
 out_dir = "out/demo/ref8"
 data_dir = "data/demo_shakespeare"
-arch = "gpt2"
 n_layer = 8
 n_head = 4
 n_embd = 96

@@ -1,23 +1,8 @@
 # Reference from scratch: GPT-2 large (36 layers, 774M), the paper's recipe (Sanyal et al. 2024, Inheritune v2).
 # torchrun --nproc_per_node=3 train.py config/gpt2_large.py
+base = "gpt2_owt.py"
 out_dir = "out/gpt2_large"
-data_dir = "data/openwebtext"
-arch = "gpt2"
-n_layer = 36
-n_head = 20
-n_embd = 1280
-block_size = 1024
+n_layer, n_head, n_embd = 36, 20, 1280
 batch_size = 126            # 129K tokens per step (the paper's "128K"); 126 splits evenly over 1, 2 or 3 GPUs
 micro_batch_size = 21       # per GPU; must divide 126 / world
-max_iters = 100_000
 learning_rate = 2e-4
-min_lr = 1e-5
-warmup_iters = 2000
-weight_decay = 0.1
-beta1, beta2 = 0.9, 0.95
-grad_clip = 1.0
-eval_interval = 1000
-eval_tokens = 1_048_576
-log_interval = 10
-checkpoint_interval = 1000
-compile = True

@@ -1,23 +1,8 @@
 # Reference from scratch: GPT-2 medium (24 layers, 350M), the paper's recipe (Sanyal et al. 2024, Inheritune v2).
 # python prepare_owt.py && torchrun --nproc_per_node=3 train.py config/gpt2_medium.py
+base = "gpt2_owt.py"
 out_dir = "out/gpt2_medium"
-data_dir = "data/openwebtext"
-arch = "gpt2"
-n_layer = 24
-n_head = 16
-n_embd = 1024
-block_size = 1024
+n_layer, n_head, n_embd = 24, 16, 1024
 batch_size = 384            # 393K tokens per step on any number of GPUs
 micro_batch_size = 16       # per GPU; divides 384 / world for 1, 2, 3 and 4 GPUs
-max_iters = 100_000
 learning_rate = 3e-4
-min_lr = 1e-5
-warmup_iters = 2000
-weight_decay = 0.1
-beta1, beta2 = 0.9, 0.95
-grad_clip = 1.0
-eval_interval = 1000
-eval_tokens = 1_048_576     # fixed val budget: 1024 windows of 1024 tokens, the same for every run
-log_interval = 10
-checkpoint_interval = 1000
-compile = True

@@ -1,23 +1,8 @@
-# Reference from scratch: GPT-2 XL (48 layers, 1.5B), the paper's recipe (Sanyal et al. 2024, Inheritune v2).
+# Reference from scratch: GPT-2 XL (48 layers, 1.5B), the paper's recipe (Sanyal et al. 2024, Inheritune v2), with
+# GPT-2 large's batch (129K tokens per step).
 # torchrun --nproc_per_node=3 train.py config/gpt2_xl.py
+base = "gpt2_large.py"
 out_dir = "out/gpt2_xl"
-data_dir = "data/openwebtext"
-arch = "gpt2"
-n_layer = 48
-n_head = 25
-n_embd = 1600
-block_size = 1024
-batch_size = 126            # 129K tokens per step (the paper's "128K"); 126 splits evenly over 1, 2 or 3 GPUs
+n_layer, n_head, n_embd = 48, 25, 1600
 micro_batch_size = 7        # per GPU; must divide 126 / world
-max_iters = 100_000
 learning_rate = 1.5e-4
-min_lr = 1e-5
-warmup_iters = 2000
-weight_decay = 0.1
-beta1, beta2 = 0.9, 0.95
-grad_clip = 1.0
-eval_interval = 1000
-eval_tokens = 1_048_576
-log_interval = 10
-checkpoint_interval = 1000
-compile = True

@@ -1,14 +1,10 @@
 # Inheritune v2 on GPT-2 xl: inherit the first 24 of the reference's 48 layers (embeddings, position table, final
 # norm and head included) and train with the reference's own recipe (config/gpt2_xl.py); if the mean of the last 3
-# val losses is worse than the reference's (measured here on the same val windows), grow by 2 layers and start
-# again from the reference.
+# val losses (grow_last_k) is worse than the reference's on the same val windows, grow by 2 layers (grow_step) and
+# start again from the reference.
 # torchrun --nproc_per_node=3 train.py config/gpt2_xl_inherit24.py
-base = "gpt2_xl.py"  # the recipe: steps, batch, optimizer, schedule, evaluation
+base = "gpt2_xl.py"
 out_dir = "out/gpt2_xl_inherit24"
-init_from = "inherit"            # every round inherits from ref (never from the previous round)
 ref = "out/gpt2_xl/ckpt.pt"     # or OpenAI's GPT-2 as a HF folder (config.json + model.safetensors)
-grow = True
+grow = True                      # every round inherits from ref, never from the previous round
 n_layer = 24                     # start depth
-grow_step = 2
-grow_last_k = 3                  # noise-aware: mean of the last 3 evaluations ...
-grow_tolerance = 0.0             # ... must be <= the reference's val loss + this
