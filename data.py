@@ -82,6 +82,12 @@ def fetch(data_dir, split: str, starts, block_size: int, device: torch.device, m
     return xy[:, :-1], xy[:, 1:]
 
 
+def train_windows(seed: int, step: int, n_tokens: int, block_size: int, n: int) -> np.ndarray:
+    """Start offsets of the n training windows of one optimizer step: a function of (seed, step) only, so the step
+    number is the whole data position (any world size sees the same batches; a resumed run repeats them)."""
+    return np.random.default_rng([seed, step]).integers(0, n_tokens - block_size - 1, size=n)
+
+
 def val_windows(n_tokens: int, block_size: int, eval_tokens: int) -> np.ndarray:
     """The fixed validation set: eval_tokens // block_size windows spread evenly over val.bin."""
     n = eval_tokens // block_size

