@@ -6,6 +6,3 @@ init_from = "inherit"
 ref = "out/offline_ref12/ckpt.pt"
 grow = True
 n_layer = 6
-grow_step = 2
-grow_last_k = 3
-grow_tolerance = 0.0

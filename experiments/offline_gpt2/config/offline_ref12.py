@@ -4,7 +4,6 @@
 # python train.py experiments/offline_gpt2/config/offline_ref12.py
 out_dir = "out/offline_ref12"
 data_dir = "data/offline_english"
-arch = "gpt2"
 n_layer = 12
 n_head = 8
 n_embd = 512
@@ -15,10 +14,6 @@ max_iters = 1500            # 49M tokens, ~1.7 epochs
 learning_rate = 1e-3
 min_lr = 1e-5
 warmup_iters = 150
-weight_decay = 0.1
-beta1, beta2 = 0.9, 0.95
-grad_clip = 1.0
-eval_interval = 100
 eval_tokens = 262_144       # 256 fixed windows of val.bin
 log_interval = 25
 checkpoint_interval = 500

@@ -12,14 +12,8 @@ n_layer = 15
 block_size = 1024           # cropped from the model's 8192
 batch_size = 32             # 32K tokens per step
 micro_batch_size = 32
-max_iters = 1000            # 33M tokens, ~1.4 epochs of the 23.8M training tokens
-learning_rate = 6e-4
-min_lr = 6e-5
-warmup_iters = 100
-weight_decay = 0.1
-beta1, beta2 = 0.9, 0.95
-grad_clip = 1.0
-eval_interval = 100
+# steps and schedule are the defaults: 1000 steps (33M tokens, ~1.4 epochs of the 23.8M training tokens), AdamW
+# 6e-4 -> 6e-5 cosine after 100 warmup steps
 eval_tokens = 262_144
 log_interval = 25
 checkpoint_interval = 500
