@@ -401,7 +401,8 @@ def test_lr_schedule_shape():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[60] == pytest.approx(0.55)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*ROOT.glob("config/*.py"), *ROOT.glob("experiments/*/config/*.py")]),
+                         ids=lambda p: p.name)
 def test_every_shipped_config_loads_from_any_directory(path, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     cfg = load_config([str(path)])
