@@ -1,4 +1,4 @@
-"""eval.py: request-by-request parity with lm-eval's HFLM, packed scoring, greedy generation, tokenizer discovery,
+"""eval.py and lm.py: request-by-request parity with lm-eval's HFLM, packed scoring, greedy generation, tokenizer discovery,
 the paper's suite, offline failure, and the CLI on a real train.py checkpoint (val loss + local tasks)."""
 import json
 import os
@@ -15,9 +15,8 @@ from model import GPT, ModelConfig
 from util import UserError
 from weights import save_checkpoint, save_hf
 from tokenizer import load_tokenizer, tokenizer_spec_of
-
-from eval import (InherituneLM, PAPER_SUITE, expand_tasks, load_for_eval, load_tasks, pack_requests, results_table,
-                  run_tasks)
+from lm import InherituneLM, pack_requests
+from eval import PAPER_SUITE, expand_tasks, load_for_eval, load_tasks, results_table, run_tasks
 
 TASKS = str(ROOT / "tests" / "tasks")
 BLOCK = 32  # short, so the local tasks' contexts and paragraphs run past it (left truncation, rolling windows)
