@@ -53,7 +53,6 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", attention: str = "a
     device_type = device.type
     if device_type == "cuda":  # under torchrun each process takes the GPU of its local rank
         device = torch.device("cuda", local_rank if world > 1 else device.index or 0)
-    if device_type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     host_group = None

@@ -134,10 +134,7 @@ def check_settings(cfg, choices: dict[str, tuple], ranges: dict[str, str]) -> No
         if value is None or ((value >= low if low_bracket == "[" else value > low) and
                              (value <= high if high_bracket == "]" else value < high)):
             continue
-        if math.isinf(high):
-            bound = f"{'>=' if low_bracket == '[' else '>'} {low:g}"
-        else:
-            bound = f"in {interval}"
+        bound = f"{'>=' if low_bracket == '[' else '>'} {low:g}" if math.isinf(high) else f"in {interval}"
         raise UserError(f"{key}={value!r} is out of range: it must be {bound}")
 
 
@@ -172,6 +169,8 @@ def atomic_write(path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
