@@ -228,7 +228,7 @@ def test_unreachable_hub_fails_fast_with_the_offline_way_out(tmp_path):
     assert not (tmp_path / "owt").exists()
 
 
-def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path):
+def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypatch):
     docs = make_docs(15000, seed=1, words=200)  # ~8 MB: a few seconds of work in many small chunks
     source = write_jsonl(tmp_path / "big.jsonl", docs)
     run(source, tmp_path / "whole", val_fraction=0.01)
@@ -236,22 +236,27 @@ def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path):
             "--num_proc", 2, "--chunk_mb", 0.1, "--checkpoint_every", 0, "--quiet"]
     progress = tmp_path / "resumed" / "progress.json"
 
-    def stop_midway(sig):
-        """Run the command until it has checkpointed past where it stood, then send sig to its whole process group
-        (main process and workers, as a terminal's Ctrl-C does); returns (exit code, stderr, where it stood)."""
-        before = json.loads(progress.read_text())["next_doc"] if progress.exists() else 0
-        proc = subprocess.Popen([sys.executable, str(ROOT / "prepare_owt.py"), *map(str, args)], cwd=ROOT, text=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and not (progress.exists() and json.loads(progress.read_text())["next_doc"] > before):
-            time.sleep(0.02)
-        os.killpg(proc.pid, sig)
-        return proc.wait(), proc.stderr.read(), json.loads(progress.read_text())["next_doc"]
+    tokenized = prepare_owt.tokenized
+    def ctrl_c_after_ten_chunks(*a, **kw):  # Ctrl-C at a chosen point of the run, not whenever a poll sees it
+        for i, result in enumerate(tokenized(*a, **kw)):
+            if i == 10:
+                raise KeyboardInterrupt
+            yield result
+    monkeypatch.setattr(prepare_owt, "tokenized", ctrl_c_after_ten_chunks)
+    with pytest.raises(SystemExit, match="^interrupted: rerun the same command to resume$"):
+        prepare_owt.main(list(map(str, args)))
+    monkeypatch.undo()
+    interrupted_at = json.loads(progress.read_text())["next_doc"]
 
-    code, stderr, interrupted_at = stop_midway(signal.SIGINT)
-    assert (code, stderr) == (1, "interrupted: rerun the same command to resume\n")
-    code, _, done = stop_midway(signal.SIGKILL)
-    assert code == -signal.SIGKILL and 0 < interrupted_at < done < len(docs)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "prepare_owt.py"), *map(str, args)], cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 60  # then SIGKILL (main process and workers) once it checkpointed past that point
+    while time.time() < deadline and proc.poll() is None and json.loads(progress.read_text())["next_doc"] == interrupted_at:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, (proc.returncode, proc.stderr.read())  # not finished before the kill
+    done = json.loads(progress.read_text())["next_doc"]
+    assert 0 < interrupted_at < done < len(docs)
     assert not (tmp_path / "resumed" / "train.bin").exists() and not (tmp_path / "resumed" / "meta.json").exists()
     with pytest.raises(UserError, match="no meta.json"):
         read_meta(tmp_path / "resumed")
