@@ -38,7 +38,7 @@ PAPER_SUITE = (
     ("piqa", 0, "acc", 0.50),
     ("boolq", 0, "acc", 0.622),           # validation: 2033 of 3270 answers are "yes"
     ("winogrande", 0, "acc", 0.50),
-    ("wsc", 0, "acc", 0.635),             # SuperGLUE WSC (the released code's "wsc"), validation: 66 of 104 "no"
+    ("wsc", 0, "acc", 0.635),             # SuperGLUE WSC (what the paper's code calls "wsc"), validation: 66 of 104 "no"
     ("logiqa", 0, "acc", 0.25),
     ("truthfulqa_mc2", 0, "acc", None),   # mc2 is the probability mass on the true answers: no single chance level
     ("mnli", 0, "acc", 0.354),            # validation_matched: 3479 of 9815 "entailment"

@@ -4,7 +4,7 @@
     python inherit.py --ref REF --layers 0-5,30-35 --out x.pt      # any blocks, in the order given; negatives count from the end
 
 The new model gets the reference's token embedding, position embedding (GPT-2), the selected blocks, the final
-norm and the head. The paper's released code copies only the blocks and the head, leaving GPT-2's wpe/ln_f and
+norm and the head. The paper's published code copies only the blocks and the head, leaving GPT-2's wpe/ln_f and
 LLaMA's embedding/norm random; here every tensor has a recorded source, and a tensor left freshly initialised is
 an error unless asked for with --reinit. REF is anything weights.load_model reads; only the needed tensors are read.
 """

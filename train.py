@@ -439,8 +439,7 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
 
 
 def verdict(val_curve: list, target: float, k: int) -> dict:
-    """The growth loop's decision for one round: the mean of its last k val losses against the target (the
-    reference's val loss on the same windows, plus grow_tolerance)."""
+    """The growth loop's decision: a round's last k val losses, averaged, against the reference's + grow_tolerance."""
     mean_k = float(np.mean([loss for _, loss in val_curve[-k:]]))
     return {"mean_last_k_val_loss": mean_k, "k": k, "matches": mean_k <= target}
 
