@@ -25,7 +25,7 @@ from data import shakespeare_files
 from util import UserError, cli, plot_curves
 
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024  # as the demo configs say: under the cwd
-CONFIG = Path(__file__).resolve().parent / "config"
+HERE = Path(__file__).resolve().parent  # the scripts and configs, wherever the demo is run from
 
 
 def train_tokenizer(path: Path) -> None:
@@ -42,8 +42,9 @@ def train_tokenizer(path: Path) -> None:
 
 
 def prepare(tokenizer: Path) -> None:
-    script = Path(__file__).resolve().parent / "prepare_owt.py"  # a script of its own: run, not imported
-    if subprocess.run([sys.executable, script, "--source", "shakespeare", "--tokenizer", tokenizer, "--out", DATA]).returncode:
+    script = HERE / "prepare_owt.py"  # a script of its own: run, not imported
+    args = ["--source", "shakespeare", "--tokenizer", tokenizer, "--out", DATA]
+    if subprocess.run([sys.executable, script, *args]).returncode:
         raise UserError("prepare_owt.py failed (its error is above)")
 
 
@@ -65,11 +66,12 @@ def main():
     times = {}
     times["tokenizer"] = step(f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer))
     times["prepare"] = step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer))
-    times["reference"] = step("3. reference: 8 layers from scratch", lambda: train.main([str(CONFIG / "demo_ref8.py")]))
-    times["inherit"] = step("4. Inheritune v2 growth loop from 4 layers", lambda: train.main([str(CONFIG / "demo_inherit4.py")]))
-    times["random"] = step("5. baseline: 4 layers from random init", lambda: train.main([str(CONFIG / "demo_random4.py")]))
+    for key, title, config in (("reference", "3. reference: 8 layers from scratch", "demo_ref8.py"),
+                               ("inherit", "4. Inheritune v2 growth loop from 4 layers", "demo_inherit4.py"),
+                               ("random", "5. baseline: 4 layers from random init", "demo_random4.py")):
+        times[key] = step(title, lambda: train.main([str(HERE / "config" / config)]))
 
-    cfg = train.load_config([str(CONFIG / "demo_ref8.py")])
+    cfg = train.load_config([str(HERE / "config" / "demo_ref8.py")])
     tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
     growth = json.loads((OUT / "inherit" / "growth.json").read_text())
     ref_loss, k = growth["reference_val_loss"], growth["rounds"][0]["k"]

@@ -107,23 +107,22 @@ def safe_torch_load(path):
         if is_damaged(path):
             raise UserError(f"{path} is damaged or not a PyTorch checkpoint (neither a complete torch.save archive "
                             f"nor a well-formed pickle); copy or download it again") from None
-        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].split(". ")[0][:120] or type(e).__name__
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].split(". ")[0][:120]
         raise UserError(f"{path} holds Python objects other than tensors and containers, which cannot be loaded "
-                        f"safely ({detail}); re-save it as safetensors or as a state dict of plain tensors") from None
+                        f"safely ({detail or type(e).__name__}); re-save it as safetensors or as a state dict of plain "
+                        f"tensors") from None
 
 
 def is_damaged(path) -> bool:
     """True unless `path` is a complete torch.save zip archive or a well-formed pickle: parsed, never executed."""
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                pickled = z.open(next(n for n in z.namelist() if n.endswith("data.pkl")))
-                for _ in pickletools.genops(pickled):
-                    pass
-        else:
-            with open(path, "rb") as f:  # a legacy torch.save file starts with a pickle too
-                for _ in pickletools.genops(f):
-                    pass
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(open(path, "rb"))  # a legacy torch.save file is a pickle from its first byte
+            if zipfile.is_zipfile(path):
+                archive = stack.enter_context(zipfile.ZipFile(f))
+                f = archive.open(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+            for _ in pickletools.genops(f):
+                pass
         return False
     except Exception:  # a truncated archive, a missing data.pkl, an unknown opcode, an early end
         return True
