@@ -63,9 +63,8 @@ def val_curve(out_dir: Path) -> list[list]:
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     tokenizer = DATA / "tokenizer.json"
-    times = {}
-    times["tokenizer"] = step(f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer))
-    times["prepare"] = step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer))
+    times = {"tokenizer": step(f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer)),
+             "prepare": step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer))}
     for key, title, config in (("reference", "3. reference: 8 layers from scratch", "demo_ref8.py"),
                                ("inherit", "4. Inheritune v2 growth loop from 4 layers", "demo_inherit4.py"),
                                ("random", "5. baseline: 4 layers from random init", "demo_random4.py")):

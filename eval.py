@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: val loss on train.py's fixed val windows, and lm-evaluation-harness tasks in memory.
+"""Evaluate a checkpoint: val loss on train.py's fixed val windows, and lm-evaluation-harness tasks in memory, run on
+lm.py's packed backend (InherituneLM).
 
     python eval.py --ckpt out/run --val_data data/openwebtext         # val loss and perplexity, as train.py measures it
     python eval.py --ckpt out/run --tasks paper                       # the paper's suite: MMLU 5-shot, the rest 0-shot
@@ -8,8 +9,6 @@
 --ckpt is anything weights.load_model reads. Its tokenizer is found automatically: a train.py checkpoint uses the
 tokenizer its data was prepared with, an inherit.py checkpoint its reference's, a HF folder its tokenizer.json
 (a GPT-2 folder without one: GPT-2's BPE), a GGUF its own vocabulary; --tokenizer overrides.
-
-lm.py's `InherituneLM` is the packed lm-eval backend the tasks run on.
 """
 import argparse
 import json
@@ -46,8 +45,6 @@ PAPER_SUITE = (
     ("wnli", 0, "acc", 0.563),            # validation: 40 of 71 "not_entailment"
     ("mmlu", 5, "acc", 0.25),
 )
-OFFLINE_FIX = ("use local task YAMLs with --include_path DIR, or a local HF datasets cache with "
-               "HF_DATASETS_OFFLINE=1 (HF_DATASETS_CACHE=<cache>)")
 
 
 # ----------------------------------------------------------------------------------------------- checkpoint
@@ -85,34 +82,16 @@ def expand_tasks(spec) -> list:
     return list(out.items())
 
 
-def hub_reachable(timeout=3.0) -> bool:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def go_offline_if_hub_unreachable():
     """With no route to the hub, switch datasets to offline mode before it is imported: cached datasets still load
     and a missing one fails at once instead of after network timeouts."""
     if os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE") or "datasets" in sys.modules:
         return
-    if not hub_reachable():
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), 3.0).close()
+    except OSError:
         os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
-
-
-def task_manager(include_path, names):
-    """lm-eval's TaskManager; only the include_path index when it holds every name (the full index takes seconds)."""
-    from lm_eval.tasks import TaskManager
-    if include_path:
-        if not Path(include_path).is_dir():
-            raise UserError(f"--include_path {include_path}: no such folder")
-        local = TaskManager(include_path=include_path, include_defaults=False)
-        if all(name in local.all_tasks for name in names):
-            return local
-    return TaskManager(include_path=include_path)
 
 
 def load_tasks(specs, include_path=None, num_fewshot=None):
@@ -120,8 +99,14 @@ def load_tasks(specs, include_path=None, num_fewshot=None):
     (else num_fewshot, else the task's default) set on every task of an item. Fails with one line naming the offline
     fixes when a task's data cannot be fetched."""
     import difflib
+    from lm_eval.tasks import TaskManager
     specs = [(name, num_fewshot if shots is None else shots) for name, shots in specs]
-    manager = task_manager(include_path, [name for name, _ in specs])
+    if include_path and not Path(include_path).is_dir():
+        raise UserError(f"--include_path {include_path}: no such folder")
+    # the include_path index alone when it holds every name: building the full index takes seconds
+    manager = TaskManager(include_path=include_path, include_defaults=False) if include_path else None
+    if manager is None or not all(name in manager.all_tasks for name, _ in specs):
+        manager = TaskManager(include_path=include_path)
     for name, _ in specs:  # every name first: a typo should not wait for the data of the tasks before it
         if name not in manager.all_tasks:
             close = difflib.get_close_matches(name, manager.all_tasks, n=1)
@@ -132,8 +117,9 @@ def load_tasks(specs, include_path=None, num_fewshot=None):
         try:
             loaded = manager.load([name])
         except ConnectionError as e:  # datasets' "Couldn't reach ... on the Hub", offline mode included
-            raise UserError(f"task '{name}': its data could not be fetched ({str(e).splitlines()[0][:160]}); "
-                            f"{OFFLINE_FIX}") from None
+            raise UserError(f"task '{name}': its data could not be fetched ({str(e).splitlines()[0][:160]}); use "
+                            "local task YAMLs with --include_path DIR, or a local HF datasets cache with "
+                            "HF_DATASETS_OFFLINE=1 (HF_DATASETS_CACHE=<cache>)") from None
         for task in loaded["tasks"].values():
             if shots is not None:
                 task.set_config(key="num_fewshot", value=shots)
@@ -147,8 +133,7 @@ def load_tasks(specs, include_path=None, num_fewshot=None):
 
 
 def run_tasks(lm, loaded, limit=None, log_samples=False, bootstrap_iters=1000):
-    """simple_evaluate of load_tasks' tasks on an LM; returns (results dict, {name: chance level or None} for every
-    task and group)."""
+    """simple_evaluate of load_tasks' tasks on an LM -> (results, {task or group name: chance level or None})."""
     from lm_eval import simple_evaluate
     manager, items, tasks, groups = loaded
     results = simple_evaluate(model=lm, tasks=items, limit=limit, log_samples=log_samples,
@@ -175,14 +160,13 @@ def chance_level(task, n_docs):
 
 def chance_levels(results, tasks, groups):
     """chance per task (computed from its documents, else PAPER_SUITE's) and per group (size-weighted mean)."""
-    paper = {name: chance for name, _, _, chance in PAPER_SUITE}
     sizes = {name: results["n-samples"][name]["effective"] for name in tasks if name in results["n-samples"]}
     out = {name: chance_level(task, sizes.get(name, 0)) for name, task in tasks.items()}
     for name, group in groups.items():
         leaves = [t.task_name for t in group.get_all_tasks()]
         if all(out.get(t) is not None for t in leaves) and sum(sizes.get(t, 0) for t in leaves):
             out[name] = sum(out[t] * sizes[t] for t in leaves) / sum(sizes[t] for t in leaves)
-    for name, chance in paper.items():
+    for name, _, _, chance in PAPER_SUITE:
         if out.get(name) is None and (name in tasks or name in groups):
             out[name] = chance
     return out
@@ -209,9 +193,7 @@ def results_table(results, chances) -> str:
             value, stderr = scores[key], scores.get(key.replace(",", "_stderr,", 1))
             stderr = stderr if isinstance(stderr, (int, float)) else None
             chance = chances.get(name) if metric.startswith("acc") else None
-            verdict = "—"
-            if chance is not None:
-                verdict = "yes" if stderr is not None and value - chance > 2 * stderr else "no"
+            verdict = "—" if chance is None else "yes" if stderr is not None and value - chance > 2 * stderr else "no"
             shots = results.get("n-shot", {}).get(name, "")
             stderr_text = f"{stderr:.4f}" if stderr is not None else "—"
             chance_text = f"{chance:.3f}" if chance is not None else "—"
@@ -261,9 +243,9 @@ def main(argv=None):
         if value is not None and value < least:
             raise UserError(f"--{name} {value}: must be {'at least 0' if least == 0 else 'positive'}")
     resolve_device(args.device)
-    if args.tasks and not lm_eval_installed():
-        raise UserError("--tasks needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)")
     if args.tasks:  # tasks first: a missing dataset or a typo fails before the model is loaded
+        if not lm_eval_installed():
+            raise UserError("--tasks needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)")
         go_offline_if_hub_unreachable()
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # lm-eval's per-task notices drown the table
         loaded = load_tasks(expand_tasks(args.tasks), args.include_path, args.num_fewshot)

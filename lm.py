@@ -10,7 +10,6 @@ none of it).
 import functools
 import json
 import logging
-from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -37,16 +36,15 @@ def head_log_probs(model, h):
     return model.lm_head(h)[:, : model.config.vocab_size].float().log_softmax(dim=-1)
 
 
-@dataclass
 class Row:
     """One sequence of a forward pass: a prefix (a plain causal run), then the continuations that follow it, merged
     into a prefix tree: a token shared by several continuations (" a" in " a cat" / " a dog") is computed once.
     Continuations are added in sorted order, so the tree is laid out in preorder: each subtree is a contiguous run."""
-    tokens: list
-    positions: list
-    n_prefix: int
-    members: list = field(default_factory=list)  # (request index, row offsets whose predictions are scored, targets)
-    nodes: dict = field(default_factory=dict)    # (parent offset, token) -> offset; parent -1 is the prefix's end
+
+    def __init__(self, prefix):
+        self.tokens, self.positions, self.n_prefix = list(prefix), list(range(len(prefix))), len(prefix)
+        self.members = []  # (request index, row offsets whose predictions are scored, targets)
+        self.nodes = {}    # (parent offset, token) -> offset; parent -1 is the prefix's end
 
     def add(self, index, continuation):
         """Insert one continuation: its input tokens (all but the last) not already in the tree become new tokens."""
@@ -99,7 +97,7 @@ def pack_requests(pairs, block_size):
         for i, continuation in sorted(members, key=lambda m: m[1][:-1]):  # sorted inputs: a preorder tree
             budget = max(block_size, len(prefix) + len(continuation))
             if row is None or len(row.tokens) + row.new_tokens(continuation) > budget:
-                row = Row(list(prefix), list(range(len(prefix))), len(prefix))
+                row = Row(prefix)
                 rows.append(row)
             row.add(i, continuation)
     return rows
@@ -163,9 +161,6 @@ class InherituneLM(TemplateLM or object):
         """Plain-text ids, with BOS in front when the tokenizer prepends one (as the model saw in training)."""
         ids = self.encode_cached(string)
         return [self.tok.bos_id, *ids] if self.tok.prepend_bos and add_special_tokens is not False else list(ids)
-
-    def tok_decode(self, ids):
-        return self.tok.decode(ids)
 
     @torch.inference_mode()
     def _loglikelihood_tokens(self, requests, disable_tqdm=False):
@@ -255,9 +250,8 @@ class InherituneLM(TemplateLM or object):
         stops = [s for s in until if s]
         for _ in range(max_new):
             seqs = [contexts[i] + outputs[i] for i in active]
-            rows = [Row(s, list(range(len(s))), len(s)) for s in seqs]
-            hidden = self.model.hidden_states(*batch_tensors(rows, self.device))
-            last = hidden[torch.arange(len(rows)), torch.tensor([len(s) - 1 for s in seqs])]
+            hidden = self.model.hidden_states(*batch_tensors([Row(s) for s in seqs], self.device))
+            last = hidden[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
             next_ids = head_log_probs(self.model, last).argmax(dim=-1).tolist()
             still = []
             for i, token in zip(active, next_ids):

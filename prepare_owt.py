@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from data import META_FORMAT, SPLITS, dtype_for_vocab, read_meta, shakespeare_files
 from tokenizer import load_tokenizer
-from util import UserError, atomic_write, check_can_create
+from util import UserError, atomic_write, check_can_create, cli
 
 CORPUS_FILE = re.compile(r".*(\.txt|\.jsonl)(\.gz|\.bz2|\.xz)?|.*(\.parquet)")  # parquet compresses itself
 OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -255,8 +255,7 @@ def prepare(source="openwebtext", out=None, tokenizer="gpt2", val_fraction=None,
                     print(f"resuming at document {meta['next_doc']:,} of {n_docs:,}")
             results = tokenized(parts, meta["next_doc"], val_docs, chunk_mb * (1 << 20), pool, num_proc)
             try:
-                return write_bins(results, out, meta, block_size, by_tokens and val_fraction, checkpoint_every,
-                                  progress)
+                return write_bins(results, out, meta, block_size, checkpoint_every, progress)
             except UserError:  # nothing to resume: the fix changes the source or the arguments
                 for path in [*out.glob("*.bin.tmp"), out / "progress.json"]:
                     path.unlink(missing_ok=True)
@@ -267,8 +266,8 @@ def prepare(source="openwebtext", out=None, tokenizer="gpt2", val_fraction=None,
                 path.rmdir()
 
 
-def write_bins(results, out, meta, block_size, split_tokens, checkpoint_every, progress):
-    """Append each chunk's ids to out/{train,val}.bin.tmp (with split_tokens, the one document's last split_tokens of
+def write_bins(results, out, meta, block_size, checkpoint_every, progress):
+    """Append each chunk's ids to out/{train,val}.bin.tmp (split by tokens: the one document's last val_fraction of
     them to val), saving meta as progress.json every checkpoint_every seconds; then check the bins and finish."""
     files, last_checkpoint = [open(out / f"{s}.bin.tmp", "ab", buffering=0) for s in SPLITS], time.time()
     bar = tqdm(total=meta["source_documents"], initial=meta["next_doc"], unit="doc", disable=not progress)
@@ -276,8 +275,8 @@ def write_bins(results, out, meta, block_size, split_tokens, checkpoint_every, p
         for f, s in zip(files, SPLITS):  # cut off whatever was written after the last checkpoint
             f.truncate(meta[s]["tokens"] * np.dtype(meta["dtype"]).itemsize)
         for first_doc, n, ids, docs, max_id in results:
-            if split_tokens:
-                cut = int(len(ids[0]) * (1 - split_tokens))
+            if meta["split_by"] == "tokens":
+                cut = int(len(ids[0]) * (1 - meta["val_fraction"]))
                 ids, docs = [ids[0][:cut], ids[0][cut:]], [docs[0]] * 2
             for f, s, a, d in zip(files, SPLITS, ids, docs):
                 f.write(memoryview(a))
@@ -324,9 +323,7 @@ def main(argv=None):
     p.add_argument("--checkpoint_every", type=float, default=10.0, help="seconds between resumable checkpoints")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar")
     try:
-        prepare(**vars(p.parse_args(argv)))
-    except UserError as e:
-        sys.exit(f"error: {e}")
+        cli(lambda: prepare(**vars(p.parse_args(argv))))
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to resume")
 

@@ -50,11 +50,13 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", attention: str = "a
     bfloat16 on CUDA, float32 on CPU); attention != auto allows only that SDPA kernel on CUDA."""
     rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     device = resolve_device(device)
-    device_type = device.type
-    if device_type == "cuda":  # under torchrun each process takes the GPU of its local rank
+    if device.type == "cuda":  # under torchrun each process takes the GPU of its local rank
         device = torch.device("cuda", local_rank if world > 1 else device.index or 0)
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        for name in ("flash", "mem_efficient", "cudnn", "math"):  # SDPA kernels; the CPU has its own
+            getattr(torch.backends.cuda, f"enable_{name}_sdp")(
+                attention == "auto" or name == attention.replace("efficient", "mem_efficient"))
     host_group = None
     if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         # restarted workers would read the failed attempt's NCCL/gloo addresses from the shared store and hang
@@ -64,14 +66,10 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", attention: str = "a
                         "--rdzv-backend=c10d (several nodes; the static --master_addr launch always shares the store)")
     if world > 1:
         if not dist.is_initialized():  # 30 min: rank 0 may spend minutes writing a multi-GB checkpoint
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
-        host_group = dist.new_group(backend="gloo") if device_type == "cuda" else dist.group.WORLD
-    dtype = {"auto": "bfloat16" if device_type == "cuda" else "float32"}.get(dtype, dtype)
-    if device_type == "cuda":  # the CPU has its own kernels
-        for name in ("flash", "mem_efficient", "cudnn", "math"):
-            getattr(torch.backends.cuda, f"enable_{name}_sdp")(
-                attention == "auto" or name == attention.replace("efficient", "mem_efficient"))
-    autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
+        host_group = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
+    dtype = {"auto": "bfloat16" if device.type == "cuda" else "float32"}.get(dtype, dtype)
+    autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
     return Runtime(rank, world, device, autocast, host_group)
 
 
