@@ -112,7 +112,7 @@ def inherit_layers(ref, n_layer: int | None = None, layers=None, reinit: tuple[s
         model.init_weights(tuple(reinit))
     load_tensors(model, weights, mapping)  # one tensor at a time: peak memory ~ the output, not the reference
     provenance = {
-        "reference": reference_identity(ref), "reference_config": weights.config.to_dict(),
+        "reference": reference_identity(weights.path), "reference_config": weights.config.to_dict(),
         "layers": selected, "reinit": fresh,
         "sources": {n: "reinit" if n in fresh else sources.get(n, "tied to wte.weight") for n in new_names},
     }

@@ -1,9 +1,11 @@
-"""GPT-2 and LLaMA in one file.
+"""GPT-2 and the LLaMA-shaped families (LLaMA 1-3, Mistral, Qwen2/2.5, Qwen3) in one file.
 
 Names follow nanoGPT: wte, wpe, h.{i}.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}, ln_f, lm_head.
-LLaMA reuses them: ln_* are RMSNorms, attn.c_attn is the fused [q; k; v] projection (k, v with n_kv_head heads)
-and mlp.c_fc the fused [gate; up] projection of SwiGLU. Reading and writing checkpoints (project .pt, HF folders,
-GGUF) is weights.py's job.
+The LLaMA shape reuses them: ln_* are RMSNorms, attn.c_attn is the fused [q; k; v] projection (k, v with n_kv_head
+heads) and mlp.c_fc the fused [gate; up] projection of SwiGLU. The families differ only in fields of ModelConfig:
+q/k/v biases (Qwen2), RMSNorm on each head of q and k (Qwen3), a head size of its own (Qwen3), RoPE rescaled for
+long contexts (Llama 3.x), a sliding attention window (Mistral). Reading and writing checkpoints (project .pt, HF
+folders, GGUF) is weights.py's job.
 """
 import math
 from dataclasses import asdict, dataclass, fields
@@ -17,42 +19,59 @@ from util import UserError
 
 # ----------------------------------------------------------------------------------------------- config
 
+ARCHS = ("gpt2", "llama", "mistral", "qwen2", "qwen3")  # every family but gpt2 is LLaMA-shaped
+ROPE_SCALING_KEYS = {"linear": {"factor"},
+                     "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
+
+
 @dataclass
 class ModelConfig:
-    arch: str = "gpt2"                    # "gpt2" or "llama"
+    arch: str = "gpt2"                    # the family: gpt2 | llama | mistral | qwen2 | qwen3 (its defaults, its HF name)
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
     n_kv_head: int | None = None          # grouped-query attention; None -> n_head
+    head_dim: int | None = None           # None -> n_embd // n_head (Qwen3 chooses its own)
     intermediate_size: int | None = None  # MLP width; None -> 4 * n_embd (gpt2) or LLaMA's 2/3 * 4 * n_embd rounded
     vocab_size: int = 50257               # the tokenizer's; the embedding is padded to a multiple of 64
-    block_size: int = 1024                # longest sequence (learned positions for gpt2, RoPE table for llama)
-    bias: bool | None = None              # biases in Linear/LayerNorm; None -> True for gpt2, False for llama
-    tie_embeddings: bool | None = None    # lm_head shares wte; None -> True for gpt2, False for llama
+    block_size: int = 1024                # longest sequence (learned positions for gpt2, RoPE table otherwise)
+    bias: bool | None = None              # biases in every Linear and norm; None -> True for gpt2, else False
+    qkv_bias: bool | None = None          # biases on the q, k, v projections only; None -> True for qwen2
+    qk_norm: bool | None = None           # RMSNorm over each head of q and k, before RoPE; None -> True for qwen3
+    tie_embeddings: bool | None = None    # lm_head shares wte; None -> True for gpt2, False otherwise
     norm_eps: float = 1e-5
-    rope_theta: float = 10000.0           # llama only
+    rope_theta: float = 10000.0           # RoPE base (all but gpt2)
+    rope_scaling: dict | None = None      # {"rope_type": "linear", "factor": f} or Llama 3's {"rope_type": "llama3", ...}
+    sliding_window: int | None = None     # a query sees only the last sliding_window positions (Mistral v0.1)
     dropout: float = 0.0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
 
     def __post_init__(self):
-        if self.arch not in ("gpt2", "llama"):
-            raise UserError(f"unknown arch '{self.arch}'; use 'gpt2' or 'llama'")
+        if self.arch not in ARCHS:
+            raise UserError(f"unknown arch '{self.arch}'; use one of {', '.join(ARCHS)}")
         gpt2 = self.arch == "gpt2"
         self.n_kv_head = self.n_kv_head or self.n_head
         self.bias = gpt2 if self.bias is None else self.bias
+        self.qkv_bias = self.bias or self.arch == "qwen2" if self.qkv_bias is None else self.qkv_bias
+        self.qk_norm = self.arch == "qwen3" if self.qk_norm is None else self.qk_norm
         self.tie_embeddings = gpt2 if self.tie_embeddings is None else self.tie_embeddings
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd if gpt2 else 256 * math.ceil(8 * self.n_embd / 3 / 256)
-        if self.n_layer < 1 or self.n_embd % self.n_head or self.n_head % self.n_kv_head:
+        if self.n_layer < 1 or (self.head_dim is None and self.n_embd % self.n_head) or self.n_head % self.n_kv_head:
             raise UserError(f"bad shape: n_layer={self.n_layer} must be >= 1, n_embd={self.n_embd} divisible by "
-                            f"n_head={self.n_head}, n_head divisible by n_kv_head={self.n_kv_head}")
+                            f"n_head={self.n_head} (or head_dim set), n_head divisible by n_kv_head={self.n_kv_head}")
+        self.head_dim = self.head_dim or self.n_embd // self.n_head
+        if gpt2 and (self.qkv_bias != self.bias or self.qk_norm or self.rope_scaling or self.sliding_window):
+            raise UserError("gpt2 has no qkv_bias apart from bias, qk_norm, rope_scaling or sliding_window; "
+                            "use a LLaMA-shaped arch (llama, mistral, qwen2, qwen3)")
         if not gpt2 and (self.bias or self.head_dim % 2):
-            raise UserError("llama needs bias=False and an even head_dim (n_embd // n_head)")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+            raise UserError(f"{self.arch} needs bias=False and an even head_dim")
+        if self.rope_scaling is not None:
+            kind = self.rope_scaling.get("rope_type")
+            if kind not in ROPE_SCALING_KEYS or not ROPE_SCALING_KEYS[kind] <= set(self.rope_scaling):
+                raise UserError(f"rope_scaling {self.rope_scaling} is not supported: rope_type linear (with factor) "
+                                f"or llama3 (with {', '.join(sorted(ROPE_SCALING_KEYS['llama3']))})")
 
     @property
     def padded_vocab_size(self) -> int:  # multiples of 64 keep the head's matmul on fast tensor-core shapes
@@ -87,12 +106,26 @@ def make_norm(config: ModelConfig) -> nn.Module:
     return RMSNorm(config.n_embd, config.norm_eps)
 
 
-def rope_tables(head_dim: int, length: int, theta: float):
+def rope_tables(head_dim: int, length: int, theta: float, scaling: dict | None = None):
     """cos/sin tables (length, head_dim) for rotary embeddings in the HF "rotate-half" layout."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    if scaling is not None:
+        inv_freq = rescale_rope(inv_freq, scaling)
     angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
+
+
+def rescale_rope(inv_freq, scaling: dict):
+    """Long-context RoPE: linear divides every frequency by factor; Llama 3's divides the low frequencies (wavelength
+    beyond original_max_position_embeddings / low_freq_factor), keeps the high ones (below ... / high_freq_factor)
+    and ramps smoothly between, as transformers computes it."""
+    if scaling["rope_type"] == "linear":
+        return inv_freq / scaling["factor"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    wavelength = 2 * math.pi / inv_freq
+    smooth = ((scaling["original_max_position_embeddings"] / wavelength - low) / (high - low)).clamp(0, 1)
+    return (1 - smooth) * inv_freq / scaling["factor"] + smooth * inv_freq
 
 
 def apply_rope(x, cos, sin):  # x: (B, n_head, T, head_dim); pairs are (i, i + head_dim/2)
@@ -104,8 +137,12 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
-        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim,
+                                bias=config.qkv_bias)
         self.c_proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.bias)
+        if config.qk_norm:
+            self.q_norm, self.k_norm = RMSNorm(self.head_dim, config.norm_eps), RMSNorm(self.head_dim, config.norm_eps)
+        self.qk_norm = config.qk_norm
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -113,8 +150,11 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.shape
         sizes = [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim]
         q, k, v = self.c_attn(x).split(sizes, dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q = q.view(B, T, self.n_head, self.head_dim)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
@@ -128,7 +168,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gated = config.arch == "llama"  # SwiGLU: c_fc holds [gate; up]
+        self.gated = config.arch != "gpt2"  # SwiGLU: c_fc holds [gate; up]
         width = config.intermediate_size
         self.c_fc = nn.Linear(config.n_embd, (2 if self.gated else 1) * width, bias=config.bias)
         self.c_proj = nn.Linear(width, config.n_embd, bias=config.bias)
@@ -185,7 +225,8 @@ class CrossEntropy(torch.autograd.Function):
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer: GPT-2 (learned positions, LayerNorm, GELU) or LLaMA (RoPE, RMSNorm, SwiGLU, GQA)."""
+    """A decoder-only transformer: GPT-2 (learned positions, LayerNorm, GELU) or LLaMA-shaped (RoPE, RMSNorm, SwiGLU,
+    GQA)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -205,9 +246,10 @@ class GPT(nn.Module):
 
     def init_buffers(self):
         """(Re)compute the RoPE tables; needed again after a model built on the meta device is materialised."""
-        if self.config.arch == "llama":
+        c = self.config
+        if c.arch != "gpt2":
             device = self.wte.weight.device
-            cos, sin = rope_tables(self.config.head_dim, self.config.block_size, self.config.rope_theta)
+            cos, sin = rope_tables(c.head_dim, c.block_size, c.rope_theta, c.rope_scaling)
             self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def crop_block_size(self, block_size: int) -> None:
@@ -249,8 +291,13 @@ class GPT(nn.Module):
             cos, sin = (self.rope_cos[:T], self.rope_sin[:T]) if pos is None else \
                 (self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1))
             rope = (cos.to(x.dtype), sin.to(x.dtype))
+        window = self.config.sliding_window
+        if window is not None and T > window:  # as transformers: query q sees the keys k with q - window < k <= q
+            p = torch.arange(T, device=idx.device) if pos is None else pos
+            near = p[..., :, None] - p[..., None, :] < window
+            mask = near & torch.ones(T, T, dtype=torch.bool, device=idx.device).tril() if mask is None else mask & near
         x = self.drop(x)
-        mask = None if mask is None else mask.unsqueeze(1)
+        mask = None if mask is None else mask.reshape(-1, 1, T, T)
         for block in self.h:
             x = block(x, rope, mask)
         return self.ln_f(x)

@@ -5,8 +5,9 @@
     tok.decode(ids); tok.vocab_size; tok.eot_id; tok.hash
 
 Document separator `eot_id`: GPT-2's <|endoftext|> (50256) after each document. For a tokenizer.json or GGUF
-it is the EOS after each document, unless the tokenizer prepends BOS to its inputs (`prepend_bos`, e.g.
-LLaMA-2 style), in which case it is that BOS, written before each document: what the model saw in pretraining.
+it is the EOS after each document (a chat model's end-of-turn EOS, <|im_end|> or <|eot_id|>, gives way to the
+vocabulary's end-of-text token), unless the tokenizer prepends BOS to its inputs (`prepend_bos`: LLaMA 1-2,
+Llama 3.x, Mistral), in which case it is that BOS, written before each document: what the model saw in pretraining.
 
 `hash` is a sha256 over the vocabulary as raw bytes in id order, so one vocabulary has one hash whether it
 comes from tiktoken, a tokenizer.json or a GGUF: bins are checked against a model by it.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from util import UserError
+from util import UserError, resolve_hub_name
 
 # GPT-2's BPE ranks (tiktoken's r50k_base file; whisper ships the same bytes as assets/gpt2.tiktoken).
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -30,8 +31,17 @@ GPT2_RANKS_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 GPT2_EOT = "<|endoftext|>"
 ASSETS_HINT = "pip install --no-deps openai-whisper==20250625"
+# llama.cpp's split regexes for Llama 3 ("llama-bpe") and Qwen2/2.5/3 ("qwen2") vocabularies (llama-vocab.cpp), run
+# before the byte mapping: contractions of any case, one non-letter may lead a word, and numbers split into runs of
+# up to three digits (Llama 3) or single digits (Qwen).
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+                r"|\s+(?!\S)|\s+")
+GGUF_SPLITS = {"llama-bpe": LLAMA3_SPLIT, "qwen2": LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")}
 # Tokens that end a document in common vocabularies, for a tokenizer.json without tokenizer_config.json.
 KNOWN_EOS = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
+# What a chat model's config calls EOS ends a turn, not a document: pretraining separated documents with the
+# vocabulary's own end-of-text token (Qwen, SmolLM2: <|endoftext|>; Llama 3: <|end_of_text|>).
+CHAT_TURN_ENDS = ("<|im_end|>", "<|eot_id|>")
 
 
 def byte_alphabet():
@@ -50,11 +60,8 @@ def vocab_hash(tokens):
 
 
 class Tokenizer:
-    """What scripts rely on: name, hash, vocab_size, bos_id, eos_id, prepend_bos, eot_id, encode*, decode."""
-
-    @property
-    def eot_id(self):
-        return self.bos_id if self.prepend_bos else self.eos_id
+    """What scripts rely on: name, hash, vocab_size, bos_id, eos_id (ends generation), prepend_bos, eot_id (separates
+    documents), encode*, decode."""
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name}, vocab {self.vocab_size}, eot {self.eot_id}, hash {self.hash[:12]})"
@@ -71,7 +78,7 @@ class GPT2Tokenizer(Tokenizer):
         self.enc = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                                      special_tokens={GPT2_EOT: len(ranks)})
         self.name, self.vocab_size = "gpt2", len(ranks) + 1
-        self.bos_id, self.eos_id, self.prepend_bos = None, len(ranks), False
+        self.bos_id, self.eos_id, self.eot_id, self.prepend_bos = None, len(ranks), len(ranks), False
         self.hash = vocab_hash(sorted(ranks, key=ranks.get) + [GPT2_EOT.encode()])
 
     def encode(self, text):
@@ -91,6 +98,7 @@ class HFTokenizer(Tokenizer):
     def __init__(self, tok, name, bos_id, eos_id, prepend_bos, vocab_size=None):
         self.tok, self.name = tok, name
         self.bos_id, self.eos_id, self.prepend_bos = bos_id, eos_id, prepend_bos
+        self.eot_id = bos_id if prepend_bos else document_end(eos_id, tok)
         vocab = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
         self.vocab_size = vocab_size or max(vocab) + 1
         byte_level = "ByteLevel" in json.dumps(json.loads(tok.to_str()).get("decoder"))
@@ -113,6 +121,13 @@ class HFTokenizer(Tokenizer):
 
 
 BYTE_OF_CHAR = {c: b for b, c in byte_alphabet().items()}
+
+
+def document_end(eos, tok):
+    """The id that ends a document: eos, unless eos ends a chat turn and the vocabulary has an end-of-text token."""
+    if eos is not None and tok.id_to_token(eos) in CHAT_TURN_ENDS:
+        return next((tok.token_to_id(t) for t in KNOWN_EOS if tok.token_to_id(t) is not None), eos)
+    return eos
 
 
 def token_bytes(token, byte_level):
@@ -171,14 +186,17 @@ def load_tokenizer_json(path):
 
 def gguf_pre_tokenizer(pre):
     """llama.cpp's pre-tokenizer for `tokenizer.ggml.pre` (llama-vocab.cpp), as a tokenizers pre-tokenizer."""
-    from tokenizers import pre_tokenizers
+    from tokenizers import Regex, pre_tokenizers
 
+    if pre in GGUF_SPLITS:
+        return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(GGUF_SPLITS[pre]), behavior="isolated"),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     gpt2_split = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)  # GPT-2's regex, then bytes
     if pre == "gpt2":  # LLAMA_VOCAB_PRE_TYPE_GPT2: the GPT-2 regex alone
         return gpt2_split
     if pre == "smollm":  # LLAMA_VOCAB_PRE_TYPE_SMOLLM: "\p{N}" (every digit alone) first, then the GPT-2 regex
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), gpt2_split])
-    raise UserError(f"GGUF pre-tokenizer {pre!r} is not supported (known: gpt2, smollm); "
+    raise UserError(f"GGUF pre-tokenizer {pre!r} is not supported (known: gpt2, smollm, {', '.join(GGUF_SPLITS)}); "
                     "pass the model's tokenizer.json as --tokenizer instead")
 
 
@@ -215,7 +233,7 @@ def tokenizer_spec_of(ckpt) -> str:
     """The tokenizer a checkpoint was made with, as a load_tokenizer spec; UserError if it cannot be told."""
     from weights import open_weights  # here, so that importing tokenizer.py never needs torch
 
-    path = Path(ckpt)
+    path = Path(resolve_hub_name(str(ckpt)))
     if path.suffix == ".gguf":
         return str(path)
     weights = open_weights(path)
@@ -236,10 +254,10 @@ def tokenizer_spec_of(ckpt) -> str:
 
 
 def load_tokenizer(spec="gpt2"):
-    """'gpt2', a tokenizer.json, a model folder (tokenizer.json, else its single .gguf), or a .gguf file."""
+    """'gpt2', a tokenizer.json, a model folder (tokenizer.json, else its single .gguf) or its hub name, a .gguf."""
     if spec == "gpt2":
         return GPT2Tokenizer(find_gpt2_ranks())
-    path = Path(spec)
+    path = Path(resolve_hub_name(spec))
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         path = path / "tokenizer.json" if (path / "tokenizer.json").is_file() or len(ggufs) != 1 else ggufs[0]

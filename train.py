@@ -16,7 +16,6 @@ one bit for bit (on GPUs up to the nondeterminism of some backward kernels).
 import contextlib
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -27,10 +26,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model import GPT, ModelConfig
+from inherit import inherit_layers
+from model import ARCHS, GPT, ModelConfig
 from runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
 from weights import load_model, open_weights, safe_torch_load, save_checkpoint
-from util import UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli, plot_curves
+from util import (HUB_NAME, UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli, plot_curves,
+                  resolve_hub_name)
 from data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, train_windows, val_loss, val_windows
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
@@ -41,19 +42,23 @@ class TrainConfig:
     out_dir: str = "out"                # checkpoint, log, plots; rerunning the same command continues the run there
     data_dir: str = "data/shakespeare"  # token bins written by prepare_owt.py
     init_from: str = "scratch"          # scratch | resume (out_dir's checkpoint) | inherit (from ref) | pretrained (ref)
-    ref: str | None = None              # reference for inherit / pretrained / grow: .pt, run or HF folder, or .gguf
+    ref: str | None = None              # .pt, run or HF folder, .gguf or hub name; scratch: its shape at n_layer
     inherit_layers: str | None = None   # explicit blocks for inherit (e.g. "0-5,30-35"); default: the first n_layer
-    # model (scratch builds this shape; inherit and grow take only n_layer, pretrained and resume none)
-    arch: str = "gpt2"                  # gpt2 | llama
+    # model (scratch without ref builds this shape; inherit, grow and scratch with ref take only n_layer)
+    arch: str = "gpt2"                  # gpt2 | llama | mistral | qwen2 | qwen3 (all but gpt2 LLaMA-shaped)
     n_layer: int = 12                   # transformer blocks (also the inherited depth)
     n_head: int = 12                    # attention heads
     n_kv_head: int | None = None        # key/value heads (grouped-query attention); None: n_head
+    head_dim: int | None = None         # per-head width; None: n_embd / n_head
     n_embd: int = 768                   # model width
-    intermediate_size: int | None = None  # MLP width; None: 4 x n_embd (gpt2), ~8/3 x n_embd (llama)
+    intermediate_size: int | None = None  # MLP width; None: 4 x n_embd (gpt2), else ~8/3 x n_embd
     block_size: int = 1024              # training sequence length (an inherited model is cropped to it)
-    bias: bool | None = None            # biases in linears and norms; None: True for gpt2, False for llama
-    tie_embeddings: bool | None = None  # head shares the token embedding; None: True for gpt2, False for llama
-    rope_theta: float = 10000.0         # RoPE base (llama)
+    bias: bool | None = None            # biases in linears and norms; None: True for gpt2, else False
+    qkv_bias: bool | None = None        # biases on q, k, v only; None: True for qwen2
+    qk_norm: bool | None = None         # RMSNorm on each head of q and k; None: True for qwen3
+    tie_embeddings: bool | None = None  # head shares the token embedding; None: True for gpt2, else False
+    rope_theta: float = 10000.0         # RoPE base (all but gpt2)
+    sliding_window: int | None = None   # attend to the last sliding_window positions only (mistral); None: all
     dropout: float = 0.0                # dropout probability
     # batch: batch_size sequences of block_size tokens per optimizer step, whatever the world size
     batch_size: int = 64                # sequences per optimizer step (global)
@@ -92,13 +97,13 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------------------------- configuration
 
-CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "arch": ("gpt2", "llama"),
+CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "arch": ARCHS,
            "compile_scope": ("model", "blocks"),
            "compile_mode": (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
            "attention": ("auto", "flash", "cudnn", "efficient", "math"),
            "dtype": ("auto", "float32", "bfloat16")}  # the autocast dtype; weights stay float32
-RANGES = {**dict.fromkeys(("n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "block_size", "batch_size",
-                           "micro_batch_size", "max_iters", "lr_decay_iters", "eval_interval", "eval_tokens",
+RANGES = {**dict.fromkeys(("n_layer", "n_head", "n_kv_head", "head_dim", "sliding_window", "n_embd", "intermediate_size",
+                           "block_size", "batch_size", "micro_batch_size", "max_iters", "lr_decay_iters", "eval_interval", "eval_tokens",
                            "log_interval", "checkpoint_interval", "grow_step", "grow_max_layer", "grow_last_k"),
                           "[1, inf)"),
           **dict.fromkeys(("learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip", "seed"), "[0, inf)"),
@@ -130,19 +135,14 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
     return ModelConfig(vocab_size=vocab_size, **{k: getattr(cfg, k) for k in SHAPE_KEYS})
 
 
-def trained_config(cfg: TrainConfig, model: GPT) -> dict:
-    """The run's config as written for people (train_config.json, the log's first line): the shape keys say what
-    was trained, also when the model came from a reference or a checkpoint rather than from those keys."""
-    return asdict(replace(cfg, **{k: getattr(model.config, k) for k in SHAPE_KEYS}))
-
-
 def build_model(cfg: TrainConfig, vocab_size: int, rt: Runtime) -> tuple[GPT, dict]:
     """The model for init_from, in float32 on the run's device; returns (model, metadata for the checkpoint)."""
-    from inherit import inherit_layers
     meta = {}
-    if cfg.init_from == "scratch":
+    if cfg.init_from == "scratch":  # the config's shape, or the reference's family and shape at n_layer depth
+        shape = model_config(cfg, vocab_size) if cfg.ref is None else \
+            replace(open_weights(cfg.ref).config, n_layer=cfg.n_layer, dropout=cfg.dropout)
         torch.manual_seed(cfg.seed)
-        model = GPT(model_config(cfg, vocab_size))
+        model = GPT(shape)
     elif cfg.init_from == "inherit":
         model, provenance = inherit_layers(cfg.ref, n_layer=None if cfg.inherit_layers else cfg.n_layer,
                                            layers=cfg.inherit_layers, dtype=torch.float32)
@@ -230,7 +230,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     ckpt_path, log_path = out / "ckpt.pt", out / "log.jsonl"
     if cfg.init_from == "resume" and not ckpt_path.exists():
         raise UserError(f"init_from=resume but {ckpt_path} does not exist; start with init_from=scratch or inherit")
-    if rt.world * cfg.micro_batch_size == 0 or cfg.batch_size % (cfg.micro_batch_size * rt.world):
+    if cfg.batch_size % (cfg.micro_batch_size * rt.world):
         raise UserError(f"batch_size={cfg.batch_size} is not divisible by micro_batch_size={cfg.micro_batch_size} x "
                         f"world size {rt.world}; change batch_size or micro_batch_size")
     accum = cfg.batch_size // (cfg.micro_batch_size * rt.world)
@@ -252,13 +252,15 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         model.load_state_dict(ckpt["model"])
         model.to(rt.device).train()
         start, pending_loss = ckpt["step"], ckpt["pending_loss"]
+        if start > cfg.max_iters:
+            raise UserError(f"{ckpt_path} is at step {start}, past max_iters={cfg.max_iters}")
         expected_hash = ckpt["data"]["meta"]["tokenizer"]["hash"]  # resume on the tokenization it began with
         extra = {k: ckpt[k] for k in ("inherit",) if k in ckpt}
         # the log as it was at the checkpoint: the steps after it are about to be redone identically
         records = [r for r in read_log(log_path)[1:] if r["step"] < start or (r["step"] == start and "lr" in r)]
     else:
         model, extra = build_model(cfg, data_meta["vocab_size"], rt)
-        expected_hash = None if cfg.init_from == "scratch" else reference_tokenizer_hash(cfg.ref)
+        expected_hash = None if cfg.ref is None else reference_tokenizer_hash(cfg.ref)
     check_bins(cfg.data_dir, model.config.vocab_size, expected_hash)
     optimizer = make_optimizer(model, cfg, rt.device)
     if cfg.init_from == "resume":
@@ -276,9 +278,10 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         # bucket boundaries, so the all-reduce overlaps the backward (seen on 3 H200s: 95% scaling)
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
-    header = {"config": trained_config(began_as, raw)}  # every run's log starts with its resolved config
+    # the resolved config, for people (train_config.json, the log's first line): the shape keys say what was trained,
+    # also when the model came from a reference or a checkpoint rather than from those keys
+    header = {"config": asdict(replace(began_as, **{k: getattr(raw.config, k) for k in SHAPE_KEYS}))}
     if rt.master:
-        out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(f".{ckpt_path.name}.*.tmp"):  # a save cut short by SIGKILL, as large as a checkpoint
             stale.unlink()
         atomic_write(out / "train_config.json",
@@ -309,14 +312,13 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     def last_good() -> str:  # the checkpoint on disk is this run's: a rerun into a used out_dir resumes or is refused
         return f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was saved yet"
 
-    def log(record):
+    def log(record, message):
         records.append(record)
         if rt.master:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            print(message, flush=True)
 
-    if start > cfg.max_iters:
-        raise UserError(f"{ckpt_path} is at step {start}, past max_iters={cfg.max_iters}")
     step, t_last = start, time.time()
     reset_peak_memory = torch.cuda.reset_peak_memory_stats if rt.device.type == "cuda" else lambda *_: None
     reset_peak_memory(rt.device)
@@ -336,10 +338,9 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
                             rt.rank, rt.world)
             if not math.isfinite(loss):
                 raise UserError(f"val loss is {loss} at step {step}: stopping; {last_good()}")
-            log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss})
+            log({"step": step, "tokens": step * cfg.batch_size * cfg.block_size, "val_loss": loss},
+                f"step {step}: val loss {loss:.4f}")
             reset_peak_memory(rt.device)
-            if rt.master:
-                print(f"step {step}: val loss {loss:.4f}", flush=True)
         if step >= cfg.max_iters:
             break
 
@@ -348,10 +349,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
             group["lr"] = lr
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rt.rank, step]).generate_state(1)[0]))
         windows = train_windows(cfg.seed, step, n_train, cfg.block_size, cfg.batch_size)
-        mine = windows[rt.rank * accum * cfg.micro_batch_size:(rt.rank + 1) * accum * cfg.micro_batch_size]
-        for micro in range(accum):
-            x, y = fetch(cfg.data_dir, "train", mine[micro * cfg.micro_batch_size:(micro + 1) * cfg.micro_batch_size],
-                         cfg.block_size, rt.device, data_meta)
+        for micro, starts in enumerate(windows.reshape(rt.world, accum, cfg.micro_batch_size)[rt.rank]):
+            x, y = fetch(cfg.data_dir, "train", starts, cfg.block_size, rt.device, data_meta)
             sync = micro == accum - 1 or rt.world == 1  # all-reduce gradients once, on the last micro-step
             with (contextlib.nullcontext() if sync else model.no_sync()), rt.autocast:
                 loss = model(x, y)
@@ -372,9 +371,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
                       "train_loss": train_loss, "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 5)}
             if rt.device.type == "cuda":  # the training steps' peak: reset at the start and after each eval
                 record["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2)
-            log(record)
-            if rt.master:
-                print(f"step {step}: loss {train_loss:.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, MFU {mfu:.1%}", flush=True)
+            log(record, f"step {step}: loss {train_loss:.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, MFU {mfu:.1%}")
             t_last, pending_loss = time.time(), torch.zeros((), device=rt.device)
     if rt.master:
         plot_curves({str(out): records}, out / "loss.png")
@@ -412,7 +409,6 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
 
     def save_state():
         if rt.master:
-            out.mkdir(parents=True, exist_ok=True)
             atomic_write(state_path, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
 
     save_state()
@@ -454,7 +450,7 @@ def growth_table(state: dict, target: float) -> str:
     return "\n".join(lines)
 
 
-def continue_or_refuse(cfg: TrainConfig) -> TrainConfig:
+def continue_or_refuse(cfg: TrainConfig, rt: Runtime) -> TrainConfig:
     """Rerunning a command never destroys work: when out_dir already holds a checkpoint, the same command (a rerun,
     a requeued job, a torchrun restart) continues that run, and any other command is refused."""
     path = Path(cfg.out_dir) / "ckpt.pt"
@@ -465,21 +461,25 @@ def continue_or_refuse(cfg: TrainConfig) -> TrainConfig:
     if saved is None:
         raise UserError(f"{path} exists and is not a train.py run's checkpoint; choose another out_dir")
     check_same_recipe(cfg, saved, f"{path} (a run at step {ckpt['step']})", RESUMABLE_CHANGES - {"init_from"})
-    if os.environ.get("RANK", "0") == "0":
+    if rt.master:
         print(f"{path} holds this command's run at step {ckpt['step']}: continuing it", flush=True)
     return replace(cfg, init_from="resume")
 
 
 def check_reference_exists(ref: str | None) -> None:
-    """A missing reference is usually one not trained yet: name the shipped config that writes it."""
+    """A missing reference is usually one not trained yet: name the shipped config that writes it. A hub name is
+    fetched into the HF cache now, before anything is built."""
     if ref is None or Path(ref).exists():
         return
     run_dir = str(Path(ref).parent if Path(ref).suffix == ".pt" else Path(ref))
     writes = [c.name for c in sorted((Path(__file__).parent / "config").glob("*.py"))
               if re.search(rf"^out_dir\s*=\s*[\"']{re.escape(run_dir)}[\"']", c.read_text(), re.M)]
+    if not writes and HUB_NAME.fullmatch(ref):
+        resolve_hub_name(ref)
+        return
     how = f" (torchrun --nproc_per_node=N train.py config/{writes[0]} writes it)" if writes else ""
     raise UserError(f"reference ref={ref} does not exist: train it first{how}, or set ref to a HF model folder "
-                    f"(e.g. GPT-2's) or a .gguf file")
+                    f"(e.g. GPT-2's), its hub name or a .gguf file")
 
 
 def main(argv=None):
@@ -487,7 +487,7 @@ def main(argv=None):
     check_can_create(cfg.out_dir)
     check_reference_exists(cfg.ref)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.attention)
-    cfg = continue_or_refuse(cfg)
+    cfg = continue_or_refuse(cfg, rt)
     stop = StopRequested()
     try:
         grow(cfg, rt, stop) if cfg.grow else train(cfg, rt, stop)

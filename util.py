@@ -96,28 +96,19 @@ def apply_config_args(cfg, argv: list[str], example: str, usage: str):
     return cfg
 
 
-def field_comments(cls) -> dict[str, str]:
-    """Each dataclass field's end-of-line comment, and the section comments between fields (keyed '#<n>'): the
-    class's source is the one place the keys are documented, and --help reads it from there."""
-    comments = {}
-    source = textwrap.dedent(inspect.getsource(cls))
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            name = re.match(r"\s*(\w+)\s*:", tok.line)
-            comments[name.group(1) if name else f"#{len(comments)}"] = tok.string.lstrip("#").strip()
-    return comments
-
-
 def config_help(cls, usage: str) -> str:
-    """--help: usage, then every key with its default and meaning, grouped as the dataclass groups them."""
-    comments, defaults = field_comments(cls), {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    """--help: usage, then every key with its default and meaning, grouped as the dataclass groups them. The class's
+    source is the one place the keys are documented: each field's end-of-line comment, and section comments."""
+    defaults = {f.name: f"{f.default:g}" if isinstance(f.default, float) else f.default
+                for f in fields(cls) if f.default is not MISSING}
     lines = [usage, ""]
-    for key, text in comments.items():
-        if key.startswith("#"):
-            lines.append(f"{text}:")
-        elif key in defaults:
-            default = f"{defaults[key]:g}" if isinstance(defaults[key], float) else defaults[key]
-            lines.append(f"  --{key}={default}".ljust(34) + f" {text}")
+    for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(inspect.getsource(cls))).readline):
+        if tok.type == tokenize.COMMENT:
+            field, text = re.match(r"\s*(\w+)\s*:", tok.line), tok.string.lstrip("#").strip()
+            if field is None:  # a section comment
+                lines.append(f"{text}:")
+            elif field[1] in defaults:
+                lines.append(f"  --{field[1]}={defaults[field[1]]}".ljust(34) + f" {text}")
     return "\n".join(lines)
 
 
@@ -129,12 +120,11 @@ def check_settings(cfg, choices: dict[str, tuple], ranges: dict[str, str]) -> No
             raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")
     for key, interval in ranges.items():
         value = getattr(cfg, key)
-        low_bracket, low, high, high_bracket = re.fullmatch(r"([\[(])(.+),\s*(.+)([\])])", interval).groups()
-        low, high = float(low), float(high)
-        if value is None or ((value >= low if low_bracket == "[" else value > low) and
-                             (value <= high if high_bracket == "]" else value < high)):
+        low, high = map(float, interval[1:-1].split(","))
+        if value is None or ((value >= low if interval[0] == "[" else value > low) and
+                             (value <= high if interval[-1] == "]" else value < high)):
             continue
-        bound = f"{'>=' if low_bracket == '[' else '>'} {low:g}" if math.isinf(high) else f"in {interval}"
+        bound = f"{'>=' if interval[0] == '[' else '>'} {low:g}" if math.isinf(high) else f"in {interval}"
         raise UserError(f"{key}={value!r} is out of range: it must be {bound}")
 
 
@@ -204,3 +194,31 @@ def plot_curves(curves: dict, path: Path, reference: float | None = None) -> Non
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
+
+
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "Qwen/Qwen3-0.6B"
+
+
+def resolve_hub_name(ref: str) -> str:
+    """A Hugging Face hub name -> its snapshot folder in the local HF cache, downloaded first when not cached and
+    online (config, safetensors weights and tokenizer files only). A local path, or anything else, comes back as is."""
+    if Path(ref).exists() or not HUB_NAME.fullmatch(str(ref)):
+        return ref
+    offline_fix = f"download it where the hub is reachable (`hf download {ref}`) or pass a local HF model folder"
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise UserError(f"{ref}: no such file or folder; to fetch it by name `pip install huggingface_hub`, "
+                        f"or pass a local HF model folder") from None
+    patterns = ["*.json", "*.safetensors", "tokenizer*"]
+    try:
+        return snapshot_download(ref, allow_patterns=patterns, local_files_only=True)  # the cache, no network
+    except Exception:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+            raise UserError(f"{ref}: no such file or folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is "
+                            f"set); {offline_fix}") from None
+    try:
+        return snapshot_download(ref, allow_patterns=patterns)
+    except Exception as e:  # offline, a gated model without a login, a name that does not exist
+        raise UserError(f"{ref}: no such file or folder, and fetching it from the Hugging Face hub failed "
+                        f"({type(e).__name__}); {offline_fix}") from None

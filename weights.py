@@ -1,4 +1,5 @@
-"""Weight I/O: project checkpoints, HF folders (safetensors, sharded or not, and pytorch_model.bin) and GGUF files.
+"""Weight I/O: project checkpoints, HF folders (safetensors, sharded or not, and pytorch_model.bin) and GGUF files,
+for GPT-2 and the LLaMA-shaped families (LLaMA 1-3, Mistral, Qwen2/2.5, Qwen3).
 
 Every format is read through `open_weights(path)`: a lazy view of the checkpoint under model.py's tensor names,
 through declarative name tables (ours -> theirs), so `load_model` and inherit.py read only the tensors they need.
@@ -15,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig, empty_model, unwrap
-from util import UserError, atomic_write
+from model import ARCHS, GPT, ROPE_SCALING_KEYS, ModelConfig, empty_model, rescale_rope, unwrap
+from util import UserError, atomic_write, resolve_hub_name
 
 # ----------------------------------------------------------------------------------------------- name tables
 # Our module -> theirs; ".weight"/".bias" carry over. "{}" is the layer; a tuple is fused along dim 0 into ours.
@@ -27,14 +28,17 @@ GPT2_HF = {
     "h.{}.attn.c_attn": "transformer.h.{}.attn.c_attn", "h.{}.attn.c_proj": "transformer.h.{}.attn.c_proj",
     "h.{}.mlp.c_fc": "transformer.h.{}.mlp.c_fc", "h.{}.mlp.c_proj": "transformer.h.{}.mlp.c_proj",
 }
+HF_CLASSES = dict(zip(ARCHS, ("GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                              "Qwen3ForCausalLM")))
 GPT2_CONV1D = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")  # HF GPT-2 stores these as (in, out): transpose
 
-LLAMA_HF = {
+LLAMA_HF = {  # every LLaMA-shaped family: a model asks only for the tensors it has (Qwen3's q_norm/k_norm)
     "wte": "model.embed_tokens", "ln_f": "model.norm", "lm_head": "lm_head",
     "h.{}.ln_1": "model.layers.{}.input_layernorm", "h.{}.ln_2": "model.layers.{}.post_attention_layernorm",
     "h.{}.attn.c_attn": ("model.layers.{}.self_attn.q_proj", "model.layers.{}.self_attn.k_proj",
                          "model.layers.{}.self_attn.v_proj"),
     "h.{}.attn.c_proj": "model.layers.{}.self_attn.o_proj",
+    "h.{}.attn.q_norm": "model.layers.{}.self_attn.q_norm", "h.{}.attn.k_norm": "model.layers.{}.self_attn.k_norm",
     "h.{}.mlp.c_fc": ("model.layers.{}.mlp.gate_proj", "model.layers.{}.mlp.up_proj"),
     "h.{}.mlp.c_proj": "model.layers.{}.mlp.down_proj",
 }
@@ -43,6 +47,7 @@ LLAMA_GGUF = {
     "wte": "token_embd", "ln_f": "output_norm", "lm_head": "output",
     "h.{}.ln_1": "blk.{}.attn_norm", "h.{}.ln_2": "blk.{}.ffn_norm",
     "h.{}.attn.c_attn": ("blk.{}.attn_q", "blk.{}.attn_k", "blk.{}.attn_v"), "h.{}.attn.c_proj": "blk.{}.attn_output",
+    "h.{}.attn.q_norm": "blk.{}.attn_q_norm", "h.{}.attn.k_norm": "blk.{}.attn_k_norm",
     "h.{}.mlp.c_fc": ("blk.{}.ffn_gate", "blk.{}.ffn_up"), "h.{}.mlp.c_proj": "blk.{}.ffn_down",
 }
 
@@ -58,7 +63,7 @@ def source_names(table: dict, name: str) -> list[str]:
 
 def fused_sizes(config: ModelConfig, name: str) -> list[int]:
     """Row counts of the pieces of a fused tensor of ours, in table order (for splitting on export)."""
-    if name.endswith("attn.c_attn.weight"):
+    if ".attn.c_attn." in name:
         return [config.n_head * config.head_dim] + [config.n_kv_head * config.head_dim] * 2
     return [config.intermediate_size] * 2  # mlp.c_fc = [gate; up]
 
@@ -140,7 +145,7 @@ def _open_project(path: Path) -> Weights:
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    """Our config from a HF config.json (GPT2LMHeadModel or LlamaForCausalLM)."""
+    """Our config from a HF config.json (one of HF_CLASSES); what we cannot compute exactly is refused by name."""
     kind = hf.get("model_type")
     if kind is None or "vocab_size" not in hf:
         raise UserError("config.json has no model_type/vocab_size: not a HF model folder")
@@ -154,21 +159,34 @@ def config_from_hf(hf: dict) -> ModelConfig:
                            intermediate_size=hf.get("n_inner") or 4 * hf["n_embd"], block_size=hf["n_positions"],
                            bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
                            norm_eps=hf.get("layer_norm_epsilon", 1e-5), **common)
-    if kind == "llama":
-        rope = hf.get("rope_parameters") or {}  # transformers >= 5 nests rope settings here
-        scaling = hf.get("rope_scaling") or ({} if rope.get("rope_type", "default") == "default" else rope)
-        if scaling or hf.get("attention_bias") or hf.get("mlp_bias") or hf.get("hidden_act", "silu") != "silu":
-            raise UserError("LLaMA with rope scaling, biases or a non-SiLU activation is not supported")
-        n_head = hf["num_attention_heads"]
-        if hf.get("head_dim") not in (None, hf["hidden_size"] // n_head):
-            raise UserError(f"LLaMA with head_dim={hf['head_dim']} != hidden_size / heads is not supported")
-        return ModelConfig(arch="llama", n_layer=hf["num_hidden_layers"], n_head=n_head, n_embd=hf["hidden_size"],
-                           n_kv_head=hf.get("num_key_value_heads") or n_head,
-                           intermediate_size=hf["intermediate_size"], block_size=hf["max_position_embeddings"],
-                           bias=False, tie_embeddings=hf.get("tie_word_embeddings", False),
-                           norm_eps=hf.get("rms_norm_eps", 1e-6),
-                           rope_theta=hf.get("rope_theta") or rope.get("rope_theta", 10000.0), **common)
-    raise UserError(f"model_type '{kind}' is not supported; inheritune reads gpt2 and llama checkpoints")
+    if kind not in HF_CLASSES:
+        raise UserError(f"model_type '{kind}' is not supported; inheritune reads {', '.join(HF_CLASSES)} checkpoints")
+    rope = {**(hf.get("rope_parameters") or {}), **(hf.get("rope_scaling") or {})}  # transformers 5 and 4 spellings
+    unsupported = {"hidden_act": hf.get("hidden_act", "silu") != "silu", "mlp_bias": hf.get("mlp_bias"),
+                   "attention_bias (a bias on o_proj too)": hf.get("attention_bias") and kind != "qwen2",
+                   "use_sliding_window (sliding attention on some layers)": hf.get("use_sliding_window"),
+                   "layer_types (attention that differs by layer)": len(set(hf.get("layer_types") or ())) > 1,
+                   "partial_rotary_factor": rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1)) != 1}
+    if refused := [name for name, present in unsupported.items() if present]:
+        raise UserError(f"{kind} with {', '.join(refused)} is not supported")
+    return ModelConfig(arch=kind, n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
+                       n_embd=hf["hidden_size"], n_kv_head=hf.get("num_key_value_heads"), head_dim=hf.get("head_dim"),
+                       intermediate_size=hf["intermediate_size"], block_size=hf["max_position_embeddings"],
+                       tie_embeddings=hf.get("tie_word_embeddings", False), norm_eps=hf.get("rms_norm_eps", 1e-6),
+                       rope_theta=hf.get("rope_theta") or rope.get("rope_theta", 10000.0),
+                       rope_scaling=rope_scaling_from_hf(rope, hf["max_position_embeddings"]),
+                       sliding_window=hf.get("sliding_window") if kind == "mistral" else None, **common)
+
+
+def rope_scaling_from_hf(rope: dict, max_positions: int) -> dict | None:
+    """Our rope_scaling from a HF config's rope settings: None, linear or llama3; any other type refused by name."""
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind == "default":
+        return None
+    if kind not in ROPE_SCALING_KEYS:
+        raise UserError(f"RoPE scaling of type '{kind}' is not supported (default, linear and llama3 are)")
+    rope = {"original_max_position_embeddings": max_positions, **rope}  # transformers' fallback for llama3
+    return {"rope_type": kind, **{k: rope[k] for k in sorted(ROPE_SCALING_KEYS[kind]) if k in rope}}
 
 
 def _hf_reader(folder: Path):
@@ -215,7 +233,7 @@ def _open_hf(folder: Path) -> Weights:
         raise UserError(f"{folder}/config.json is unreadable ({e}); is this a HF model folder?") from None
     config = config_from_hf(hf)
     read, names = _hf_reader(folder)
-    if config.arch == "llama":
+    if config.arch != "gpt2":
         return Weights(folder, config, read, LLAMA_HF, file_names=names)
     table = GPT2_HF
     if "transformer.wte.weight" not in names and "wte.weight" in names:  # GPT2Model-style names (e.g. OpenAI's)
@@ -224,52 +242,73 @@ def _open_hf(folder: Path) -> Weights:
     return Weights(folder, config, read, table, fix, file_names=names)
 
 
+GGUF_ARCHS = ("llama", "qwen2", "qwen3")  # llama.cpp's names; a Mistral converts to "llama"
+
+
 def _open_gguf(path: Path) -> Weights:
     import gguf
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:
         raise UserError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+    arch = reader.fields["general.architecture"].contents() if "general.architecture" in reader.fields else None
+    if arch not in GGUF_ARCHS:
+        raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; {', '.join(GGUF_ARCHS)} GGUF files load")
     meta = lambda key, default=None: reader.fields[key].contents() if key in reader.fields else default
-    arch = meta("general.architecture")
-    if arch != "llama":
-        raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; only 'llama' GGUF files load")
+    of = lambda key, default=None: meta(f"{arch}.{key}", default)  # the architecture's own metadata
     tensors = {t.name: t for t in reader.tensors}
-    required = [f"llama.{k}" for k in ("block_count", "attention.head_count", "embedding_length", "feed_forward_length",
-                                        "context_length", "attention.layer_norm_rms_epsilon")]
-    if missing := [k for k in required if k not in reader.fields]:
+    required = ["block_count", "attention.head_count", "embedding_length", "feed_forward_length", "context_length",
+                "attention.layer_norm_rms_epsilon"]
+    if missing := [f"{arch}.{k}" for k in required if f"{arch}.{k}" not in reader.fields]:
         raise UserError(f"{path} lacks GGUF metadata {missing}; re-convert it with a current llama.cpp")
-    scaling = meta("llama.rope.scaling.type", "none")
-    if "rope_freqs.weight" in tensors or scaling not in ("none", b"none"):
-        raise UserError(f"{path} uses RoPE scaling (Llama-3.1-style rope_freqs or {scaling!r}), which is not supported")
-    n_head = meta("llama.attention.head_count")
-    n_kv_head = meta("llama.attention.head_count_kv", n_head)
+    n_head, n_embd = of("attention.head_count"), of("embedding_length")
+    n_kv_head, head_dim = of("attention.head_count_kv", n_head), of("attention.key_length", n_embd // n_head)
+    scaling, theta = str(of("rope.scaling.type", "none")), of("rope.freq_base", 10000.0)
+    if scaling not in ("none", "linear") or of("rope.dimension_count", head_dim) != head_dim:
+        raise UserError(f"{path}: RoPE with scaling type {scaling!r} or over part of each head is not supported")
+    rope_scaling = {"rope_type": "linear", "factor": of("rope.scaling.factor")} if scaling == "linear" else None
+    if "rope_freqs.weight" in tensors:
+        rope_scaling = llama3_scaling_of(path, read_gguf_tensor(tensors["rope_freqs.weight"]), head_dim, theta)
     config = ModelConfig(
-        arch="llama", n_layer=meta("llama.block_count"), n_head=n_head, n_kv_head=n_kv_head,
-        n_embd=meta("llama.embedding_length"), intermediate_size=meta("llama.feed_forward_length"),
-        vocab_size=int(tensors["token_embd.weight"].shape[-1]), block_size=meta("llama.context_length"),
-        tie_embeddings="output.weight" not in tensors, norm_eps=meta("llama.attention.layer_norm_rms_epsilon"),
-        rope_theta=meta("llama.rope.freq_base", 10000.0), bos_token_id=meta("tokenizer.ggml.bos_token_id"),
+        arch=arch, n_layer=of("block_count"), n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd, head_dim=head_dim,
+        intermediate_size=of("feed_forward_length"), vocab_size=int(tensors["token_embd.weight"].shape[-1]),
+        block_size=of("context_length"), tie_embeddings="output.weight" not in tensors,
+        norm_eps=float(f"{of('attention.layer_norm_rms_epsilon'):.6g}"),  # float32 in the file: 9.99999975e-06
+        rope_theta=theta, rope_scaling=rope_scaling, bos_token_id=meta("tokenizer.ggml.bos_token_id"),
         eos_token_id=meta("tokenizer.ggml.eos_token_id"))
-    config.norm_eps = float(f"{config.norm_eps:.6g}")  # stored as float32: 9.99999975e-06 -> 1e-05
 
     def read(name):
-        if name not in tensors:
-            _missing(path, name)
-        t = tensors[name]
-        return torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1].tolist()).copy())
+        return read_gguf_tensor(tensors[name]) if name in tensors else _missing(path, name)
 
-    def fix(src, t):
-        if src.endswith("attn_q.weight"):
-            return unpermute_rotary(t, n_head)
-        return unpermute_rotary(t, n_kv_head) if src.endswith("attn_k.weight") else t
+    def fix(src, t):  # llama.cpp interleaves the rotary pairs of LLaMA's Q/K rows only (Qwen's rotate half as is)
+        if arch == "llama" and src.endswith(("attn_q.weight", "attn_k.weight")):
+            return unpermute_rotary(t, n_head if "attn_q" in src else n_kv_head)
+        return t
 
     return Weights(path, config, read, LLAMA_GGUF, fix, file_names=tensors)
 
 
+def read_gguf_tensor(t) -> torch.Tensor:
+    import gguf
+    return torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1].tolist()).copy())
+
+
+def llama3_scaling_of(path, freq_factors: torch.Tensor, head_dim: int, theta: float) -> dict:
+    """llama.cpp stores Llama 3.x's RoPE rescaling as per-frequency divisors (rope_freqs). Every Llama 3.x uses
+    low_freq_factor 1, high_freq_factor 4 and an original context of 8192: accepted when they give these divisors."""
+    scaling = {"rope_type": "llama3", "factor": freq_factors.max().item(), "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    if freq_factors.shape != inv_freq.shape or not torch.allclose(inv_freq / rescale_rope(inv_freq, scaling),
+                                                                  freq_factors.float(), rtol=1e-4):
+        raise UserError(f"{path}: its rope_freqs are not Llama 3's RoPE scaling; load the model's HF folder instead")
+    return scaling
+
+
 def open_weights(path) -> Weights:
-    """Lazy view of any checkpoint we read: a project .pt (or a folder holding ckpt.pt), a HF folder, a .gguf."""
-    path = Path(path)
+    """Lazy view of any checkpoint we read: a project .pt (or a folder holding ckpt.pt), a HF folder (or its hub
+    name, through the HF cache), a .gguf."""
+    path = Path(resolve_hub_name(str(path)))
     if path.is_dir():
         if (path / "config.json").exists():
             return _open_hf(path)
@@ -314,22 +353,30 @@ def save_checkpoint(path, model: nn.Module, **extra) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+HF_FAMILY_KEYS = {"llama": {"attention_bias": False, "mlp_bias": False}, "mistral": {},
+                  "qwen2": {"use_sliding_window": False}, "qwen3": {"attention_bias": False, "use_sliding_window": False}}
+
+
 def hf_config(config: ModelConfig) -> dict:
-    """The config.json transformers needs to load our weights as GPT2LMHeadModel / LlamaForCausalLM."""
-    common = {"vocab_size": config.vocab_size, "tie_word_embeddings": config.tie_embeddings,
-              "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
+    """The config.json transformers needs to load our weights as the family's own class (HF_CLASSES)."""
+    common = {"architectures": [HF_CLASSES[config.arch]], "model_type": config.arch, "vocab_size": config.vocab_size,
+              "tie_word_embeddings": config.tie_embeddings, "bos_token_id": config.bos_token_id,
+              "eos_token_id": config.eos_token_id}
     if config.arch == "gpt2":
-        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_layer": config.n_layer,
-                "n_head": config.n_head, "n_embd": config.n_embd, "n_inner": config.intermediate_size,
-                "n_positions": config.block_size, "activation_function": "gelu_new",
+        return {"n_layer": config.n_layer, "n_head": config.n_head, "n_embd": config.n_embd,
+                "n_inner": config.intermediate_size, "n_positions": config.block_size, "activation_function": "gelu_new",
                 "layer_norm_epsilon": config.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
                 **common}
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": config.n_layer,
-            "num_attention_heads": config.n_head, "num_key_value_heads": config.n_kv_head,
-            "hidden_size": config.n_embd, "head_dim": config.head_dim, "intermediate_size": config.intermediate_size,
-            "max_position_embeddings": config.block_size, "rms_norm_eps": config.norm_eps, "hidden_act": "silu",
-            "rope_theta": config.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-            "attention_bias": False, "mlp_bias": False, **common}
+    if (config.qkv_bias, config.qk_norm) != (config.arch == "qwen2", config.arch == "qwen3") or \
+            (config.sliding_window and config.arch != "mistral"):
+        raise UserError(f"a {config.arch} model with qkv_bias={config.qkv_bias}, qk_norm={config.qk_norm}, "
+                        f"sliding_window={config.sliding_window} has no transformers class to be saved as")
+    rope = {"rope_type": "default", "rope_theta": config.rope_theta, **(config.rope_scaling or {})}
+    return {"num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
+            "num_key_value_heads": config.n_kv_head, "hidden_size": config.n_embd, "head_dim": config.head_dim,
+            "intermediate_size": config.intermediate_size, "max_position_embeddings": config.block_size,
+            "rms_norm_eps": config.norm_eps, "hidden_act": "silu", "rope_theta": config.rope_theta,
+            "rope_parameters": rope, "sliding_window": config.sliding_window, **HF_FAMILY_KEYS[config.arch], **common}
 
 
 def save_hf(model: nn.Module, out_dir) -> None:
@@ -337,8 +384,8 @@ def save_hf(model: nn.Module, out_dir) -> None:
     from safetensors.torch import save_file
     model = unwrap(model)
     config, state = model.config, model.state_dict()
-    table = GPT2_HF if config.arch == "gpt2" else LLAMA_HF
-    out = {}
+    table, out = GPT2_HF if config.arch == "gpt2" else LLAMA_HF, {}
+    meta = json.dumps(hf_config(config), indent=2)  # before anything is written: refuses a model without a class
     for name, t in state.items():
         if name == "lm_head.weight" and config.tie_embeddings:
             continue
@@ -355,4 +402,4 @@ def save_hf(model: nn.Module, out_dir) -> None:
                 out[source_names(table, name + ".bias")[0]] = torch.zeros(m.weight.shape[0])
     out_dir = Path(out_dir)
     atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(out, tmp, metadata={"format": "pt"}))
-    atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(hf_config(config), indent=2)))
+    atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(meta))

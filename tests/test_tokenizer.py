@@ -137,6 +137,18 @@ def test_tokenizer_json_that_prepends_bos_separates_with_bos(tmp_path):
     assert tok.encode("hello")[0] != 1  # encode() itself adds nothing
 
 
+def test_a_chat_models_end_of_turn_eos_does_not_separate_documents(tmp_path):
+    """Qwen and SmolLM2 chat checkpoints name <|im_end|> as EOS; documents end with <|endoftext|> in pretraining."""
+    tok = train_byte_level_bpe(tmp_path / "chat")
+    tok.add_special_tokens(["<|im_end|>"])
+    tok.save(str(tmp_path / "chat" / "tokenizer.json"))
+    (tmp_path / "chat" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    chat = load_tokenizer(str(tmp_path / "chat"))
+    assert chat.eot_id == tok.token_to_id("<|endoftext|>") == 0 and chat.eos_id == tok.token_to_id("<|im_end|>")
+    (tmp_path / "chat" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<s>"}))
+    assert load_tokenizer(str(tmp_path / "chat")).eot_id == tok.token_to_id("<s>") == 1  # any other EOS stays
+
+
 def test_tokenizer_json_without_a_known_eos_is_refused(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -214,7 +226,8 @@ def test_smollm2_gguf_matches_transformers_gguf_conversion(monkeypatch):
     folder = Path(SMOLLM2.origin).parent
     gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = load_tokenizer(str(folder / gguf_name))
-    assert (tok.vocab_size, tok.eos_id, tok.bos_id, tok.prepend_bos, tok.eot_id) == (49152, 2, 1, False, 2)
+    # the Instruct GGUF names <|im_end|> (2) as EOS (ending generation); documents end with <|endoftext|> (0)
+    assert (tok.vocab_size, tok.eos_id, tok.bos_id, tok.prepend_bos, tok.eot_id) == (49152, 2, 1, False, 0)
     reference = transformers.AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_name)
     for text in PARAGRAPHS:
         assert tok.encode(text) == reference.encode(text, add_special_tokens=False), text
@@ -226,3 +239,41 @@ def test_smollm2_gguf_matches_transformers_gguf_conversion(monkeypatch):
     reference_vocab = tokenizer_module.HFTokenizer(reference.backend_tokenizer, "ref", 1, 2, False, vocab_size=49152)
     assert reference_vocab.hash == tok.hash
     assert np.array_equal(tok.encode_numpy(PARAGRAPHS[2]), tok.encode(PARAGRAPHS[2]))
+
+
+@pytest.mark.parametrize("pre,arch", [("llama-bpe", "llama"), ("qwen2", "qwen2")])
+def test_gguf_llama3_and_qwen_vocabularies_match_transformers_gguf_conversion(pre, arch, tmp_path, monkeypatch):
+    """Llama 3.x and Qwen2/2.5/3 GGUFs split text with their own regexes before BPE; transformers' GGUF loader
+    (written independently) is the reference. The vocabulary is trained here so that digits and words merge."""
+    import gguf
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator((TEXTS + PARAGRAPHS) * 20, trainers.BpeTrainer(
+        vocab_size=700, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    model = json.loads(bpe.to_str())["model"]
+    tokens = sorted(model["vocab"], key=model["vocab"].get)
+    writer = gguf.GGUFWriter(str(tmp_path / "vocab.gguf"), arch=arch)
+    for key, value in (("block_count", 1), ("context_length", 64), ("embedding_length", 64),
+                       ("feed_forward_length", 96), ("attention.head_count", 4)):
+        writer.add_uint32(f"{arch}.{key}", value)
+    writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types([3] + [1] * (len(tokens) - 1))
+    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in model["merges"]])
+    writer.add_eos_token_id(0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tok = load_tokenizer(str(tmp_path / "vocab.gguf"))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="vocab.gguf")
+    for text in TEXTS + PARAGRAPHS:
+        assert tok.encode(text) == reference.encode(text, add_special_tokens=False), text
+        assert tok.decode(tok.encode(text)) == text
+    pieces = [tok.tok.id_to_token(i) for i in tok.encode(", 600 million")]  # "600" is in the vocabulary
+    assert pieces == [",", "Ġ", *(["600"] if pre == "llama-bpe" else ["6", "0", "0"]), "Ġmillion"]

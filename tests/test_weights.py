@@ -96,8 +96,8 @@ def test_error_missing_file(tmp_path):
 
 
 def test_error_unknown_architecture(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral", "vocab_size": 10}))
-    expect_error(tmp_path, "mistral", "not supported")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "vocab_size": 10}))
+    expect_error(tmp_path, "gemma3", "not supported")
 
 
 def test_error_missing_tensor_is_named(tmp_path):
