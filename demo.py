@@ -22,7 +22,8 @@ from pathlib import Path
 
 import train
 from data import shakespeare_files
-from util import UserError, cli, plot_curves
+from growth import score, verdict
+from util import UserError, cli, plot_curves, read_log
 
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024  # as the demo configs say: under the cwd
 HERE = Path(__file__).resolve().parent  # the scripts and configs, wherever the demo is run from
@@ -57,7 +58,7 @@ def step(title: str, run) -> float:
 
 def val_curve(out_dir: Path) -> list[list]:
     """[[step, val loss], ...] of a run, the form growth.json keeps for each round."""
-    return [[r["step"], r["val_loss"]] for r in train.read_log(out_dir / "log.jsonl") if "val_loss" in r]
+    return [[r["step"], r["val_loss"]] for r in read_log(out_dir / "log.jsonl") if "val_loss" in r]
 
 
 def main():
@@ -70,29 +71,29 @@ def main():
                                ("random", "5. baseline: 4 layers from random init", "demo_random4.py")):
         times[key] = step(title, lambda: train.main([str(HERE / "config" / config)]))
 
-    cfg = train.load_config([str(HERE / "config" / "demo_ref8.py")])
+    cfg = train.load_config([str(HERE / "config" / "demo_inherit4.py")])
     tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
     growth = json.loads((OUT / "inherit" / "growth.json").read_text())
-    ref_loss, k = growth["reference_val_loss"], growth["rounds"][0]["k"]
-    curves = {"reference (8 layers)": val_curve(OUT / "ref8"),
-              **{f"inherited {r['n_layer']} layers": r["val_curve"] for r in growth["rounds"]},
-              "random init (4 layers)": val_curve(OUT / "random4")}
-    random_vals = [v for _, v in curves["random init (4 layers)"]]
-    rows = [("reference (scratch)", 8, [v for _, v in curves["reference (8 layers)"]], "-", times["reference"])]
-    rows += [(f"inherited, round {r['round']}", r["n_layer"], [v for _, v in r["val_curve"]],
+    ref_score, k = growth["reference_score"], growth["k"]
+    random_curve = val_curve(OUT / "random4")
+    random_verdict = verdict([score(random_curve, k)], ref_score, cfg.grow_tolerance)
+    rows = [("reference (scratch)", 8, val_curve(OUT / "ref8"), "-", times["reference"])]
+    rows += [(f"inherited, round {r['round']}", r["n_layer"], r["runs"][0]["val_curve"],
               "matches" if r["matches"] else "worse: grow", None) for r in growth["rounds"]]
-    rows.append(("random init (scratch)", 4, random_vals,
-                 "matches" if sum(random_vals[-k:]) / k <= ref_loss else "worse", times["random"]))
+    rows.append(("random init (scratch)", 4, random_curve, "matches" if random_verdict["matches"] else "worse",
+                 times["random"]))
     print(f"\n=== 6. results: every model trained {cfg.max_iters} steps x {cfg.batch_size * cfg.block_size} tokens "
-          f"= {tokens:,} tokens; val loss on the same {cfg.eval_tokens:,} val tokens\n")
-    print(f"| model | layers | val loss at step 0 | final val loss | mean of last {k} | reference | verdict | time |")
+          f"= {tokens:,} tokens; val loss on the same {cfg.eval_tokens:,} val tokens; each model scored as the "
+          f"growth loop scores it: {growth['statistic']}, k={k}\n")
+    print("| model | layers | val loss at step 0 | final val loss | score | reference's score | verdict | time |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, layers, vals, verdict, seconds in rows:
+    for name, layers, curve, call, seconds in rows:
         when = f"{seconds:.0f} s" if seconds else "(in growth loop)"
-        print(f"| {name} | {layers} | {vals[0]:.3f} | {vals[-1]:.3f} | {sum(vals[-k:]) / k:.3f} | {ref_loss:.3f} | "
-              f"{verdict} | {when} |")
+        print(f"| {name} | {layers} | {curve[0][1]:.3f} | {curve[-1][1]:.3f} | {score(curve, k):.3f} | "
+              f"{ref_score:.3f} | {call} | {when} |")
     print(f"\ngrowth loop: {times['inherit']:.0f} s for {len(growth['rounds'])} round(s); total {sum(times.values()):.0f} s")
-    plot_curves(curves, OUT / "demo.png", reference=ref_loss)
+    curves = {f"{name.split(' (')[0].split(',')[0]} ({layers} layers)": curve for name, layers, curve, _, _ in rows}
+    plot_curves(curves, OUT / "demo.png", reference=ref_score)
     print(f"curves: {OUT / 'demo.png'}")
 
 

@@ -26,7 +26,7 @@ ROPE_SCALING_KEYS = {"linear": {"factor"},
 
 @dataclass
 class ModelConfig:
-    arch: str = "gpt2"                    # the family: gpt2 | llama | mistral | qwen2 | qwen3 (its defaults, its HF name)
+    arch: str = "gpt2"                    # family (defaults, HF class): gpt2 | llama | mistral | qwen2 | qwen3
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
@@ -41,7 +41,7 @@ class ModelConfig:
     tie_embeddings: bool | None = None    # lm_head shares wte; None -> True for gpt2, False otherwise
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0           # RoPE base (all but gpt2)
-    rope_scaling: dict | None = None      # {"rope_type": "linear", "factor": f} or Llama 3's {"rope_type": "llama3", ...}
+    rope_scaling: dict | None = None      # {"rope_type": "linear", "factor": f} or Llama 3's "llama3" settings
     sliding_window: int | None = None     # a query sees only the last sliding_window positions (Mistral v0.1)
     dropout: float = 0.0
     bos_token_id: int | None = None
@@ -146,7 +146,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope=None, mask=None):  # mask (B, 1, T, T) bool replaces the causal mask when given
+    def qkv(self, x, rope=None):
+        """Queries (B, n_head, T, head_dim), keys and values (B, n_kv_head, T, head_dim), RoPE applied."""
         B, T, _ = x.shape
         sizes = [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim]
         q, k, v = self.c_attn(x).split(sizes, dim=-1)
@@ -159,6 +160,11 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin).type_as(v), apply_rope(k, cos, sin).type_as(v)
+        return q, k, v
+
+    def forward(self, x, rope=None, mask=None):  # mask (B, 1, T, T) bool replaces the causal mask when given
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x, rope)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv_head
                                            != self.n_head, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
@@ -280,6 +286,13 @@ class GPT(nn.Module):
     def hidden_states(self, idx, pos=None, mask=None):
         """Final-norm hidden states (B, T, n_embd). By default token t sits at position t and sees tokens <= t;
         pos (B, T) and a bool mask (B, T, T) let one row hold several sequences that share a prefix (eval.py)."""
+        x, rope, mask = self.block_inputs(idx, pos, mask)
+        for block in self.h:
+            x = block(x, rope, mask)
+        return self.ln_f(x)
+
+    def block_inputs(self, idx, pos=None, mask=None):
+        """What the first block takes: embedded tokens, RoPE tables, and the attention mask (None: causal)."""
         T = idx.shape[1]
         if pos is None and T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
@@ -297,10 +310,7 @@ class GPT(nn.Module):
             near = p[..., :, None] - p[..., None, :] < window
             mask = near & torch.ones(T, T, dtype=torch.bool, device=idx.device).tril() if mask is None else mask & near
         x = self.drop(x)
-        mask = None if mask is None else mask.reshape(-1, 1, T, T)
-        for block in self.h:
-            x = block(x, rope, mask)
-        return self.ln_f(x)
+        return x, rope, None if mask is None else mask.reshape(-1, 1, T, T)
 
     def forward(self, idx, targets=None):
         """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore), only the mean loss: training

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from growth import growth_table, reference_curve, score, verdict
 from inherit import inherit_layers
 from model import ARCHS, GPT, ModelConfig
 from runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
 from weights import load_model, open_weights, safe_torch_load, save_checkpoint
-from util import (HUB_NAME, UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli, plot_curves,
-                  resolve_hub_name)
+from util import (HUB_NAME, UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli,
+                  plot_curves, read_log, resolve_hub_name)
 from data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, train_windows, val_loss, val_windows
 from tokenizer import load_tokenizer, tokenizer_spec_of
 
@@ -91,8 +92,9 @@ class TrainConfig:
     grow: bool = False                  # run the growth loop: inherit n_layer, train, grow until the reference matches
     grow_step: int = 2                  # layers added per round
     grow_max_layer: int | None = None   # deepest round; None: the reference's depth
-    grow_last_k: int = 3                # compare the mean of the last k val evaluations ...
-    grow_tolerance: float = 0.0         # ... with reference loss + tolerance
+    grow_last_k: int = 3                # score: mean of the last k val losses (k=1 if the reference has no log)
+    grow_tolerance: float = 0.0         # a round matches when its score <= the reference's + tolerance
+    grow_seeds: int = 1                 # runs per round (seeds seed, seed+1, ...): decide on their mean
 
 
 # ----------------------------------------------------------------------------------------------- configuration
@@ -102,9 +104,10 @@ CHOICES = {"init_from": ("scratch", "resume", "inherit", "pretrained"), "arch": 
            "compile_mode": (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
            "attention": ("auto", "flash", "cudnn", "efficient", "math"),
            "dtype": ("auto", "float32", "bfloat16")}  # the autocast dtype; weights stay float32
-RANGES = {**dict.fromkeys(("n_layer", "n_head", "n_kv_head", "head_dim", "sliding_window", "n_embd", "intermediate_size",
-                           "block_size", "batch_size", "micro_batch_size", "max_iters", "lr_decay_iters", "eval_interval", "eval_tokens",
-                           "log_interval", "checkpoint_interval", "grow_step", "grow_max_layer", "grow_last_k"),
+RANGES = {**dict.fromkeys(("n_layer", "n_head", "n_kv_head", "head_dim", "sliding_window", "n_embd",
+                           "intermediate_size", "block_size", "batch_size", "micro_batch_size", "max_iters",
+                           "lr_decay_iters", "eval_interval", "eval_tokens", "log_interval", "checkpoint_interval",
+                           "grow_step", "grow_max_layer", "grow_last_k", "grow_seeds"),
                           "[1, inf)"),
           **dict.fromkeys(("learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip", "seed"), "[0, inf)"),
           **dict.fromkeys(("beta1", "beta2", "dropout"), "[0, 1)"),
@@ -207,18 +210,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- the training run
-
-def read_log(path: Path) -> list[dict]:
-    """log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut short by a
-    kill is dropped: resuming rewrites it)."""
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            break
-    return records
-
 
 def write_log(path: Path, records: list[dict]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
@@ -381,7 +372,7 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
 # ----------------------------------------------------------------------------------------------- growth loop
 
 def reference_val_loss(cfg: TrainConfig, rt: Runtime) -> float:
-    """The target: the reference's val loss on the same fixed windows as every round."""
+    """The reference's val loss on the same fixed windows as every round (when its own log cannot say)."""
     model = load_model(cfg.ref, device=rt.device)
     check_bins(cfg.data_dir, model.config.vocab_size, reference_tokenizer_hash(cfg.ref))
     model.crop_block_size(cfg.block_size)
@@ -390,8 +381,8 @@ def reference_val_loss(cfg: TrainConfig, rt: Runtime) -> float:
 
 
 def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
-    """Inheritune v2: rounds of inherit-n-layers-from-the-reference + full training, n += grow_step until the
-    mean of the last grow_last_k val losses is within grow_tolerance of the reference's. Resumable at any point."""
+    """Inheritune v2: rounds of inherit-n-layers-from-the-reference + full training (grow_seeds runs each), n +=
+    grow_step until a round's score matches the reference's by growth.py's verdict. Resumable at any point."""
     out = Path(cfg.out_dir)
     state_path = out / "growth.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"rounds": []}
@@ -402,10 +393,13 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
     if cfg.inherit_layers:
         raise UserError("grow=True inherits the first n_layer blocks each round; unset inherit_layers")
     check_same_recipe(cfg, state.get("recipe", {}), state_path)  # rounds and the target mean something under one
-    if "reference_val_loss" not in state:
+    if "reference_score" not in state:
+        curve, differences, why = reference_curve(cfg.ref, asdict(cfg), read_meta(cfg.data_dir))
+        k = min(cfg.grow_last_k, len(curve)) if curve else 1
         state.update(recipe={k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}, reference=cfg.ref,
-                     reference_layers=ref_depth, reference_val_loss=reference_val_loss(cfg, rt))
-    target = state["reference_val_loss"] + cfg.grow_tolerance
+                     reference_layers=ref_depth, statistic="mean of the last k val losses" if curve else
+                     "final val loss", k=k, why=why, recipe_differences=differences, reference_val_curve=curve,
+                     reference_score=score(curve, k) if curve else reference_val_loss(cfg, rt))
 
     def save_state():
         if rt.master:
@@ -413,41 +407,30 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
 
     save_state()
     if rt.master:
-        print(f"growth loop: reference {cfg.ref} ({ref_depth} layers) val loss {state['reference_val_loss']:.4f}; "
-              f"target <= {target:.4f}", flush=True)
+        print(f"growth loop: reference {cfg.ref} ({ref_depth} layers), {state['statistic']} (k={state['k']}) "
+              f"{state['reference_score']:.4f}, because {state['why']}", flush=True)
     rounds = state["rounds"]
     n_layer = rounds[-1]["n_layer"] + cfg.grow_step if rounds else cfg.n_layer
     while not (rounds and rounds[-1]["matches"]) and n_layer <= max_layer:
-        round_dir = out / f"round{len(rounds) + 1}_{n_layer}L"
-        resumable = (round_dir / "ckpt.pt").exists()
-        round_cfg = replace(cfg, out_dir=str(round_dir), n_layer=n_layer, grow=False, inherit_layers=None,
-                            init_from="resume" if resumable else "inherit")  # always inherit from the reference
-        curve = [[r["step"], r["val_loss"]] for r in train(round_cfg, rt, stop) if "val_loss" in r]
-        rounds.append({"round": len(rounds) + 1, "n_layer": n_layer, "dir": str(round_dir), "steps": cfg.max_iters,
-                       "final_val_loss": curve[-1][1], **verdict(curve, target, cfg.grow_last_k), "val_curve": curve})
+        round_dir, runs = out / f"round{len(rounds) + 1}_{n_layer}L", []
+        for seed in range(cfg.seed, cfg.seed + cfg.grow_seeds):
+            run_dir = round_dir if cfg.grow_seeds == 1 else round_dir / f"seed{seed}"
+            run_cfg = replace(cfg, out_dir=str(run_dir), n_layer=n_layer, seed=seed, grow=False, inherit_layers=None,
+                              init_from="resume" if (run_dir / "ckpt.pt").exists() else "inherit")  # from the reference
+            curve = [[r["step"], r["val_loss"]] for r in train(run_cfg, rt, stop) if "val_loss" in r]
+            runs.append({"seed": seed, "dir": str(run_dir), "final_val_loss": curve[-1][1],
+                         "score": score(curve, state["k"]), "val_curve": curve})
+        rounds.append({"round": len(rounds) + 1, "n_layer": n_layer, "steps": cfg.max_iters, "runs": runs,
+                       **verdict([run["score"] for run in runs], state["reference_score"], cfg.grow_tolerance)})
         save_state()
         n_layer = max_layer if n_layer < max_layer < n_layer + cfg.grow_step else n_layer + cfg.grow_step
     if rt.master:
-        print(growth_table(state, target))
-        plot_curves({f"{r['n_layer']} layers": r["val_curve"] for r in rounds}, out / "growth.png",
-                    reference=state["reference_val_loss"])
+        print(growth_table(state, cfg.grow_tolerance))
+        curves = {f"{r['n_layer']} layers" + (f", seed {run['seed']}" if len(r["runs"]) > 1 else ""): run["val_curve"]
+                  for r in rounds for run in r["runs"]}
+        plot_curves({**({"reference": state["reference_val_curve"]} if state["reference_val_curve"] else {}), **curves},
+                    out / "growth.png", reference=state["reference_score"])
     return state
-
-
-def verdict(val_curve: list, target: float, k: int) -> dict:
-    """The growth loop's decision: a round's last k val losses, averaged, against the reference's + grow_tolerance."""
-    mean_k = float(np.mean([loss for _, loss in val_curve[-k:]]))
-    return {"mean_last_k_val_loss": mean_k, "k": k, "matches": mean_k <= target}
-
-
-def growth_table(state: dict, target: float) -> str:
-    lines = ["| depth | steps | final val | mean last k | reference | verdict |", "|---|---|---|---|---|---|"]
-    for r in state["rounds"]:
-        lines.append(f"| {r['n_layer']} | {r['steps']} | {r['final_val_loss']:.4f} | {r['mean_last_k_val_loss']:.4f} "
-                     f"(k={r['k']}) | {state['reference_val_loss']:.4f} | {'matches' if r['matches'] else 'worse: grow'} |")
-    if state["rounds"] and not state["rounds"][-1]["matches"]:
-        lines.append(f"no depth up to the limit reached the target {target:.4f}")
-    return "\n".join(lines)
 
 
 def continue_or_refuse(cfg: TrainConfig, rt: Runtime) -> TrainConfig:

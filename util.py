@@ -4,6 +4,7 @@ import ast
 import difflib
 import inspect
 import io
+import json
 import math
 import os
 import re
@@ -165,6 +166,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_log(path) -> list[dict]:
+    """A run's log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut short
+    by a kill is dropped: resuming rewrites it)."""
+    records = []
+    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records
 
 
 def plot_curves(curves: dict, path: Path, reference: float | None = None) -> None:

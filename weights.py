@@ -354,7 +354,8 @@ def save_checkpoint(path, model: nn.Module, **extra) -> None:
 
 
 HF_FAMILY_KEYS = {"llama": {"attention_bias": False, "mlp_bias": False}, "mistral": {},
-                  "qwen2": {"use_sliding_window": False}, "qwen3": {"attention_bias": False, "use_sliding_window": False}}
+                  "qwen2": {"use_sliding_window": False},
+                  "qwen3": {"attention_bias": False, "use_sliding_window": False}}
 
 
 def hf_config(config: ModelConfig) -> dict:
@@ -364,9 +365,9 @@ def hf_config(config: ModelConfig) -> dict:
               "eos_token_id": config.eos_token_id}
     if config.arch == "gpt2":
         return {"n_layer": config.n_layer, "n_head": config.n_head, "n_embd": config.n_embd,
-                "n_inner": config.intermediate_size, "n_positions": config.block_size, "activation_function": "gelu_new",
-                "layer_norm_epsilon": config.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-                **common}
+                "n_inner": config.intermediate_size, "n_positions": config.block_size,
+                "activation_function": "gelu_new", "layer_norm_epsilon": config.norm_eps, "resid_pdrop": 0.0,
+                "embd_pdrop": 0.0, "attn_pdrop": 0.0, **common}
     if (config.qkv_bias, config.qk_norm) != (config.arch == "qwen2", config.arch == "qwen3") or \
             (config.sliding_window and config.arch != "mistral"):
         raise UserError(f"a {config.arch} model with qkv_bias={config.qkv_bias}, qk_norm={config.qk_norm}, "

@@ -274,25 +274,31 @@ def test_growth_loop_stops_at_first_matching_depth_and_resumes(small_bins, refer
     rounds = state["rounds"]
     assert [r["n_layer"] for r in rounds] == [1, 2, 3, 4] and not any(r["matches"] for r in rounds)
     assert (tmp_path / "all" / "growth.png").exists()
+    # 20 steps against a reference trained 60: not the reference's recipe, so flagged, and both sides are scored by
+    # their final val loss (the reference's evaluated now on the same windows)
+    assert state["recipe_differences"] == ["max_iters=20 (reference: 60)"] and state["k"] == 1
+    assert state["statistic"] == "final val loss" and "another recipe" in state["why"]
     for r in rounds:  # each round starts from the reference, not from the previous round
-        ckpt = torch.load(os.path.join(r["dir"], "ckpt.pt"), weights_only=True)
+        assert r["score"] == r["runs"][0]["final_val_loss"] == r["runs"][0]["val_curve"][-1][1]
+        ckpt = torch.load(os.path.join(r["runs"][0]["dir"], "ckpt.pt"), weights_only=True)
         assert ckpt["inherit"]["reference"]["path"] == str(reference.resolve())
         assert ckpt["inherit"]["layers"] == list(range(r["n_layer"]))
     from inherit import inherit_layers
     from data import val_loss
     fresh, _ = inherit_layers(reference, n_layer=2, dtype=torch.float32)
     # the subprocess ran with one thread, this process may use more: float32 sums in another order
-    assert rounds[1]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2), rel=1e-5)
+    assert rounds[1]["runs"][0]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2), rel=1e-5)
 
     # 2) a target that the first rounds miss and a later one meets: the loop stops right there
-    means = [r["mean_last_k_val_loss"] for r in rounds]
+    means = [r["score"] for r in rounds]
     stop_at = next(k for k in range(1, 4) if means[k] < min(means[:k]))  # the first depth that beats all shallower
-    tolerance = (means[stop_at] + min(means[:stop_at])) / 2 - state["reference_val_loss"]
+    tolerance = (means[stop_at] + min(means[:stop_at])) / 2 - state["reference_score"]
     args = grow_args(small_bins, reference, tmp_path / "stop", f"--grow_tolerance={tolerance}")
     run_train(*args)
     stopped = json.loads((tmp_path / "stop" / "growth.json").read_text())["rounds"]
     assert [(r["n_layer"], r["matches"]) for r in stopped] == [(k + 1, k == stop_at) for k in range(stop_at + 1)]
-    assert [r["val_curve"] for r in stopped] == [r["val_curve"] for r in rounds[:stop_at + 1]]
+    curves = lambda rs: [[run["val_curve"] for run in r["runs"]] for r in rs]  # noqa: E731
+    assert curves(stopped) == curves(rounds[:stop_at + 1])
 
     # 3) killed during round 2, rerun: the loop resumes that round and ends as the uninterrupted one
     proc = run_train(*grow_args(small_bins, reference, tmp_path / "resumed", f"--grow_tolerance={tolerance}",
@@ -306,8 +312,39 @@ def test_growth_loop_stops_at_first_matching_depth_and_resumes(small_bins, refer
     run_train(*args[:-2], f"--out_dir={tmp_path / 'resumed'}", f"--grow_tolerance={tolerance}",
               "--checkpoint_interval=5")
     resumed = json.loads((tmp_path / "resumed" / "growth.json").read_text())["rounds"]
-    assert [(r["n_layer"], r["matches"], r["val_curve"]) for r in resumed] == \
-        [(r["n_layer"], r["matches"], r["val_curve"]) for r in stopped]
+    assert [(r["n_layer"], r["matches"]) for r in resumed] == [(r["n_layer"], r["matches"]) for r in stopped]
+    assert curves(resumed) == curves(stopped)
+
+
+def test_verdict_scores_the_reference_by_the_rounds_statistic():
+    """The demo's case under the old rule: the candidate's last-3 mean (4.247) against the reference's final value
+    (4.241) said "worse", though the candidate ended lower (4.224) and the reference's own last-3 mean is 4.267."""
+    from growth import score, verdict
+    reference = [[400, 4.301], [500, 4.259], [600, 4.241]]
+    candidate = [[400, 4.272], [500, 4.245], [600, 4.224]]
+    old_rule = score(candidate, 3) <= reference[-1][1]
+    new_rule = verdict([score(candidate, 3)], score(reference, 3), tolerance=0.0)
+    assert not old_rule and new_rule["matches"] and new_rule["margin"] == pytest.approx(4.247 - 4.267, abs=1e-9)
+    assert verdict([score(candidate, 1)], score(reference, 1), 0.0)["matches"]  # final against final agrees
+    seeds = verdict([4.25, 4.27, 4.26], 4.262, tolerance=0.0)  # mean 4.26 matches, within two standard errors
+    assert seeds["matches"] and seeds["seed_sd"] == pytest.approx(0.01) and seeds["within_noise"]
+
+
+def test_growth_loop_reads_the_reference_curve_from_its_own_log(small_bins, reference, tmp_path):
+    """The reference trained with this recipe (60 steps): both sides are scored by the mean of their last
+    grow_last_k val losses, the reference's taken from its own log; grow_seeds runs each round over seeds."""
+    run_train(*grow_args(small_bins, reference, tmp_path, "--max_iters=60", "--n_layer=3", "--grow_tolerance=100",
+                         "--grow_seeds=2"))
+    state = json.loads((tmp_path / "growth.json").read_text())
+    log = [r["val_loss"] for r in read_log(reference.parent)[1] if "val_loss" in r]
+    assert state["statistic"] == "mean of the last k val losses" and state["k"] == 2
+    assert state["recipe_differences"] == [] and state["reference_score"] == pytest.approx(sum(log[-2:]) / 2)
+    (only,) = state["rounds"]
+    assert [run["seed"] for run in only["runs"]] == [1337, 1338] and only["matches"]
+    assert [run["dir"] for run in only["runs"]] == [str(tmp_path / "round1_3L" / f"seed{s}") for s in (1337, 1338)]
+    scores = [sum(v for _, v in run["val_curve"][-2:]) / 2 for run in only["runs"]]
+    assert only["score"] == pytest.approx(sum(scores) / 2) and only["seed_sd"] > 0
+    assert only["runs"][0]["val_curve"] != only["runs"][1]["val_curve"]  # two seeds, two runs
 
 
 # ------------------------------------------------------------------------------------------- bad inputs

@@ -149,7 +149,11 @@ def load_pages(sources):
     return pages
 
 
-def build(pages, n_items, seed):
+def words(text):
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def build(pages, n_items, seed, hard=False):
     rng = random.Random(seed)
     pool = [(page, s) for page, paras in pages.items() for para in paras for s in para if clean(s)]
     pool = list(dict.fromkeys(pool))  # drop repeated sentences (boilerplate), keep order
@@ -161,16 +165,20 @@ def build(pages, n_items, seed):
                       if all(clean(s) for s in para[i:i + n_context + 1])]
             if starts:
                 i = rng.choice(starts)
-                candidates.append((page, para[i:i + n_context], para[i + n_context]))
+                candidates.append((page, para[i:i + n_context], para[i + n_context], set(para)))
     rng.shuffle(candidates)
     items, used = [], set()
-    for page, context, true in candidates:
+    for page, context, true, paragraph in candidates:
         # Distractors from a length band [low, 1.5 * low] placed at a random offset (uniform in log length) around
         # the true sentence: given the band, the true length and the distractors' follow the same distribution, so
         # no length cue (shortest, longest, closest to the others) beats chance.
         low = len(true) / 1.5 ** rng.random()
         near = [s for p, s in pool if p != page and s not in used and s != true and s not in context
                 and low <= len(s) <= 1.5 * low]
+        if hard:  # same page, another paragraph, at least as many words shared with the context as the truth
+            shared = len(words(" ".join(context)) & words(true))
+            near = [s for p, s in pool if p == page and s not in paragraph and s not in used and s != true
+                    and low <= len(s) <= 1.5 * low and len(words(" ".join(context)) & words(s)) >= shared]
         if len(near) < 3 or true in used:
             continue
         distractors = rng.sample(near, 3)
@@ -178,6 +186,7 @@ def build(pages, n_items, seed):
         items.append((page, context, true, distractors))
         if len(items) == n_items:
             break
+    items = items[:len(items) // 4 * 4]  # whole blocks of 4: the gold position stays balanced
     rows = []
     for block in range(0, len(items), 4):  # each block of 4 items: the gold once at each position
         positions = [0, 1, 2, 3]
@@ -195,9 +204,13 @@ def main():
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--n_items", type=int, default=500)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--hard", action="store_true", help="distractors from the context's own page that share at least "
+                   "as many words with the context as the true sentence (-> tests/tasks/next_sentence_hard/)")
     args = p.parse_args()
     pages = load_pages(SOURCES)
-    rows, n_candidates, n_pool = build(pages, args.n_items, args.seed)
+    if args.hard and args.out == OUT:
+        args.out = OUT.parents[1] / "next_sentence_hard/next_sentence_hard.jsonl"
+    rows, n_candidates, n_pool = build(pages, args.n_items, args.seed, args.hard)
     if len(rows) < args.n_items:
         print(f"warning: only {len(rows)} of {args.n_items} items (not enough clean windows)")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,111 @@
+"""lazy_layers.py: known answers on attention patterns built into a model's weights, the attention maps against
+transformers' own (output_attentions, eager), and the command end to end."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, tiny_hf, tiny_hf_llama
+from lazy_layers import attention_maps, attention_stats, diagnose
+from model import GPT, ModelConfig
+from weights import load_model
+
+T, WIDTH = 16, 32
+
+
+def one_head_gpt2(pattern: str) -> GPT:
+    """A 1-layer, 1-head GPT-2 whose attention is forced by its weights. Token embeddings are zero and position i
+    embeds as the one-hot e_i, so after ln_1 position i is x_i = (e_i - 1/d) / sd: <x_i, x_j> = d (i = j) or
+    -d/(d - 1) (i != j). identity: q = k = 10 x, so each query sees itself; uniform: q = k = 0, every score equal;
+    first: every query is the same vector u and only position 0's key lies along u, so all attention goes to token 0."""
+    model = GPT(ModelConfig(arch="gpt2", n_layer=1, n_head=1, n_embd=WIDTH, vocab_size=64, block_size=T))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.h[0].ln_1.weight.fill_(1.0)
+        model.wpe.weight.copy_(torch.eye(T, WIDTH))
+        w, b = model.h[0].attn.c_attn.weight, model.h[0].attn.c_attn.bias  # rows: [q; k; v]
+        if pattern == "identity":
+            w[:WIDTH] = w[WIDTH:2 * WIDTH] = 10 * torch.eye(WIDTH)
+        elif pattern == "first":
+            x0 = model.h[0].ln_1(model.wpe.weight[:1])[0]
+            b[0] = 30.0                                      # every query: 30 e_0
+            w[WIDTH] = 30.0 * x0 / x0.dot(x0)                # key of position j: 30 <x_0, x_j> / |x_0|^2 along e_0
+    return model.eval()
+
+
+def stats_of(model):
+    (probs,) = attention_maps(model, torch.zeros(1, T, dtype=torch.long))
+    return probs[0, 0], {k: v.item() for k, v in attention_stats(probs[0], rank_tol=1e-2).items()}
+
+
+def test_attention_on_the_first_token_only_is_rank_one_with_all_mass_in_one_column():
+    probs, stats = stats_of(one_head_gpt2("first"))
+    assert probs[:, 0].min() > 1 - 1e-6
+    assert stats["rank"] == 1 and stats["rank_90"] == 1 and stats["mass"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_uniform_causal_attention():
+    probs, stats = stats_of(one_head_gpt2("uniform"))
+    uniform = np.tril(np.ones((T, T))) / np.arange(1, T + 1)[:, None]  # row i: 1/(i+1) over keys 0..i
+    assert np.allclose(probs.numpy(), uniform, atol=1e-6)
+    s = np.linalg.svd(uniform, compute_uv=False)
+    assert stats["rank"] == (s > 1e-2 * s[0]).sum()
+    harmonic = sum(1 / (i + 1) for i in range(T))  # key 0 receives 1/(i+1) from every query i
+    assert stats["mass"] == pytest.approx(harmonic / T, abs=1e-6)
+
+
+def test_attention_to_oneself_is_full_rank_with_mass_spread_over_the_columns():
+    probs, stats = stats_of(one_head_gpt2("identity"))
+    assert torch.allclose(probs, torch.eye(T), atol=1e-6)
+    assert stats["rank"] == T and stats["rank_90"] >= 0.85 * T and stats["mass"] == pytest.approx(1 / T, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama_gqa", "qwen3", "mistral"])
+def test_attention_maps_equal_transformers_attention_outputs(family, tmp_path, tokens):
+    """Grouped-query attention (llama), q/k norms and head_dim (qwen3), a sliding window below the length (mistral)."""
+    hf = tiny_hf_llama() if family == "llama_gqa" else tiny_hf(family)
+    hf.config._attn_implementation = "eager"
+    hf.save_pretrained(tmp_path)
+    with torch.no_grad():
+        theirs = hf(tokens, output_attentions=True).attentions
+    ours = list(attention_maps(load_model(tmp_path), tokens))
+    assert len(ours) == len(theirs) == hf.config.num_hidden_layers
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-5
+
+
+def test_diagnose_finds_the_lazy_layer_and_suggests_the_depth_before_it():
+    """Layer 0 attends to itself, layer 1 to the first token: 1 layer before the first lazy one."""
+    first, model = one_head_gpt2("first"), one_head_gpt2("identity")
+    model.config.n_layer = 2
+    model.h.append(first.h[0])
+    report = diagnose(model, torch.zeros(2, T, dtype=torch.long), rank_tol=1e-2, lazy_mass=0.5)
+    assert [e["lazy"] for e in report["layers"]] == [False, True] and report["suggested_depth"] == 1
+    assert report["layers"][1]["rank_max"] == 1 and report["layers"][0]["rank_max"] == T
+
+
+def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_path):
+    from conftest import random_model
+    from weights import save_checkpoint
+    ref = tmp_path / "ref.pt"
+    save_checkpoint(ref, random_model("llama", vocab_size=512, block_size=64))
+    run = lambda *a: subprocess.run([sys.executable, "lazy_layers.py", "--ref", str(ref), *map(str, a)],  # noqa: E731
+                                    cwd=ROOT, capture_output=True, text=True)
+    r = run("--data", small_bins, "--out", tmp_path / "out", "--seqs", 3, "--seq_len", 32, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "out" / "lazy_layers.json").read_text())
+    assert len(report["layers"]) == 2 and len(report["layers"][0]["heads"]["rank"]) == 4
+    assert report["settings"]["seq_len"] == 32 and report["reference"]["fingerprint"]
+    assert "suggested starting depth" in r.stdout and math.isfinite(report["layers"][1]["mass_mean"])
+    assert (tmp_path / "out" / "lazy_layers.png").stat().st_size > 0
+    for args, words in ((["--seq_len", 65], "longer than the reference's context of 64"),
+                        (["--seqs", 10_000], "fewer than --seqs x --seq_len"),
+                        (["--data", tmp_path / "nothing"], "no such file or folder")):
+        r = run("--data", small_bins, "--out", tmp_path / "bad", "--seq_len", 32, *args)
+        assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / "bad").exists()
