@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fp8 import check_fp8_device, convert_to_float8
 from growth import growth_table, reference_curve, score, verdict
 from inherit import inherit_layers
 from model import ARCHS, GPT, ModelConfig
@@ -87,6 +88,7 @@ class TrainConfig:
     compile_mode: str | None = None     # torch.compile mode: None (default), reduce-overhead, max-autotune, ...
     compile_scope: str = "model"        # model: one graph; blocks: each block (one shared graph) + head and loss
     attention: str = "auto"             # SDPA backend on CUDA: auto | flash | cudnn | efficient | math
+    fp8: bool = False                   # the blocks' matmuls in float8 (fp8.py); GPUs of compute capability 8.9+
     peak_flops: float = 989e12          # per device, for MFU (H100/H200 dense bf16)
     # Inheritune v2 growth loop
     grow: bool = False                  # run the growth loop: inherit n_layer, train, grow until the reference matches
@@ -121,6 +123,8 @@ def load_config(argv: list[str]) -> TrainConfig:
     """Config files (plain Python assigning keys) and --key=value overrides, applied left to right."""
     cfg = apply_config_args(TrainConfig(), argv, example="config/shakespeare_tiny.py", usage=USAGE)
     check_settings(cfg, CHOICES, RANGES)
+    if cfg.fp8 and cfg.dtype == "float32":
+        raise UserError("fp8=True trains under bfloat16 autocast; use dtype=bfloat16 or dtype=auto")
     if cfg.dtype == "float32" and cfg.attention in ("flash", "cudnn"):
         raise UserError(f"attention={cfg.attention} runs in 16-bit only; use dtype=bfloat16 or attention=auto")
     if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
@@ -261,6 +265,8 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
     if cfg.attention == "cudnn" and raw.config.head_dim % 8:  # otherwise "Invalid backend" in the middle of compiling
         raise UserError(f"attention=cudnn needs a head dimension divisible by 8; this model's is "
                         f"{raw.config.head_dim}: use attention=auto")
+    if cfg.fp8:
+        convert_to_float8(raw)  # the same parameters: checkpoints stay plain
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
         model = compile_model(model, cfg.compile_scope, cfg.compile_mode)
@@ -470,6 +476,8 @@ def main(argv=None):
     check_can_create(cfg.out_dir)
     check_reference_exists(cfg.ref)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.attention)
+    if cfg.fp8:
+        check_fp8_device(rt.device)
     cfg = continue_or_refuse(cfg, rt)
     stop = StopRequested()
     try:

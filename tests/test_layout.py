@@ -6,7 +6,7 @@ import sys
 from conftest import ROOT
 
 # scripts -> data / weights / tokenizer -> model / runtime -> util; inherit.py is a script and the slicing library
-LAYERS = {"util": 0, "model": 1, "runtime": 1, "lm": 1, "data": 2, "weights": 2, "tokenizer": 3, "inherit": 4, "growth": 4,
+LAYERS = {"util": 0, "model": 1, "fp8": 1, "runtime": 1, "lm": 1, "data": 2, "weights": 2, "tokenizer": 3, "inherit": 4, "growth": 4,
           "train": 5, "eval": 5, "prepare_owt": 5, "lazy_layers": 5, "demo": 6}
 
 
