@@ -4,7 +4,8 @@ back as e5m2 (2 mantissa bits, the range gradients need), each tensor with one s
 absolute maximum at every use (dynamic tensorwise scaling: nothing to calibrate, no state in the checkpoint). The
 head and the embeddings stay in bf16; weights, optimizer state and checkpoints keep their usual dtype, and a model
 trained this way loads and evaluates as a plain GPT. Hopper and Ada GPUs (compute capability 8.9+) run float8 matmuls
-at twice the bf16 rate; under torch.compile the scaling and casting fuse into the kernels around them.
+at twice the bf16 rate; the scaling and casting are only cheap if torch.compile fuses them into the kernels around
+them (not yet measured).
 """
 import torch
 import torch.nn as nn
@@ -39,7 +40,7 @@ class Float8Matmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x8, sx, w8, sw = ctx.saved_tensors
-        g8, sg = to_float8(grad, E5M2)
+        g8, sg = to_float8(grad.contiguous(), E5M2)  # _scaled_mm's first operand must be row-major
         grad_x = torch._scaled_mm(g8, column_major(w8), scale_a=sg, scale_b=sw, out_dtype=torch.bfloat16)
         grad_w = torch._scaled_mm(g8.t().contiguous(), column_major(x8), scale_a=sg, scale_b=sx,
                                   out_dtype=torch.float32)
@@ -62,9 +63,12 @@ def check_fp8_device(device: torch.device) -> None:
                         f"this run is on {where}: set fp8=False")
 
 
-def convert_to_float8(model: nn.Module) -> nn.Module:
+def convert_to_float8(model: nn.Module, tokens_per_micro_batch: int) -> nn.Module:
     """Every Linear of the blocks becomes a Float8Linear, in place (the head stays bf16). _scaled_mm multiplies
-    only dimensions that are multiples of 16."""
+    only dimensions that are multiples of 16: the Linears' sizes and, in the weight gradient, the tokens."""
+    if tokens_per_micro_batch % 16:
+        raise UserError(f"fp8=True needs micro_batch_size x block_size to be a multiple of 16 (it is "
+                        f"{tokens_per_micro_batch})")
     linears = [m for name, m in model.named_modules() if type(m) is nn.Linear and name.startswith("h.")]
     if odd := sorted({d for m in linears for d in m.weight.shape if d % 16}):
         raise UserError(f"fp8=True needs every Linear's sizes to be multiples of 16; this model has {odd}")

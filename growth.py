@@ -30,14 +30,15 @@ def reference_curve(ref, recipe: dict, data_meta: dict) -> tuple[list | None, li
         return None, None, "the reference has no train.py log (a downloaded model or an inherit.py output)"
     differences = [f"{k}={recipe[k]!r} (reference: {run.get(k)!r})" for k in RECIPE_KEYS if run.get(k) != recipe[k]]
     theirs = meta["data"]["meta"]
-    same_val = (theirs["tokenizer"]["hash"], theirs["val"]["tokens"]) == (data_meta["tokenizer"]["hash"],
-                                                                         data_meta["val"]["tokens"])
+    same_val = (theirs.get("settings"), theirs["val"]) == (data_meta.get("settings"), data_meta["val"])
     log = (Path(ref) if Path(ref).is_dir() else Path(ref).parent) / "log.jsonl"
     curve = [[r["step"], r["val_loss"]] for r in read_log(log)[1:] if "val_loss" in r and r["step"] <= meta["step"]]
     if differences:
         return None, differences, "the reference was trained with another recipe: " + ", ".join(differences)
     if not same_val:
-        return None, [], "the reference's log is on another val set (tokenizer or val.bin differ)"
+        return None, [], "the reference's log is on another val set (the bins' fingerprint or tokenizer differ)"
+    if meta["step"] != recipe["max_iters"]:
+        return None, [], f"the reference stopped at step {meta['step']} of its {recipe['max_iters']}"
     if not curve or curve[-1][0] != meta["step"]:
         return None, [], f"{log} holds no val evaluation at the reference's final step {meta['step']}"
     return curve, [], "the reference's own log holds its val curve on these windows, under this recipe"

@@ -62,16 +62,19 @@ class ModelConfig:
             raise UserError(f"bad shape: n_layer={self.n_layer} must be >= 1, n_embd={self.n_embd} divisible by "
                             f"n_head={self.n_head} (or head_dim set), n_head divisible by n_kv_head={self.n_kv_head}")
         self.head_dim = self.head_dim or self.n_embd // self.n_head
-        if gpt2 and (self.qkv_bias != self.bias or self.qk_norm or self.rope_scaling or self.sliding_window):
-            raise UserError("gpt2 has no qkv_bias apart from bias, qk_norm, rope_scaling or sliding_window; "
-                            "use a LLaMA-shaped arch (llama, mistral, qwen2, qwen3)")
+        if gpt2 and (self.qkv_bias != self.bias or self.qk_norm or self.rope_scaling or self.sliding_window or
+                     self.head_dim * self.n_head != self.n_embd or self.n_kv_head != self.n_head):
+            raise UserError("gpt2 has no qkv_bias apart from bias, qk_norm, rope_scaling, sliding_window, head_dim "
+                            "other than n_embd / n_head or n_kv_head; use a LLaMA-shaped arch (llama, mistral, qwen2, "
+                            "qwen3)")
         if not gpt2 and (self.bias or self.head_dim % 2):
             raise UserError(f"{self.arch} needs bias=False and an even head_dim")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type")
-            if kind not in ROPE_SCALING_KEYS or not ROPE_SCALING_KEYS[kind] <= set(self.rope_scaling):
+            values = [self.rope_scaling.get(k) for k in ROPE_SCALING_KEYS.get(kind, ())]
+            if kind not in ROPE_SCALING_KEYS or not all(isinstance(v, (int, float)) and v > 0 for v in values):
                 raise UserError(f"rope_scaling {self.rope_scaling} is not supported: rope_type linear (with factor) "
-                                f"or llama3 (with {', '.join(sorted(ROPE_SCALING_KEYS['llama3']))})")
+                                f"or llama3 (with {', '.join(sorted(ROPE_SCALING_KEYS['llama3']))}), all > 0")
 
     @property
     def padded_vocab_size(self) -> int:  # multiples of 64 keep the head's matmul on fast tensor-core shapes

@@ -237,7 +237,8 @@ def prepare(source="openwebtext", out=None, tokenizer="gpt2", val_fraction=None,
                 if (finished := read_meta(out)).get("settings") == settings:
                     print(f"{out} already holds these bins (same source, tokenizer, split): nothing to do")
                     return finished
-            spec = tokenizer if tokenizer == "gpt2" else str(Path(tokenizer).resolve())  # loadable from anywhere
+            local = tokenizer != "gpt2" and Path(tokenizer).exists()  # else "gpt2" or a hub name, kept as given
+            spec = str(Path(tokenizer).resolve()) if local else tokenizer  # loadable from anywhere
             meta = {"format": META_FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size,
                     "tokenizer": {"name": tok.name, "spec": spec, "hash": tok.hash, "vocab_size": tok.vocab_size,
                                   "eot_id": tok.eot_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id,

@@ -262,11 +262,15 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> list[dict]:
         optimizer.load_state_dict(ckpt["optimizer"])
         del ckpt
     raw, flops_per_token = model, model.flops_per_token(cfg.block_size)
+    window = raw.config.sliding_window
+    if cfg.attention in ("flash", "cudnn") and window is not None and cfg.block_size > window:
+        raise UserError(f"block_size={cfg.block_size} exceeds the model's sliding window of {window}, which needs an "
+                        f"explicit mask that attention={cfg.attention} does not take; use attention=auto")
     if cfg.attention == "cudnn" and raw.config.head_dim % 8:  # otherwise "Invalid backend" in the middle of compiling
         raise UserError(f"attention=cudnn needs a head dimension divisible by 8; this model's is "
                         f"{raw.config.head_dim}: use attention=auto")
     if cfg.fp8:
-        convert_to_float8(raw)  # the same parameters: checkpoints stay plain
+        convert_to_float8(raw, cfg.micro_batch_size * cfg.block_size)  # the same parameters: checkpoints stay plain
     if cfg.compile:
         torch._dynamo.reset()  # each run (growth round) compiles afresh instead of piling up cached graphs
         model = compile_model(model, cfg.compile_scope, cfg.compile_mode)
@@ -399,6 +403,9 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
     if cfg.inherit_layers:
         raise UserError("grow=True inherits the first n_layer blocks each round; unset inherit_layers")
     check_same_recipe(cfg, state.get("recipe", {}), state_path)  # rounds and the target mean something under one
+    if state["rounds"] and "reference_score" not in state:
+        raise UserError(f"{state_path} was written by an earlier growth loop (another verdict); continue it with that "
+                        f"version, or choose another out_dir")
     if "reference_score" not in state:
         curve, differences, why = reference_curve(cfg.ref, asdict(cfg), read_meta(cfg.data_dir))
         k = min(cfg.grow_last_k, len(curve)) if curve else 1
@@ -463,7 +470,7 @@ def check_reference_exists(ref: str | None) -> None:
     run_dir = str(Path(ref).parent if Path(ref).suffix == ".pt" else Path(ref))
     writes = [c.name for c in sorted((Path(__file__).parent / "config").glob("*.py"))
               if re.search(rf"^out_dir\s*=\s*[\"']{re.escape(run_dir)}[\"']", c.read_text(), re.M)]
-    if not writes and HUB_NAME.fullmatch(ref):
+    if not writes and HUB_NAME.fullmatch(ref) and not Path(ref).parent.exists():
         resolve_hub_name(ref)
         return
     how = f" (torchrun --nproc_per_node=N train.py config/{writes[0]} writes it)" if writes else ""

@@ -214,8 +214,9 @@ HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "Qwen/Qwen3-0.6B"
 
 def resolve_hub_name(ref: str) -> str:
     """A Hugging Face hub name -> its snapshot folder in the local HF cache, downloaded first when not cached and
-    online (config, safetensors weights and tokenizer files only). A local path, or anything else, comes back as is."""
-    if Path(ref).exists() or not HUB_NAME.fullmatch(str(ref)):
+    online (config, safetensors weights and tokenizer files only). A local path, or anything else, comes back as is;
+    so does "dir/name" when dir exists here (a local path with a typo, not a hub name)."""
+    if Path(ref).exists() or not HUB_NAME.fullmatch(str(ref)) or Path(ref).parent.exists():
         return ref
     offline_fix = f"download it where the hub is reachable (`hf download {ref}`) or pass a local HF model folder"
     try:

@@ -161,21 +161,24 @@ def config_from_hf(hf: dict) -> ModelConfig:
                            norm_eps=hf.get("layer_norm_epsilon", 1e-5), **common)
     if kind not in HF_CLASSES:
         raise UserError(f"model_type '{kind}' is not supported; inheritune reads {', '.join(HF_CLASSES)} checkpoints")
-    rope = {**(hf.get("rope_parameters") or {}), **(hf.get("rope_scaling") or {})}  # transformers 5 and 4 spellings
+    rope = hf.get("rope_scaling") or hf.get("rope_parameters") or {}  # transformers 4 and 5 spellings
+    if "original_max_position_embeddings" in hf:  # transformers gives the top-level value priority
+        rope = {**rope, "original_max_position_embeddings": hf["original_max_position_embeddings"]}
     unsupported = {"hidden_act": hf.get("hidden_act", "silu") != "silu", "mlp_bias": hf.get("mlp_bias"),
                    "attention_bias (a bias on o_proj too)": hf.get("attention_bias") and kind != "qwen2",
                    "use_sliding_window (sliding attention on some layers)": hf.get("use_sliding_window"),
                    "layer_types (attention that differs by layer)": len(set(hf.get("layer_types") or ())) > 1,
-                   "partial_rotary_factor": rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1)) != 1}
+                   "partial_rotary_factor": (rope.get("partial_rotary_factor") or hf.get("partial_rotary_factor")
+                                             or 1) != 1}
     if refused := [name for name, present in unsupported.items() if present]:
         raise UserError(f"{kind} with {', '.join(refused)} is not supported")
     return ModelConfig(arch=kind, n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
                        n_embd=hf["hidden_size"], n_kv_head=hf.get("num_key_value_heads"), head_dim=hf.get("head_dim"),
                        intermediate_size=hf["intermediate_size"], block_size=hf["max_position_embeddings"],
                        tie_embeddings=hf.get("tie_word_embeddings", False), norm_eps=hf.get("rms_norm_eps", 1e-6),
-                       rope_theta=hf.get("rope_theta") or rope.get("rope_theta", 10000.0),
+                       rope_theta=hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0),
                        rope_scaling=rope_scaling_from_hf(rope, hf["max_position_embeddings"]),
-                       sliding_window=hf.get("sliding_window") if kind == "mistral" else None, **common)
+                       sliding_window=hf.get("sliding_window", 4096) if kind == "mistral" else None, **common)
 
 
 def rope_scaling_from_hf(rope: dict, max_positions: int) -> dict | None:
@@ -251,10 +254,10 @@ def _open_gguf(path: Path) -> Weights:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:
         raise UserError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
-    arch = reader.fields["general.architecture"].contents() if "general.architecture" in reader.fields else None
+    meta = lambda key, default=None: reader.fields[key].contents() if key in reader.fields else default
+    arch = meta("general.architecture")
     if arch not in GGUF_ARCHS:
         raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; {', '.join(GGUF_ARCHS)} GGUF files load")
-    meta = lambda key, default=None: reader.fields[key].contents() if key in reader.fields else default
     of = lambda key, default=None: meta(f"{arch}.{key}", default)  # the architecture's own metadata
     tensors = {t.name: t for t in reader.tensors}
     required = ["block_count", "attention.head_count", "embedding_length", "feed_forward_length", "context_length",
@@ -377,7 +380,8 @@ def hf_config(config: ModelConfig) -> dict:
             "num_key_value_heads": config.n_kv_head, "hidden_size": config.n_embd, "head_dim": config.head_dim,
             "intermediate_size": config.intermediate_size, "max_position_embeddings": config.block_size,
             "rms_norm_eps": config.norm_eps, "hidden_act": "silu", "rope_theta": config.rope_theta,
-            "rope_parameters": rope, "sliding_window": config.sliding_window, **HF_FAMILY_KEYS[config.arch], **common}
+            "rope_parameters": rope, "rope_scaling": config.rope_scaling,  # transformers 5 and 4 spellings
+            "sliding_window": config.sliding_window, **HF_FAMILY_KEYS[config.arch], **common}
 
 
 def save_hf(model: nn.Module, out_dir) -> None:

@@ -57,6 +57,11 @@ def test_llama3_rope_scaling_is_read_from_either_transformers_spelling(refs, tmp
     shutil.copytree(root / "llama3", tmp_path / "old")
     (tmp_path / "old" / "config.json").write_text(json.dumps(old_style))  # transformers 4.x's config.json
     assert load_model(tmp_path / "old").config == load_model(root / "llama3").config
+    # both keys (a transformers 5 default next to a legacy rope_scaling): the scaling counts, as in transformers
+    mixed = {**old_style, "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0},
+             "rope_scaling": {"type": "linear", "factor": 4.0}}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(mixed))
+    assert load_model(tmp_path / "old").config.rope_scaling == {"rope_type": "linear", "factor": 4.0}
 
 
 @pytest.mark.parametrize("kind", ["llama3", "llama_linear", "qwen2", "qwen3"])
@@ -175,7 +180,7 @@ def test_sliding_window_holds_in_packed_evaluation(refs):
             assert torch.allclose(packed, logp, atol=1e-5), (packed, logp)
 
 
-def test_reference_by_hub_name_through_the_cache_offline(refs, tmp_path):
+def test_reference_by_hub_name_through_the_cache_offline(refs, small_bins, tmp_path):
     """ref="org/model" resolves through the HF cache (here one laid out by hand, as huggingface_hub lays it out);
     offline, a name not in the cache is one line naming the two ways out. No network is touched."""
     import os
@@ -186,6 +191,7 @@ def test_reference_by_hub_name_through_the_cache_offline(refs, tmp_path):
     cache = tmp_path / "hub"
     snapshot = cache / "models--tiny-org--tiny-qwen3" / "snapshots" / ("a" * 40)
     shutil.copytree(root / "qwen3", snapshot)
+    shutil.copy(small_bins.parent / "tokenizer.json", snapshot)
     (cache / "models--tiny-org--tiny-qwen3" / "refs").mkdir()
     (cache / "models--tiny-org--tiny-qwen3" / "refs" / "main").write_text("a" * 40)
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
@@ -197,3 +203,10 @@ def test_reference_by_hub_name_through_the_cache_offline(refs, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "not in the Hugging Face cache" in r.stderr and "pass a local HF model folder" in r.stderr
+    (tmp_path / "text.txt").write_text("Words of a small corpus, repeated for the bins. " * 400)
+    r = subprocess.run([sys.executable, "prepare_owt.py", "--source", str(tmp_path / "text.txt"), "--tokenizer",
+                        "tiny-org/tiny-qwen3", "--out", str(tmp_path / "bins"), "--quiet"], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "bins" / "meta.json").read_text())
+    assert meta["tokenizer"]["spec"] == "tiny-org/tiny-qwen3"  # the name, loadable on another machine's cache

@@ -48,7 +48,7 @@ def test_forward_and_backward_equal_float64_products_of_the_float8_operands():
 
 
 def test_converted_model_trains_and_its_checkpoint_loads_as_a_plain_model(tmp_path):
-    model = convert_to_float8(random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train())
+    model = convert_to_float8(random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train(), 128)
     kinds = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert kinds.pop("lm_head") == "Linear" and set(kinds.values()) == {"Float8Linear"}
     x = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(2))
@@ -73,7 +73,9 @@ def test_converted_model_trains_and_its_checkpoint_loads_as_a_plain_model(tmp_pa
 
 def test_sizes_not_divisible_by_16_are_refused():
     with pytest.raises(UserError, match=r"multiples of 16; this model has \[36, 108\]"):
-        convert_to_float8(random_model("gpt2", n_head=4, n_embd=36))
+        convert_to_float8(random_model("gpt2", n_head=4, n_embd=36), 128)
+    with pytest.raises(UserError, match="micro_batch_size x block_size to be a multiple of 16 \\(it is 100\\)"):
+        convert_to_float8(random_model("gpt2"), 100)
 
 
 @pytest.mark.parametrize("args,message", [(["--device=cpu"], "fp8=True needs a GPU with float8 matmuls"),

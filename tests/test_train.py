@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 
 from conftest import ROOT
 from util import UserError
-from weights import load_model
+from weights import load_model, save_checkpoint
 from train import TrainConfig, load_config
 
 TINY = ["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",
@@ -456,3 +457,32 @@ def test_resume_refuses_a_different_recipe(small_bins, tmp_path):
     assert "learning_rate=0.01 (was 0.003)" in r.stderr and "max_iters=20 (was 10)" in r.stderr
     assert r.stderr.strip().count("\n") == 0
     run_train(*args, "--init_from=resume", "--micro_batch_size=4", "--max_iters=10")  # no effect on learning: fine
+
+
+def test_verdict_falls_back_to_final_values_for_an_unfinished_or_foreign_reference(small_bins, reference, tmp_path):
+    """A reference stopped before its max_iters, or trained on other bins, has no curve comparable step for step."""
+    from growth import reference_curve
+    from data import read_meta
+    ckpt = torch.load(reference, weights_only=True)
+    recipe, meta = ckpt["train_config"], read_meta(small_bins)
+    assert reference_curve(reference, recipe, meta)[0] is not None  # finished, same bins: its own curve
+    save_checkpoint(tmp_path / "ckpt.pt", load_model(reference), **{**{k: v for k, v in ckpt.items()
+                                                                      if k not in ("config", "model")}, "step": 30})
+    shutil.copy(reference.parent / "log.jsonl", tmp_path)
+    curve, differences, why = reference_curve(tmp_path / "ckpt.pt", recipe, meta)
+    assert curve is None and differences == [] and why == "the reference stopped at step 30 of its 60"
+    other = {**meta, "settings": {**meta["settings"], "fingerprint": "another corpus"}}
+    assert "another val set" in reference_curve(reference, recipe, other)[2]
+
+
+def test_error_growth_json_of_an_earlier_verdict(small_bins, reference, tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "growth.json").write_text(json.dumps({"rounds": [{"n_layer": 1, "matches": False}]}))
+    r = run_train(*grow_args(small_bins, reference, tmp_path), check=False)
+    assert r.returncode == 1 and "written by an earlier growth loop" in r.stderr, r.stderr
+
+
+def test_error_sliding_window_with_a_kernel_that_takes_no_mask(small_bins, tmp_path):
+    expect_error(tmp_path, f"--data_dir={small_bins}", "--arch=mistral", "--n_embd=32", "--n_head=2",
+                 "--sliding_window=16", "--attention=flash", "--dtype=bfloat16",
+                 message="exceeds the model's sliding window of 16")

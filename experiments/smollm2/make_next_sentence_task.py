@@ -149,8 +149,10 @@ def load_pages(sources):
     return pages
 
 
-def words(text):
-    return set(re.findall(r"[a-z]+", text.lower()))
+def overlap(context, sentence):
+    """(words, words of 4+ letters) the sentence shares with the context: lowercase letter runs."""
+    shared = set(re.findall(r"[a-z]+", " ".join(context).lower())) & set(re.findall(r"[a-z]+", sentence.lower()))
+    return len(shared), sum(len(w) >= 4 for w in shared)
 
 
 def build(pages, n_items, seed, hard=False):
@@ -175,10 +177,10 @@ def build(pages, n_items, seed, hard=False):
         low = len(true) / 1.5 ** rng.random()
         near = [s for p, s in pool if p != page and s not in used and s != true and s not in context
                 and low <= len(s) <= 1.5 * low]
-        if hard:  # same page, another paragraph, at least as many words shared with the context as the truth
-            shared = len(words(" ".join(context)) & words(true))
-            near = [s for p, s in pool if p == page and s not in paragraph and s not in used and s != true
-                    and low <= len(s) <= 1.5 * low and len(words(" ".join(context)) & words(s)) >= shared]
+        if hard:  # the same manual, another paragraph, as many words (and words of 4+ letters) shared with the context
+            shared, manual = overlap(context, true), page.split("/")[0]
+            near = [s for p, s in pool if p.split("/")[0] == manual and s not in paragraph and s not in used
+                    and s != true and low <= len(s) <= 1.5 * low and overlap(context, s) == shared]
         if len(near) < 3 or true in used:
             continue
         distractors = rng.sample(near, 3)
@@ -204,8 +206,8 @@ def main():
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--n_items", type=int, default=500)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--hard", action="store_true", help="distractors from the context's own page that share at least "
-                   "as many words with the context as the true sentence (-> tests/tasks/next_sentence_hard/)")
+    p.add_argument("--hard", action="store_true", help="distractors from the context's own page that share as many "
+                   "words with the context as the true sentence, +-1 (-> tests/tasks/next_sentence_hard/)")
     args = p.parse_args()
     pages = load_pages(SOURCES)
     if args.hard and args.out == OUT:

@@ -1,5 +1,6 @@
-"""The lexical shortcut on a multiple-choice continuation task: pick the option that shares the most words with the
-context, no model at all. A model's accuracy means little unless it clears this as well as chance.
+"""Shortcuts on a multiple-choice continuation task, no model at all: pick the option that shares the most (or the
+fewest) words with the context, or the shortest or longest option. A model's accuracy means little unless it clears
+these as well as chance.
 
     python experiments/smollm2/overlap_baseline.py [tests/tasks/next_sentence/next_sentence.jsonl]
 
@@ -22,7 +23,7 @@ def words(text, min_len=1):
 def accuracy(rows, score) -> float:
     total = 0.0
     for row in rows:
-        scores = [score(words(row["context"]), words(choice)) for choice in row["choices"]]
+        scores = [score(words(row["context"]), words(choice), choice) for choice in row["choices"]]
         best = [i for i, s in enumerate(scores) if s == max(scores)]
         total += (row["answer"] in best) / len(best)
     return total / len(rows)
@@ -33,13 +34,16 @@ def main():
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     long = lambda ws: {w for w in ws if len(w) >= 4}  # noqa: E731
     heuristics = {
-        "shared words": lambda c, o: len(c & o),
-        "shared words of 4+ letters": lambda c, o: len(long(c) & long(o)),
-        "Jaccard": lambda c, o: len(c & o) / len(c | o),
+        "most shared words": lambda c, o, text: len(c & o),
+        "most shared words of 4+ letters": lambda c, o, text: len(long(c) & long(o)),
+        "highest Jaccard": lambda c, o, text: len(c & o) / len(c | o),
+        "fewest shared words": lambda c, o, text: -len(c & o),
+        "shortest (characters)": lambda c, o, text: -len(text),
+        "longest (characters)": lambda c, o, text: len(text),
     }
     print(f"{path.name}: {len(rows)} items, {len(rows[0]['choices'])} options")
     for name, score in heuristics.items():
-        print(f"  {name:28s} accuracy {accuracy(rows, score):.3f}")
+        print(f"  {name:32s} accuracy {accuracy(rows, score):.3f}")
 
 
 if __name__ == "__main__":
