@@ -150,7 +150,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     if args.seqs < 1 or args.seq_len < 2 or not 0 < args.rank_tol < 1 or not 0 < args.lazy_mass <= 1:
-        raise UserError("--seqs >= 1, --seq_len >= 2, 0 < --rank_tol < 1 and 0 < --lazy_mass <= 1, please")
+        raise UserError("--seqs must be >= 1, --seq_len >= 2, --rank_tol in (0, 1) and --lazy_mass in (0, 1]")
     out = Path(args.out)
     check_can_create(out)
     device = resolve_device(args.device)

@@ -74,7 +74,7 @@ def main():
                 dump = Path(tmp) / f"{len(results)}.pt"
                 subprocess.run([sys.executable, __file__, "--dump", str(dump), "--device", args.device], check=True,
                                env={**os.environ, "PYTHONPATH": str(repo)})
-                results.append(torch.load(dump))
+                results.append(torch.load(dump, weights_only=True))
         other, this = results
         for group in sorted({" ".join(k.split()[:3]) for k in this}):
             keys = [k for k in this if k.startswith(group)]
