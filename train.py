@@ -408,11 +408,11 @@ def grow(cfg: TrainConfig, rt: Runtime, stop: StopRequested) -> dict:
                         f"version, or choose another out_dir")
     if "reference_score" not in state:
         curve, differences, why = reference_curve(cfg.ref, asdict(cfg), read_meta(cfg.data_dir))
-        k = min(cfg.grow_last_k, len(curve)) if curve else 1
+        last_k = min(cfg.grow_last_k, len(curve)) if curve else 1
         state.update(recipe={k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}, reference=cfg.ref,
                      reference_layers=ref_depth, statistic="mean of the last k val losses" if curve else
-                     "final val loss", k=k, why=why, recipe_differences=differences, reference_val_curve=curve,
-                     reference_score=score(curve, k) if curve else reference_val_loss(cfg, rt))
+                     "final val loss", k=last_k, why=why, recipe_differences=differences, reference_val_curve=curve,
+                     reference_score=score(curve, last_k) if curve else reference_val_loss(cfg, rt))
 
     def save_state():
         if rt.master:
