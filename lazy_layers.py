@@ -29,8 +29,8 @@ import torch
 from data import check_bins, open_split, read_meta
 from inherit import reference_identity
 from runtime import resolve_device
-from tokenizer import load_tokenizer, tokenizer_spec_of
-from util import UserError, atomic_write, check_can_create, cli
+from tokenizer import load_tokenizer, reference_tokenizer_hash, tokenizer_spec_of
+from util import UserError, atomic_write, check_can_create, cli, pyplot
 from weights import load_model, open_weights
 
 
@@ -38,11 +38,8 @@ def load_sequences(data, ref, tokenizer, vocab_size: int, n: int, length: int) -
     """n windows of `length` tokens spread evenly over token bins' val split or a text file's tokens."""
     path = Path(data)
     if path.is_dir():
-        try:
-            tokenizer_hash = load_tokenizer(tokenizer or tokenizer_spec_of(ref)).hash
-        except UserError:  # check_bins then insists on an equal vocabulary size
-            tokenizer_hash = None
-        check_bins(path, vocab_size, tokenizer_hash)
+        expected = load_tokenizer(tokenizer).hash if tokenizer else reference_tokenizer_hash(ref)
+        check_bins(path, vocab_size, expected)  # None (unknown): check_bins insists on an equal vocabulary size
         tokens = np.asarray(open_split(path, "val", read_meta(path)))
     elif path.is_file():
         try:
@@ -111,12 +108,7 @@ def report_table(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"(matplotlib not installed: no {path})")
+    if (plt := pyplot(path)) is None:
         return
     layers, T = report["layers"], report["settings"]["seq_len"]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))

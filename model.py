@@ -111,12 +111,17 @@ def make_norm(config: ModelConfig) -> nn.Module:
 
 def rope_tables(head_dim: int, length: int, theta: float, scaling: dict | None = None):
     """cos/sin tables (length, head_dim) for rotary embeddings in the HF "rotate-half" layout."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    inv_freq = rope_frequencies(head_dim, theta)
     if scaling is not None:
         inv_freq = rescale_rope(inv_freq, scaling)
     angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
+
+
+def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:
+    """RoPE's inverse frequencies theta^(-2i / head_dim), computed as transformers does."""
+    return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
 
 
 def rescale_rope(inv_freq, scaling: dict):

@@ -253,6 +253,15 @@ def tokenizer_spec_of(ckpt) -> str:
                     f"a model folder or a .gguf)")
 
 
+def reference_tokenizer_hash(ref) -> str | None:
+    """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py reference);
+    None when it cannot be told (data.check_bins then insists on an equal vocabulary size)."""
+    try:
+        return load_tokenizer(tokenizer_spec_of(ref)).hash
+    except UserError:
+        return None
+
+
 def load_tokenizer(spec="gpt2"):
     """'gpt2', a tokenizer.json, a model folder (tokenizer.json, else its single .gguf) or its hub name, a .gguf."""
     if spec == "gpt2":

@@ -35,7 +35,7 @@ from weights import load_model, open_weights, safe_torch_load, save_checkpoint
 from util import (HUB_NAME, UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli,
                   plot_curves, read_log, resolve_hub_name)
 from data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, train_windows, val_loss, val_windows
-from tokenizer import load_tokenizer, tokenizer_spec_of
+from tokenizer import reference_tokenizer_hash
 
 
 @dataclass
@@ -171,15 +171,6 @@ def check_same_recipe(cfg: TrainConfig, saved: dict, what: str, may_change=RESUM
                    if k not in may_change and getattr(cfg, k, v) != v]:
         raise UserError(f"{what} was made with other settings: {', '.join(changed)}; rerun it with its own settings "
                         f"(its log.jsonl's first line), choose another out_dir, or delete it to start over")
-
-
-def reference_tokenizer_hash(ref) -> str | None:
-    """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py reference);
-    None when it cannot be told (check_bins then insists on an equal vocabulary size)."""
-    try:
-        return load_tokenizer(tokenizer_spec_of(ref)).hash
-    except UserError:
-        return None
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:

@@ -180,14 +180,21 @@ def read_log(path) -> list[dict]:
     return records
 
 
-def plot_curves(curves: dict, path: Path, reference: float | None = None) -> None:
-    """Val (and train) loss against step; skipped with a note if matplotlib is missing."""
+def pyplot(path):
+    """matplotlib.pyplot for a headless plot, or None with a note that `path` is skipped (matplotlib is optional)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         print(f"(matplotlib not installed: no {path})")
+        return None
+    return plt
+
+
+def plot_curves(curves: dict, path: Path, reference: float | None = None) -> None:
+    """Val (and train) loss against step; skipped with a note if matplotlib is missing."""
+    if (plt := pyplot(path)) is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, data in curves.items():

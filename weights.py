@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import ARCHS, GPT, ROPE_SCALING_KEYS, ModelConfig, empty_model, rescale_rope, unwrap
+from model import ARCHS, GPT, ROPE_SCALING_KEYS, ModelConfig, empty_model, rescale_rope, rope_frequencies, unwrap
 from util import UserError, atomic_write, resolve_hub_name
 
 # ----------------------------------------------------------------------------------------------- name tables
@@ -301,7 +301,7 @@ def llama3_scaling_of(path, freq_factors: torch.Tensor, head_dim: int, theta: fl
     low_freq_factor 1, high_freq_factor 4 and an original context of 8192: accepted when they give these divisors."""
     scaling = {"rope_type": "llama3", "factor": freq_factors.max().item(), "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    inv_freq = rope_frequencies(head_dim, theta)
     if freq_factors.shape != inv_freq.shape or not torch.allclose(inv_freq / rescale_rope(inv_freq, scaling),
                                                                   freq_factors.float(), rtol=1e-4):
         raise UserError(f"{path}: its rope_freqs are not Llama 3's RoPE scaling; load the model's HF folder instead")
