@@ -21,6 +21,9 @@ identity) and DIR/lazy_layers.png (layers x heads heatmaps and the per-layer cur
 import argparse
 import json
 import math
+import resource
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,13 +155,21 @@ def main(argv=None):
                         f"{model.config.block_size} tokens")
     sequences = load_sequences(args.data, args.ref, args.tokenizer, model.config.vocab_size, args.seqs, args.seq_len)
     identity = reference_identity(open_weights(args.ref).path) | {"path": args.ref}  # as given: portable
+    started = time.time()
+    found = diagnose(model, sequences.to(device), args.rank_tol, args.lazy_mass)
+    # what the diagnosis cost: the time without loading, the memory with the model (a CPU's: the process's peak RSS,
+    # which Linux reports in KiB and macOS in bytes)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    cost = {"seconds": round(time.time() - started, 1), f"peak_{device.type}_memory_gb": round(peak / 1e9, 2)}
     report = {"reference": identity, "config": model.config.to_dict(),
               "settings": {k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol",
                                                          "lazy_mass")} | {"device": str(device), "dtype": "float32"},
-              **diagnose(model, sequences.to(device), args.rank_tol, args.lazy_mass)}
+              "cost": cost, **found}
     atomic_write(out / "lazy_layers.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
     plot(report, out / "lazy_layers.png")
     print(report_table(report))
+    print(f"diagnosis: {cost['seconds']:.1f} s; peak {device.type} memory {peak / 1e9:.2f} GB")
     print(f"wrote {out / 'lazy_layers.json'} and {out / 'lazy_layers.png'}")
 
 

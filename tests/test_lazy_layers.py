@@ -101,6 +101,7 @@ def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_pat
     report = json.loads((tmp_path / "out" / "lazy_layers.json").read_text())
     assert len(report["layers"]) == 2 and len(report["layers"][0]["heads"]["rank"]) == 4
     assert report["settings"]["seq_len"] == 32 and report["reference"]["fingerprint"]
+    assert report["cost"]["seconds"] >= 0 and 0.01 < report["cost"]["peak_cpu_memory_gb"] < 100  # a process's RSS
     assert "suggested starting depth" in r.stdout and math.isfinite(report["layers"][1]["mass_mean"])
     assert (tmp_path / "out" / "lazy_layers.png").stat().st_size > 0
     for args, words in ((["--seq_len", 65], "longer than the reference's context of 64"),
