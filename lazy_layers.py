@@ -99,6 +99,14 @@ def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) 
     return {"layers": layers, "suggested_depth": depth, "rule": rule}
 
 
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory so far: the GPU's allocations, or on a CPU the process's peak RSS (Linux counts it in KiB, macOS
+    in bytes)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e9
+
+
 def report_table(report: dict) -> str:
     T = report["settings"]["seq_len"]
     lines = [f"| layer | rank max (of {T}) | rank mean | rank_90 max | mass max | mass mean | lazy |",
@@ -157,11 +165,8 @@ def main(argv=None):
     identity = reference_identity(open_weights(args.ref).path) | {"path": args.ref}  # as given: portable
     started = time.time()
     found = diagnose(model, sequences.to(device), args.rank_tol, args.lazy_mass)
-    # what the diagnosis cost: the time without loading, the memory with the model (a CPU's: the process's peak RSS,
-    # which Linux reports in KiB and macOS in bytes)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    cost = {"seconds": round(time.time() - started, 1), f"peak_{device.type}_memory_gb": round(peak / 1e9, 2)}
+    peak = peak_memory_gb(device)  # the model included; the time below is without its loading
+    cost = {"seconds": round(time.time() - started, 1), f"peak_{device.type}_memory_gb": round(peak, 2)}
     report = {"reference": identity, "config": model.config.to_dict(),
               "settings": {k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol",
                                                          "lazy_mass")} | {"device": str(device), "dtype": "float32"},
@@ -169,7 +174,7 @@ def main(argv=None):
     atomic_write(out / "lazy_layers.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
     plot(report, out / "lazy_layers.png")
     print(report_table(report))
-    print(f"diagnosis: {cost['seconds']:.1f} s; peak {device.type} memory {peak / 1e9:.2f} GB")
+    print(f"diagnosis: {cost['seconds']:.1f} s; peak {device.type} memory {peak:.2f} GB")
     print(f"wrote {out / 'lazy_layers.json'} and {out / 'lazy_layers.png'}")
 
 

@@ -67,3 +67,12 @@ def test_loss_step_times_every_loss_and_they_agree(tmp_path):
     rows = re.findall(r"^\| (F\.cross_entropy|CrossEntropy) .*\| ([\d.]+) \|$", r.stdout, re.M)
     assert [name for name, _ in rows] == ["F.cross_entropy", "CrossEntropy", "CrossEntropy"], r.stdout
     assert len({value for _, value in rows}) == 1, r.stdout
+
+
+def test_lazy_layers_cost_times_the_diagnosis_and_the_solvers_agree():
+    r = subprocess.run([sys.executable, "bench/lazy_layers_cost.py", "--shape=gpt2-12x512", "--seq_len=48",
+                        "--seqs=1", "--device=cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = re.search(r"\| 48 \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| ([\d.e+-]+) \|", r.stdout)
+    assert row and float(row[2]) > 0, r.stdout
+    assert float(row[3]) < 1e-6  # eigvalsh of P P^T gives svdvals' singular values (up to float64 squaring)
