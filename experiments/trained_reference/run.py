@@ -1,12 +1,13 @@
 """Every run of the trained-reference study (README.md beside this file), in dependency order, several at a time on
 one GPU (small models leave most of an H200 idle; --jobs 1 runs them one by one).
 
-    python experiments/trained_reference/run.py [--jobs 4] [--seeds 1,2,3] [--set key=value ...]
+    python experiments/trained_reference/run.py [--jobs 4] [--seeds 1,2,3] [--only NAME,...] [--set key=value ...]
 
 Each job is a plain train.py, inherit.py or lazy_layers.py command, printed when it starts, its output in
 out/trained_reference/logs/NAME.txt. Rerunning after an interruption continues: train.py continues a run whose
 out_dir holds its checkpoint, and the growth loop its rounds. --set adds a train.py override to every run (a smoke
-test on a CPU: --set n_embd=64 --set max_iters=20 ...).
+test on a CPU: --set n_embd=64 --set max_iters=20 ...). --only runs the jobs whose names start with one of the
+given prefixes (e.g. --only random6_2x), taking what they wait for as done.
 """
 import argparse
 import subprocess
@@ -49,13 +50,18 @@ def main():
     p.add_argument("--jobs", type=int, default=4, help="runs at a time")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--lazy_seq_len", default="256,1024", help="lazy_layers.py window lengths, one run each")
+    p.add_argument("--only", help="comma-separated job-name prefixes: run only these")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train.py override for every run")
     args = p.parse_args()
     todo = jobs([int(s) for s in args.seeds.split(",")], [f"--{kv}" for kv in args.set],
                 [int(n) for n in args.lazy_seq_len.split(",")])
+    skipped = set()
+    if args.only:
+        skipped = {name for name, _, _ in todo if not name.startswith(tuple(args.only.split(",")))}
+        todo = [j for j in todo if j[0] not in skipped]
     logs = ROOT / OUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    running, done, failed = {}, set(), set()
+    running, done, failed = {}, set(skipped), set()
     t0 = time.time()
     while todo or running:
         for name, proc in list(running.items()):
@@ -75,7 +81,7 @@ def main():
             running[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=open(logs / f"{name}.txt", "w"),
                                              stderr=subprocess.STDOUT)
         time.sleep(1)
-    print(f"[{time.time() - t0:6.0f} s] finished: {len(done)} done, {len(failed)} failed {sorted(failed) or ''}")
+    print(f"[{time.time() - t0:6.0f} s] finished: {len(done - skipped)} done, {len(failed)} failed {sorted(failed) or ''}")
     sys.exit(1 if failed else 0)
 
 
