@@ -134,7 +134,8 @@ def plot(report: dict, path: Path) -> None:
         axes[1, col].set(xlabel="layer", ylabel=title, ylim=(0, 1.05))
         axes[1, col].legend()
         axes[1, col].grid(alpha=0.3)
-    fig.suptitle(f"{Path(report['reference']['path']).name}: {len(layers)} layers, {report['settings']['seqs']} sequences of {T}")
+    fig.suptitle(f"{Path(report['reference']['path']).name}: {len(layers)} layers, "
+                 f"{report['settings']['seqs']} sequences of {T}")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
@@ -163,10 +164,10 @@ def main(argv=None):
                         f"{model.config.block_size} tokens")
     sequences = load_sequences(args.data, args.ref, args.tokenizer, model.config.vocab_size, args.seqs, args.seq_len)
     identity = reference_identity(open_weights(args.ref).path) | {"path": args.ref}  # as given: portable
-    started = time.time()
+    started = time.perf_counter()
     found = diagnose(model, sequences.to(device), args.rank_tol, args.lazy_mass)
     peak = peak_memory_gb(device)  # the model included; the time below is without its loading
-    cost = {"seconds": round(time.time() - started, 1), f"peak_{device.type}_memory_gb": round(peak, 2)}
+    cost = {"seconds": round(time.perf_counter() - started, 1), f"peak_{device.type}_memory_gb": round(peak, 2)}
     report = {"reference": identity, "config": model.config.to_dict(),
               "settings": {k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol",
                                                          "lazy_mass")} | {"device": str(device), "dtype": "float32"},

@@ -6,8 +6,8 @@ one GPU (small models leave most of an H200 idle; --jobs 1 runs them one by one)
 Each job is a plain train.py, inherit.py or lazy_layers.py command, printed when it starts, its output in
 out/trained_reference/logs/NAME.txt. Rerunning after an interruption continues: train.py continues a run whose
 out_dir holds its checkpoint, and the growth loop its rounds. --set adds a train.py override to every run (a smoke
-test on a CPU: --set n_embd=64 --set max_iters=20 ...). --only runs the jobs whose names start with one of the
-given prefixes (e.g. --only random6_2x), taking what they wait for as done.
+test on a CPU: --set n_embd=64 --set max_iters=20 ...). --only runs the named jobs or groups of jobs (a name
+without its last _suffix: --only random6_2x runs random6_2x_s1, _s2, _s3), taking what they wait for as done.
 """
 import argparse
 import subprocess
@@ -23,7 +23,8 @@ DATA = "data/offline_english"
 
 def jobs(seeds: list[int], overrides: list[str], lazy_seq_lens: list[int]) -> list[tuple[str, list[str], list[str]]]:
     """(name, command, names it waits for), in priority order: a free slot takes the first job whose waits are done.
-    The long 2x-steps baselines queue behind the reference so that they never hold up the runs that need it."""
+    The long 2x-steps baselines queue behind the reference so that they never hold up the runs that need it (and,
+    should the reference fail, are skipped with them: --only random6_2x runs them alone)."""
     py = [sys.executable]
     train = lambda config, *args: py + ["train.py", f"{CONFIG}/{config}.py", *args, *overrides]
     ref = f"{OUT}/ref12/ckpt.pt"
@@ -50,14 +51,17 @@ def main():
     p.add_argument("--jobs", type=int, default=4, help="runs at a time")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--lazy_seq_len", default="256,1024", help="lazy_layers.py window lengths, one run each")
-    p.add_argument("--only", help="comma-separated job-name prefixes: run only these")
+    p.add_argument("--only", help="comma-separated job names or groups (e.g. random6_2x,ref12): run only these")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train.py override for every run")
     args = p.parse_args()
     todo = jobs([int(s) for s in args.seeds.split(",")], [f"--{kv}" for kv in args.set],
                 [int(n) for n in args.lazy_seq_len.split(",")])
     skipped = set()
     if args.only:
-        skipped = {name for name, _, _ in todo if not name.startswith(tuple(args.only.split(",")))}
+        wanted = set(args.only.split(","))
+        if unknown := wanted - {n for j in todo for n in (j[0], j[0].rsplit("_", 1)[0])}:
+            sys.exit(f"error: --only {','.join(sorted(unknown))}: no such job; jobs: {', '.join(j[0] for j in todo)}")
+        skipped = {j[0] for j in todo if not {j[0], j[0].rsplit("_", 1)[0]} & wanted}
         todo = [j for j in todo if j[0] not in skipped]
     logs = ROOT / OUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -70,18 +74,19 @@ def main():
                 (done if proc.returncode == 0 else failed).add(name)
                 print(f"[{time.time() - t0:6.0f} s] {name}: {'done' if proc.returncode == 0 else 'FAILED'}", flush=True)
         while blocked := [j for j in todo if set(j[2]) & failed]:  # what waits on a failure never runs
-            for name, _, waits in blocked:
-                todo.remove((name, _, waits))
-                failed.add(name)
-                print(f"[{time.time() - t0:6.0f} s] {name}: skipped (waits on {sorted(set(waits) & failed)})")
+            for job in blocked:
+                todo.remove(job)
+                failed.add(job[0])
+                print(f"[{time.time() - t0:6.0f} s] {job[0]}: skipped (waits on {sorted(set(job[2]) & failed)})")
         while len(running) < args.jobs and (ready := next((j for j in todo if set(j[2]) <= done), None)):
             todo.remove(ready)
             name, cmd, _ = ready
             print(f"[{time.time() - t0:6.0f} s] {name}: {' '.join(cmd[1:])}", flush=True)
-            running[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=open(logs / f"{name}.txt", "w"),
-                                             stderr=subprocess.STDOUT)
+            with open(logs / f"{name}.txt", "w") as out:  # the child keeps its own copy of the file
+                running[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         time.sleep(1)
-    print(f"[{time.time() - t0:6.0f} s] finished: {len(done - skipped)} done, {len(failed)} failed {sorted(failed) or ''}")
+    print(f"[{time.time() - t0:6.0f} s] finished: {len(done - skipped)} done, {len(failed)} failed",
+          *sorted(failed))
     sys.exit(1 if failed else 0)
 
 

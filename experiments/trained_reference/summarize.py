@@ -4,7 +4,7 @@ growth loop chose and what deciding on the mean of the seeds (grow_seeds=3) give
 
     python experiments/trained_reference/summarize.py --runs out/trained_reference \
         --save experiments/trained_reference/curves.json --png experiments/trained_reference/curves.png
-    python experiments/trained_reference/summarize.py --curves experiments/trained_reference/curves.json  # no runs needed
+    python experiments/trained_reference/summarize.py --curves experiments/trained_reference/curves.json  # no runs
 """
 import argparse
 import json
@@ -19,14 +19,14 @@ sys.path.insert(0, str(ROOT))
 from growth import score, verdict  # noqa: E402
 from model import GPT  # noqa: E402
 from train import TrainConfig, model_config  # noqa: E402
-from util import pyplot, read_log  # noqa: E402
+from util import atomic_write, pyplot, read_log  # noqa: E402
 
-ROWS = {  # label: (run folders under --runs, one per seed; whether the reference's training is part of its cost)
-    "reference, 12 layers": (["ref12"], False),
-    "inherited 6 layers (the growth loop's round 1)": ([f"grow6_s{s}/round1_6L" for s in (1, 2, 3)], True),
-    "inherited 6 layers, wpe and ln_f fresh (the published code)": ([f"paper6_s{s}" for s in (1, 2, 3)], True),
-    "random init, 6 layers": ([f"random6_s{s}" for s in (1, 2, 3)], False),
-    "random init, 6 layers, 2x steps": ([f"random6_2x_s{s}" for s in (1, 2, 3)], False),
+ROWS = {  # label: (its run folders under --runs, one per seed; whether the reference's training is part of its cost)
+    "reference, 12 layers": ("ref12", False),
+    "inherited 6 layers (the growth loop's round 1)": ("grow6_s*/round1_6L", True),
+    "inherited 6 layers, wpe and ln_f fresh (the published code)": ("paper6_s*", True),
+    "random init, 6 layers": ("random6_s*", False),
+    "random init, 6 layers, 2x steps": ("random6_2x_s*", False),
 }
 K = 3  # the growth loop's statistic: the mean of the last 3 val evaluations
 
@@ -49,7 +49,7 @@ def read_growth(runs: Path) -> list[dict]:
     for path in sorted(runs.glob("grow6_s*/growth.json")):
         state = json.loads(path.read_text())
         out.append({"seed": state["rounds"][0]["runs"][0]["seed"], "reference_score": state["reference_score"],
-                    "statistic": state["statistic"], "k": state["k"],
+                    "statistic": state["statistic"], "k": state["k"], "tolerance": state["recipe"]["grow_tolerance"],
                     "rounds": [{"n_layer": r["n_layer"], "score": r["score"], "margin": r["margin"],
                                 "matches": r["matches"]} for r in state["rounds"]]})
     return out
@@ -70,12 +70,12 @@ def main():
     args = p.parse_args()
     if args.runs:
         runs = Path(args.runs)
-        study = {"rows": {label: {"with_reference": with_ref, "runs": [read_run(runs / f) for f in folders]}
-                          for label, (folders, with_ref) in ROWS.items()}, "growth": read_growth(runs)}
+        study = {"rows": {label: {"with_reference": with_ref, "runs": [read_run(f) for f in sorted(runs.glob(pattern))]}
+                          for label, (pattern, with_ref) in ROWS.items()}, "growth": read_growth(runs)}
     else:
         study = json.loads(Path(args.curves).read_text())
     if args.save:
-        Path(args.save).write_text(json.dumps(study, separators=(",", ":")))
+        atomic_write(Path(args.save), lambda tmp: Path(tmp).write_text(json.dumps(study, separators=(",", ":"))))
     rows = study["rows"]
     ref_flops = rows["reference, 12 layers"]["runs"][0]["flops"]
     print("| run | seeds | steps | step-0 val | final val | mean of last 3 | training PFLOPs |")
@@ -96,7 +96,7 @@ def main():
               f"{tried}; chose {chosen if chosen else 'no depth'}")
     if study["growth"]:
         first = [g["rounds"][0]["score"] for g in study["growth"]]
-        v = verdict(first, study["growth"][0]["reference_score"], 0.0)
+        v = verdict(first, study["growth"][0]["reference_score"], study["growth"][0]["tolerance"])
         print(f"deciding on the mean of the {len(first)} seeds (grow_seeds={len(first)}): score {v['score']:.4f} ± "
               f"{v['seed_sd']:.4f}, margin {v['margin']:+.4f}, {'matches' if v['matches'] else 'worse'}"
               f"{', within seed noise' if v['within_noise'] else ', outside seed noise (2 standard errors)'}")
