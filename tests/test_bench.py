@@ -73,6 +73,8 @@ def test_lazy_layers_cost_times_the_diagnosis_and_the_solvers_agree():
     r = subprocess.run([sys.executable, "bench/lazy_layers_cost.py", "--shape=gpt2-12x512", "--seq_len=48",
                         "--seqs=1", "--device=cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    row = re.search(r"\| 48 \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| ([\d.e+-]+) \|", r.stdout)
+    row = re.search(r"\| 48 \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| ([\d.e+-]+) \| [\d.]+ \| "
+                    r"([\d.e+-]+) \|", r.stdout)
     assert row and float(row[2]) > 0, r.stdout
-    assert float(row[3]) < 1e-6  # eigvalsh of P P^T gives svdvals' singular values (up to float64 squaring)
+    assert float(row[3]) < 1e-5  # float32 singular values: float32 precision relative to the largest
+    assert float(row[4]) < 1e-6  # eigvalsh of P P^T gives svdvals' singular values (up to float64 squaring)
