@@ -59,9 +59,10 @@ def main():
     skipped = set()
     if args.only:
         wanted = set(args.only.split(","))
-        if unknown := wanted - {n for j in todo for n in (j[0], j[0].rsplit("_", 1)[0])}:
+        called = lambda name: {name, name.rsplit("_", 1)[0]}  # noqa: E731  the job's name and its group's
+        if unknown := wanted - set().union(*(called(j[0]) for j in todo)):
             sys.exit(f"error: --only {','.join(sorted(unknown))}: no such job; jobs: {', '.join(j[0] for j in todo)}")
-        skipped = {j[0] for j in todo if not {j[0], j[0].rsplit("_", 1)[0]} & wanted}
+        skipped = {j[0] for j in todo if not called(j[0]) & wanted}
         todo = [j for j in todo if j[0] not in skipped]
     logs = ROOT / OUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
