@@ -1,6 +1,6 @@
 """What lazy_layers.py costs on a large reference: the seconds and peak memory of its diagnosis, 7B-shaped by default.
 
-    python bench/lazy_layers_cost.py [--shape llama-7b] [--seq_len 256,1024] [--seqs 8] [--device auto]
+    python bench/lazy_layers_cost.py [--shape llama-7b] [--seq_len 256,1024] [--solver_seq_len 256,1024] [--seqs 8]
 
 The model is built with random weights on the device in float32, as lazy_layers.py loads a reference (no file is
 written), and lazy_layers.diagnose runs on --seqs windows of random tokens for each --seq_len. Its time is mostly
@@ -37,39 +37,51 @@ def timed(fn, device: torch.device):
     return out, time.perf_counter() - start
 
 
+def time_solvers(n_head: int, T: int, device: torch.device) -> str:
+    """One layer's worth of sharp maps through each solver (each called once before, to leave setup out)."""
+    allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    maps = (torch.randn(n_head, T, T, dtype=torch.float64, device=device) * 3).masked_fill(
+        ~allowed, float("-inf")).softmax(-1)
+    on_cpu, single = maps.cpu(), maps.float()
+    solvers = {"svdvals": lambda: torch.linalg.svdvals(maps), "on CPU": lambda: torch.linalg.svdvals(on_cpu),
+               "float32": lambda: torch.linalg.svdvals(single),
+               "eigvalsh": lambda: torch.linalg.eigvalsh(maps @ maps.mT).flip(-1).clamp(min=0).sqrt()}
+    values, seconds = {}, {}
+    for name, solve in solvers.items():
+        timed(lambda: solve()[..., :1], device)
+        values[name], seconds[name] = timed(solve, device)
+    s = values["svdvals"]
+    diff = {name: ((s - v.to(s)).abs() / s[..., :1]).max().item() for name, v in values.items()}
+    return (f"| {T} | {seconds['svdvals']:.2f} | {seconds['on CPU']:.2f} | {seconds['float32']:.2f} | "
+            f"{diff['float32']:.1e} | {seconds['eigvalsh']:.2f} | {diff['eigvalsh']:.1e} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="llama-7b", choices=SHAPES)
-    p.add_argument("--seq_len", default="256,1024", help="comma-separated window lengths")
+    p.add_argument("--seq_len", default="256,1024", help="comma-separated window lengths of the diagnosis")
+    p.add_argument("--solver_seq_len", default="256,1024", help="comma-separated map sizes the solvers are timed at")
     p.add_argument("--seqs", type=int, default=8)
     p.add_argument("--device", default="auto")
     args = p.parse_args()
     device, cfg = resolve_device(args.device), ModelConfig(**SHAPES[args.shape])
     torch.manual_seed(0)
+    print(f"solvers on one layer's maps ({cfg.n_head} heads), seconds, and the largest difference from float64 "
+          f"svdvals relative to the largest singular value:\n| T | svdvals float64 | on CPU | float32 | diff | "
+          f"eigvalsh(P P^T) | diff |\n|---|---|---|---|---|---|---|", flush=True)
+    for T in map(int, filter(None, args.solver_seq_len.split(","))):
+        print(time_solvers(cfg.n_head, T, device), flush=True)
     with torch.device(device):
         model = GPT(cfg).eval()
-    print(f"{args.shape}: {model.num_params() / 1e9:.2f}B parameters in float32 on {device}; "
-          f"{peak_memory_gb(device):.1f} GB peak so far")
-    print("| T | diagnosis s | peak GB | svdvals s (one layer) | on CPU s | float32 s | diff | eigvalsh(P P^T) s "
-          "| diff |\n|---|---|---|---|---|---|---|---|---|")
-    for T in map(int, args.seq_len.split(",")):
+    print(f"\n{args.shape}: {model.num_params() / 1e9:.2f}B parameters in float32 on {device}; "
+          f"{peak_memory_gb(device):.1f} GB peak so far\n| T | sequences | diagnosis s | peak GB |\n|---|---|---|---|",
+          flush=True)
+    for T in map(int, filter(None, args.seq_len.split(","))):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         idx = torch.randint(0, cfg.vocab_size, (args.seqs, T), device=device)
         _, seconds = timed(lambda: diagnose(model, idx, 1e-2, 0.5), device)
-        peak = peak_memory_gb(device)
-        allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
-        maps = (torch.randn(cfg.n_head, T, T, dtype=torch.float64, device=device) * 3).masked_fill(
-            ~allowed, float("-inf")).softmax(-1)
-        s, t_svd = timed(lambda: torch.linalg.svdvals(maps), device)
-        on_cpu = maps.cpu()
-        _, t_cpu = timed(lambda: torch.linalg.svdvals(on_cpu), device)
-        single = maps.float()
-        s32, t_32 = timed(lambda: torch.linalg.svdvals(single), device)
-        e, t_eig = timed(lambda: torch.linalg.eigvalsh(maps @ maps.mT).flip(-1).clamp(min=0).sqrt(), device)
-        diff = lambda other: ((s - other.double()).abs() / s[..., :1]).max().item()  # noqa: E731
-        print(f"| {T} | {seconds:.1f} | {peak:.1f} | {t_svd:.2f} | {t_cpu:.2f} | {t_32:.2f} | {diff(s32):.1e} | "
-              f"{t_eig:.2f} | {diff(e):.1e} |", flush=True)
+        print(f"| {T} | {args.seqs} | {seconds:.1f} | {peak_memory_gb(device):.1f} |", flush=True)
 
 
 if __name__ == "__main__":
