@@ -4,8 +4,9 @@ back as e5m2 (2 mantissa bits, the range gradients need), each tensor with one s
 absolute maximum at every use (dynamic tensorwise scaling: nothing to calibrate, no state in the checkpoint). The
 head and the embeddings stay in bf16; weights, optimizer state and checkpoints keep their usual dtype, and a model
 trained this way loads and evaluates as a plain GPT. Hopper and Ada GPUs (compute capability 8.9+) run float8 matmuls
-at twice the bf16 rate; the scaling and casting are cheap because torch.compile fuses them into the kernels around
-them. On an H200 the paper's 1.5B shape trains 1.29x faster than in bf16 (docs/PERFORMANCE.md).
+at twice the bf16 rate; the scaling and casting are left for torch.compile to fuse into the kernels around them
+(without compile, not measured). On an H200 the paper's 1.5B shape trains 1.29x faster than in bf16, compiled
+(docs/PERFORMANCE.md).
 """
 import torch
 import torch.nn as nn

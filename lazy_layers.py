@@ -77,11 +77,12 @@ def attention_maps(model, idx):
 def attention_stats(probs: torch.Tensor, rank_tol: float) -> dict:
     """Per head of attention maps (..., T, T): numerical rank, 90%-energy rank and dominant single-column mass."""
     p = probs.double()
-    # squared singular values as the eigenvalues of P P^T: to 1e-8 of the largest value what svdvals gives, and on
-    # a GPU ~20x faster than its SVD (bench/lazy_layers_cost.py)
+    # squared singular values as the eigenvalues of P P^T: svdvals' values to ~2e-8 of the largest, and on a GPU
+    # 11-22x faster than its SVD (bench/lazy_layers_cost.py); the squaring is why --rank_tol stops at 1e-6
     s2 = torch.linalg.eigvalsh(p @ p.mT).flip(-1).clamp(min=0)
     energy = s2.cumsum(-1) / s2.sum(-1, keepdim=True)
-    return {"rank": (s2 > rank_tol ** 2 * s2[..., :1]).sum(-1).double(), "rank_90": (energy < 0.9).sum(-1).double() + 1,
+    return {"rank": (s2 > rank_tol ** 2 * s2[..., :1]).sum(-1).double(),
+            "rank_90": (energy < 0.9).sum(-1).double() + 1,
             "mass": p.sum(-2).amax(-1) / probs.shape[-1]}
 
 
@@ -156,8 +157,8 @@ def main(argv=None):
     p.add_argument("--lazy_mass", type=float, default=0.5, help="mean dominant-column mass from which a layer is lazy")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     args = p.parse_args(argv)
-    if args.seqs < 1 or args.seq_len < 2 or not 0 < args.rank_tol < 1 or not 0 < args.lazy_mass <= 1:
-        raise UserError("--seqs must be >= 1, --seq_len >= 2, --rank_tol in (0, 1) and --lazy_mass in (0, 1]")
+    if args.seqs < 1 or args.seq_len < 2 or not 1e-6 <= args.rank_tol < 1 or not 0 < args.lazy_mass <= 1:
+        raise UserError("--seqs must be >= 1, --seq_len >= 2, --rank_tol in [1e-6, 1) and --lazy_mass in (0, 1]")
     out = Path(args.out)
     check_can_create(out)
     device = resolve_device(args.device)

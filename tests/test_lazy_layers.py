@@ -79,6 +79,22 @@ def test_attention_maps_equal_transformers_attention_outputs(family, tmp_path, t
         assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-5
 
 
+def test_ranks_from_eigenvalues_equal_ranks_from_singular_values_down_to_the_smallest_tolerance():
+    """attention_stats squares the singular values (eigenvalues of P P^T); on sharp maps, whose singular values
+    spread over many decades, the counts must equal those of svdvals at every tolerance the command accepts."""
+    g = torch.Generator().manual_seed(0)
+    n = 96
+    probs = (3 * torch.randn(4, n, n, generator=g)).masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(),
+                                                                float("-inf")).softmax(-1)
+    s = torch.linalg.svdvals(probs.double())
+    energy = (s ** 2).cumsum(-1) / (s ** 2).sum(-1, keepdim=True)
+    for tol in (1e-2, 1e-4, 1e-6):
+        stats = attention_stats(probs, tol)
+        assert torch.equal(stats["rank"], (s > tol * s[..., :1]).sum(-1).double()), tol
+        assert torch.equal(stats["rank_90"], (energy < 0.9).sum(-1).double() + 1)
+    assert (s < 1e-6 * s[..., :1]).any()  # the smallest tolerance does cut into these spectra
+
+
 def test_diagnose_finds_the_lazy_layer_and_suggests_the_depth_before_it():
     """Layer 0 attends to itself, layer 1 to the first token: 1 layer before the first lazy one."""
     first, model = one_head_gpt2("first"), one_head_gpt2("identity")
@@ -106,7 +122,8 @@ def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_pat
     assert (tmp_path / "out" / "lazy_layers.png").stat().st_size > 0
     for args, words in ((["--seq_len", 65], "longer than the reference's context of 64"),
                         (["--seqs", 10_000], "fewer than --seqs x --seq_len"),
-                        (["--data", tmp_path / "nothing"], "no such file or folder")):
+                        (["--data", tmp_path / "nothing"], "no such file or folder"),
+                        (["--rank_tol", 1e-7], "--rank_tol in [1e-6, 1)")):
         r = run("--data", small_bins, "--out", tmp_path / "bad", "--seq_len", 32, *args)
         assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not (tmp_path / "bad").exists()
