@@ -74,12 +74,17 @@ def attention_maps(model, idx):
         x = block(x, rope, mask)
 
 
+def squared_singular_values(p: torch.Tensor) -> torch.Tensor:
+    """Of each float64 matrix (..., T, T), largest first, as the eigenvalues of P P^T: svdvals' values to ~2e-8 of
+    the largest, and on a GPU 11-22x faster than its SVD (bench/lazy_layers_cost.py); the squaring is why
+    --rank_tol stops at 1e-6."""
+    return torch.linalg.eigvalsh(p @ p.mT).flip(-1).clamp(min=0)
+
+
 def attention_stats(probs: torch.Tensor, rank_tol: float) -> dict:
     """Per head of attention maps (..., T, T): numerical rank, 90%-energy rank and dominant single-column mass."""
     p = probs.double()
-    # squared singular values as the eigenvalues of P P^T: svdvals' values to ~2e-8 of the largest, and on a GPU
-    # 11-22x faster than its SVD (bench/lazy_layers_cost.py); the squaring is why --rank_tol stops at 1e-6
-    s2 = torch.linalg.eigvalsh(p @ p.mT).flip(-1).clamp(min=0)
+    s2 = squared_singular_values(p)
     energy = s2.cumsum(-1) / s2.sum(-1, keepdim=True)
     return {"rank": (s2 > rank_tol ** 2 * s2[..., :1]).sum(-1).double(),
             "rank_90": (energy < 0.9).sum(-1).double() + 1,

@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lazy_layers import diagnose, peak_memory_gb  # noqa: E402
+from lazy_layers import diagnose, peak_memory_gb, squared_singular_values  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 from runtime import resolve_device  # noqa: E402
 
@@ -46,7 +46,7 @@ def time_solvers(n_head: int, T: int, device: torch.device) -> str:
     on_cpu, single = maps.cpu(), maps.float()
     solvers = {"svdvals": lambda: torch.linalg.svdvals(maps), "on CPU": lambda: torch.linalg.svdvals(on_cpu),
                "float32": lambda: torch.linalg.svdvals(single),
-               "eigvalsh": lambda: torch.linalg.eigvalsh(maps @ maps.mT).flip(-1).clamp(min=0).sqrt()}
+               "eigvalsh": lambda: squared_singular_values(maps).sqrt()}
     values, seconds = {}, {}
     for name, solve in solvers.items():
         timed(lambda: solve()[..., :1], device)
