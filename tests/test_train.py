@@ -20,13 +20,16 @@ from train import TrainConfig, load_config
 TINY = ["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",
         "--micro_batch_size=2", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=5", "--eval_tokens=2048",
         "--log_interval=5", "--eval_interval=10", "--checkpoint_interval=10", "--device=cpu"]
+# train.py's float8 path on a CPU (torch._scaled_mm runs there too): tests/fp8_on_cpu.py lifts the GPU requirement
+FP8_ON_CPU = {"args": ["--fp8=True", "--dtype=bfloat16"], "script": "tests/fp8_on_cpu.py"}
+PLAIN = {"args": [], "script": "train.py"}
 
 
-def run_train(*args, torchrun=0, check=True, background=None, restarts=0, env=None):
+def run_train(*args, torchrun=0, check=True, background=None, restarts=0, env=None, script="train.py"):
     """Run train.py (under torchrun with `torchrun` ranks); background=<file> starts it and returns the Popen."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
                 f"--max_restarts={restarts}"] if torchrun else [sys.executable]
-    cmd, env = [*launcher, "train.py", *map(str, args)], {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd, env = [*launcher, script, *map(str, args)], {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     if background:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=open(background, "w"), stderr=subprocess.STDOUT, env=env)
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
@@ -120,13 +123,16 @@ def test_help_lists_every_key_with_its_default_and_meaning():
 
 # ------------------------------------------------------------------------------------------- training
 
-@pytest.mark.parametrize("ranks,batch_size", [(2, 8), (3, 12)])  # 3: the paper's (and the card's) GPU count
-def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size):
+@pytest.mark.parametrize("ranks,batch_size,path", [(2, 8, PLAIN), (3, 12, PLAIN), (2, 8, FP8_ON_CPU)],
+                         ids=["2", "3", "2-fp8"])  # 3: the paper's (and the card's) GPU count
+def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size, path):
     # bias=False: GPT-2's key bias has an exactly zero gradient (softmax ignores a shift shared by every key), so
-    # Adam steps it by pure rounding noise, which no tolerance derived from float32 bounds
-    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--batch_size={batch_size}", "--bias=False"]
-    run_train(*common, f"--out_dir={tmp_path / 'one'}")
-    ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks)
+    # Adam steps it by pure rounding noise, which no tolerance derived from float32 bounds. fp8: each micro-batch's
+    # float8 scales are its own whichever rank runs it; only the gradients' summation order differs, as in bf16
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--batch_size={batch_size}", "--bias=False",
+              *path["args"]]
+    run_train(*common, f"--out_dir={tmp_path / 'one'}", script=path["script"])
+    ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks, script=path["script"])
     cfg1, log1 = read_log(tmp_path / "one")
     cfg2, log2 = read_log(tmp_path / "two")
     assert cfg1["batch_size"] == cfg2["batch_size"] == batch_size  # the global batch does not depend on world size
@@ -152,10 +158,12 @@ def test_compiled_training_matches_eager(small_bins, tmp_path, scope):
                 assert a[key] == pytest.approx(b[key], rel=1e-4), (scope, a, b)
 
 
-def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path):
-    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=150", "--checkpoint_interval=7"]
-    run_train(*common, f"--out_dir={tmp_path / 'straight'}")
-    proc = run_train(*common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt")
+@pytest.mark.parametrize("path", [PLAIN, FP8_ON_CPU], ids=["plain", "fp8"])
+def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path, path):
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=150", "--checkpoint_interval=7", *path["args"]]
+    run_train(*common, f"--out_dir={tmp_path / 'straight'}", script=path["script"])
+    proc = run_train(*common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt",
+                     script=path["script"])
     ckpt = tmp_path / "killed" / "ckpt.pt"
     deadline = time.time() + 60
     while time.time() < deadline:  # kill -9 somewhere after the second checkpoint
@@ -168,7 +176,7 @@ def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path):
     assert 14 <= torch.load(ckpt, weights_only=True)["step"] < 150
     stale = tmp_path / "killed" / ".ckpt.pt.x1y2z3.tmp"  # what a kill in the middle of a save leaves behind
     stale.write_bytes(b"partial")
-    run_train(*common, f"--out_dir={tmp_path / 'killed'}")  # the same command again: it continues the run
+    run_train(*common, f"--out_dir={tmp_path / 'killed'}", script=path["script"])  # the same command: it continues
     assert not stale.exists()
     a, b = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True), torch.load(ckpt, weights_only=True)
     assert a["step"] == b["step"] == 150
