@@ -164,7 +164,9 @@ def check_loss(repo, shape, variants, data, work, steps) -> None:
                           eval_interval=steps, eval_tokens=262144, checkpoint_interval=steps, learning_rate=6e-4,
                           min_lr=6e-5)
         proc = launch(repo, 1, args, out / "stdout.txt")
-        if proc.wait():
+        failed = proc.wait()
+        (out / "ckpt.pt").unlink(missing_ok=True)  # the curve is in the log; at 1.5B a checkpoint holds ~23 GB
+        if failed:
             sys.exit(f"error: {variant} failed; see {out / 'stdout.txt'}")
         recs = records(out)
         curves[variant] = ({r["step"]: r["train_loss"] for r in recs if "train_loss" in r},

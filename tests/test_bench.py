@@ -34,6 +34,7 @@ def test_loss_check_micro_batch_splits_agree(tmp_path, small_bins):
     (a, b) = curves["m2a2-eager"], curves["m4a1-eager"]
     assert [s for s, _ in a] == [s for s, _ in b] == [10, 20]
     assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b))
+    assert list(tmp_path.rglob("log.jsonl")) and not list(tmp_path.rglob("ckpt.pt"))  # curves kept, checkpoints not
 
 
 def test_a_failing_variant_gives_a_failed_row_and_the_rest_still_run(tmp_path):
