@@ -18,7 +18,8 @@ full T x T product, which causal kernels halve, so it can be beaten by a few %).
 
 --check_loss DATA trains each variant to the end on real bins (one GPU, the same seed, and the same global batch:
 micro x accumulation must agree) and prints the largest train-loss difference from the first variant, which should
-be the plain path (e.g. m16a4-eager): a speed-up must not change what is learned beyond bf16 noise.
+be the plain path (e.g. m16a4-eager): a speed-up must not change what is learned beyond bf16 noise. Each run's
+checkpoint is deleted once it ends (its log holds the curve).
 """
 import argparse
 import json

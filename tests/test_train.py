@@ -21,8 +21,13 @@ TINY = ["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size
         "--micro_batch_size=2", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=5", "--eval_tokens=2048",
         "--log_interval=5", "--eval_interval=10", "--checkpoint_interval=10", "--device=cpu"]
 # train.py's float8 path on a CPU (torch._scaled_mm runs there too): tests/fp8_on_cpu.py lifts the GPU requirement
-FP8_ON_CPU = {"args": ["--fp8=True", "--dtype=bfloat16"], "script": "tests/fp8_on_cpu.py"}
-PLAIN = {"args": [], "script": "train.py"}
+FP8_ON_CPU = {"args": ["--fp8=True", "--dtype=bfloat16"], "script": "tests/fp8_on_cpu.py",
+              "converted": "fp8_on_cpu: 8 Float8Linear"}  # TINY: 2 blocks of 4 Linears
+PLAIN = {"args": [], "script": "train.py", "converted": None}
+
+
+def assert_path(path, stdout, runs=1):  # fp8: every rank converted its model (the test did not quietly run bf16)
+    assert not path["converted"] or stdout.count(path["converted"]) == runs, stdout
 
 
 def run_train(*args, torchrun=0, check=True, background=None, restarts=0, env=None, script="train.py"):
@@ -131,8 +136,9 @@ def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size
     # float8 scales are its own whichever rank runs it; only the gradients' summation order differs, as in bf16
     common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--batch_size={batch_size}", "--bias=False",
               *path["args"]]
-    run_train(*common, f"--out_dir={tmp_path / 'one'}", script=path["script"])
+    assert_path(path, run_train(*common, f"--out_dir={tmp_path / 'one'}", script=path["script"]).stdout)
     ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks, script=path["script"])
+    assert_path(path, ddp.stdout, runs=ranks)
     cfg1, log1 = read_log(tmp_path / "one")
     cfg2, log2 = read_log(tmp_path / "two")
     assert cfg1["batch_size"] == cfg2["batch_size"] == batch_size  # the global batch does not depend on world size
@@ -161,7 +167,7 @@ def test_compiled_training_matches_eager(small_bins, tmp_path, scope):
 @pytest.mark.parametrize("path", [PLAIN, FP8_ON_CPU], ids=["plain", "fp8"])
 def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path, path):
     common = [*TINY, f"--data_dir={small_bins}", "--max_iters=150", "--checkpoint_interval=7", *path["args"]]
-    run_train(*common, f"--out_dir={tmp_path / 'straight'}", script=path["script"])
+    assert_path(path, run_train(*common, f"--out_dir={tmp_path / 'straight'}", script=path["script"]).stdout)
     proc = run_train(*common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt",
                      script=path["script"])
     ckpt = tmp_path / "killed" / "ckpt.pt"
@@ -176,7 +182,8 @@ def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path, path):
     assert 14 <= torch.load(ckpt, weights_only=True)["step"] < 150
     stale = tmp_path / "killed" / ".ckpt.pt.x1y2z3.tmp"  # what a kill in the middle of a save leaves behind
     stale.write_bytes(b"partial")
-    run_train(*common, f"--out_dir={tmp_path / 'killed'}", script=path["script"])  # the same command: it continues
+    resumed = run_train(*common, f"--out_dir={tmp_path / 'killed'}", script=path["script"])  # the same command again
+    assert_path(path, resumed.stdout)  # ... continues the run, on the same path
     assert not stale.exists()
     a, b = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True), torch.load(ckpt, weights_only=True)
     assert a["step"] == b["step"] == 150
