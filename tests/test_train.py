@@ -26,20 +26,20 @@ FP8_ON_CPU = {"args": ["--fp8=True", "--dtype=bfloat16"], "script": "tests/fp8_o
 PLAIN = {"args": [], "script": "train.py", "converted": None}
 
 
-def assert_path(path, stdout, runs=1):  # fp8: every rank converted its model (the test did not quietly run bf16)
-    assert not path["converted"] or stdout.count(path["converted"]) == runs, stdout
-
-
-def run_train(*args, torchrun=0, check=True, background=None, restarts=0, env=None, script="train.py"):
-    """Run train.py (under torchrun with `torchrun` ranks); background=<file> starts it and returns the Popen."""
+def run_train(*args, torchrun=0, check=True, background=None, restarts=0, env=None, path=PLAIN):
+    """Run train.py (under torchrun with `torchrun` ranks; path=FP8_ON_CPU: its float8 path); background=<file>
+    starts it and returns the Popen."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
                 f"--max_restarts={restarts}"] if torchrun else [sys.executable]
-    cmd, env = [*launcher, script, *map(str, args)], {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [*launcher, path["script"], *map(str, args), *path["args"]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     if background:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=open(background, "w"), stderr=subprocess.STDOUT, env=env)
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if check:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        if path["converted"]:  # every rank converted its model: the test did not quietly run in bf16
+            assert r.stdout.count(path["converted"]) == max(torchrun, 1), r.stdout
     return r
 
 
@@ -134,11 +134,9 @@ def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size
     # bias=False: GPT-2's key bias has an exactly zero gradient (softmax ignores a shift shared by every key), so
     # Adam steps it by pure rounding noise, which no tolerance derived from float32 bounds. fp8: each micro-batch's
     # float8 scales are its own whichever rank runs it; only the gradients' summation order differs, as in bf16
-    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--batch_size={batch_size}", "--bias=False",
-              *path["args"]]
-    assert_path(path, run_train(*common, f"--out_dir={tmp_path / 'one'}", script=path["script"]).stdout)
-    ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks, script=path["script"])
-    assert_path(path, ddp.stdout, runs=ranks)
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--batch_size={batch_size}", "--bias=False"]
+    run_train(*common, f"--out_dir={tmp_path / 'one'}", path=path)
+    ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks, path=path)
     cfg1, log1 = read_log(tmp_path / "one")
     cfg2, log2 = read_log(tmp_path / "two")
     assert cfg1["batch_size"] == cfg2["batch_size"] == batch_size  # the global batch does not depend on world size
@@ -166,10 +164,9 @@ def test_compiled_training_matches_eager(small_bins, tmp_path, scope):
 
 @pytest.mark.parametrize("path", [PLAIN, FP8_ON_CPU], ids=["plain", "fp8"])
 def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path, path):
-    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=150", "--checkpoint_interval=7", *path["args"]]
-    assert_path(path, run_train(*common, f"--out_dir={tmp_path / 'straight'}", script=path["script"]).stdout)
-    proc = run_train(*common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt",
-                     script=path["script"])
+    common = [*TINY, f"--data_dir={small_bins}", "--max_iters=150", "--checkpoint_interval=7"]
+    run_train(*common, f"--out_dir={tmp_path / 'straight'}", path=path)
+    proc = run_train(*common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt", path=path)
     ckpt = tmp_path / "killed" / "ckpt.pt"
     deadline = time.time() + 60
     while time.time() < deadline:  # kill -9 somewhere after the second checkpoint
@@ -182,8 +179,7 @@ def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path, path):
     assert 14 <= torch.load(ckpt, weights_only=True)["step"] < 150
     stale = tmp_path / "killed" / ".ckpt.pt.x1y2z3.tmp"  # what a kill in the middle of a save leaves behind
     stale.write_bytes(b"partial")
-    resumed = run_train(*common, f"--out_dir={tmp_path / 'killed'}", script=path["script"])  # the same command again
-    assert_path(path, resumed.stdout)  # ... continues the run, on the same path
+    run_train(*common, f"--out_dir={tmp_path / 'killed'}", path=path)  # the same command again: it continues the run
     assert not stale.exists()
     a, b = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True), torch.load(ckpt, weights_only=True)
     assert a["step"] == b["step"] == 150
