@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import train
-from data import shakespeare_files
+from inheritune.data import shakespeare_files
 from growth import score, verdict
-from util import UserError, cli, plot_curves, read_log
+from inheritune.util import UserError, cli, plot_curves, read_log
 
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024  # as the demo configs say: under the cwd
 HERE = Path(__file__).resolve().parent  # the scripts and configs, wherever the demo is run from

@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 
 import torch
 
-from data import EVAL_TOKENS, check_bins, val_loss
-from lm import InherituneLM, lm_eval_installed
-from runtime import resolve_device
-from weights import load_model, open_weights
-from util import UserError, atomic_write, cli
-from tokenizer import load_tokenizer, tokenizer_spec_of
+from inheritune.data import EVAL_TOKENS, check_bins, val_loss
+from inheritune.lm import InherituneLM, lm_eval_installed
+from inheritune.runtime import resolve_device
+from weights import load_model, open_weights, tokenizer_spec_of
+from inheritune.util import UserError, atomic_write, cli
+from inheritune.tokenizer import load_tokenizer
 
 
 # The paper's evaluation (Sanyal et al. 2024): lm-eval task, few-shot examples, the metric it reports, and chance:

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from util import read_log
+from inheritune.util import read_log
 from weights import open_weights
 
 # What a round must share with the reference's own training for the two curves to be compared step for step.

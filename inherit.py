@@ -18,7 +18,7 @@ import torch
 
 from model import GPT, empty_model
 from weights import load_tensors, open_weights, save_checkpoint
-from util import UserError, check_can_create, cli
+from inheritune.util import UserError, check_can_create, cli
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import check_bins, open_split, read_meta
+from inheritune.data import check_bins, open_split, read_meta
 from inherit import reference_identity
-from runtime import resolve_device
-from tokenizer import load_tokenizer, reference_tokenizer_hash, tokenizer_spec_of
-from util import UserError, atomic_write, check_can_create, cli, pyplot
-from weights import load_model, open_weights
+from inheritune.runtime import resolve_device
+from inheritune.tokenizer import load_tokenizer
+from inheritune.util import UserError, atomic_write, check_can_create, cli, pyplot
+from weights import load_model, open_weights, reference_tokenizer_hash, tokenizer_spec_of
 
 
 def load_sequences(data, ref, tokenizer, vocab_size: int, n: int, length: int) -> torch.Tensor:

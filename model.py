@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from util import UserError
+from inheritune.util import UserError
 
 
 # ----------------------------------------------------------------------------------------------- config

@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
-from data import META_FORMAT, SPLITS, dtype_for_vocab, read_meta, shakespeare_files
-from tokenizer import load_tokenizer
-from util import UserError, atomic_write, check_can_create, cli
+from inheritune.data import META_FORMAT, SPLITS, dtype_for_vocab, read_meta, shakespeare_files
+from inheritune.tokenizer import load_tokenizer
+from inheritune.util import UserError, atomic_write, check_can_create, cli
 
 CORPUS_FILE = re.compile(r".*(\.txt|\.jsonl)(\.gz|\.bz2|\.xz)?|.*(\.parquet)")  # parquet compresses itself
 OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}

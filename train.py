@@ -26,16 +26,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from fp8 import check_fp8_device, convert_to_float8
+from inheritune.fp8 import check_fp8_device, convert_to_float8
 from growth import growth_table, reference_curve, score, verdict
 from inherit import inherit_layers
 from model import ARCHS, GPT, ModelConfig
-from runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
-from weights import load_model, open_weights, safe_torch_load, save_checkpoint
-from util import (HUB_NAME, UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli,
+from inheritune.runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
+from weights import load_model, open_weights, reference_tokenizer_hash, safe_torch_load, save_checkpoint
+from inheritune.util import (HUB_NAME, UserError, apply_config_args, atomic_write, check_can_create, check_settings, cli,
                   plot_curves, read_log, resolve_hub_name)
-from data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, train_windows, val_loss, val_windows
-from tokenizer import reference_tokenizer_hash
+from inheritune.data import EVAL_TOKENS, check_bins, fetch, open_split, read_meta, train_windows, val_loss, val_windows
 
 
 @dataclass

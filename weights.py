@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model import ARCHS, GPT, ROPE_SCALING_KEYS, ModelConfig, empty_model, rescale_rope, rope_frequencies, unwrap
-from util import UserError, atomic_write, resolve_hub_name
+from inheritune.tokenizer import load_tokenizer
+from inheritune.util import UserError, atomic_write, resolve_hub_name
 
 # ----------------------------------------------------------------------------------------------- name tables
 # Our module -> theirs; ".weight"/".bias" carry over. "{}" is the layer; a tuple is fused along dim 0 into ours.
@@ -326,9 +327,16 @@ def open_weights(path) -> Weights:
     return _open_project(path)
 
 
-def load_model(path, device="cpu", dtype=torch.float32) -> GPT:
-    """Any checkpoint `open_weights` reads -> a GPT in eval mode. Every tensor is checked by name and shape."""
-    weights = open_weights(path)
+def opened(source) -> Weights:
+    """source as an open Weights: itself when it is one, else open_weights(source). Scripts open a reference once
+    and pass the Weights along."""
+    return source if isinstance(source, Weights) else open_weights(source)
+
+
+def load_model(source, device="cpu", dtype=torch.float32) -> GPT:
+    """Any checkpoint `open_weights` reads (or an opened Weights) -> a GPT in eval mode. Every tensor is checked by
+    name and shape."""
+    weights = opened(source)
     model = empty_model(weights.config, device, dtype)
     tied = weights.config.tie_embeddings  # a tied head is wte itself: not read
     load_tensors(model, weights, [n for n in model.state_dict() if not (tied and n == "lm_head.weight")])
@@ -345,6 +353,38 @@ def load_tensors(model: GPT, weights: Weights, names) -> None:
                 raise UserError(f"{weights.path}: tensor {'+'.join(weights.sources(source))} has shape "
                                 f"{tuple(t.shape)}, expected {tuple(params[name].shape)} for {name}")
             params[name].copy_(t)
+
+
+def tokenizer_spec_of(source) -> str:
+    """The tokenizer a checkpoint (a path or an opened Weights) was made with, as a load_tokenizer spec; UserError
+    if it cannot be told."""
+    path = Path(source.path if isinstance(source, Weights) else resolve_hub_name(str(source)))
+    if path.suffix == ".gguf":
+        return str(path)
+    weights = opened(source)
+    if path.is_dir() and (path / "config.json").exists():  # HF folder
+        if (path / "tokenizer.json").is_file():
+            return str(path)
+        if weights.config.arch == "gpt2" and weights.config.vocab_size == 50257:
+            return "gpt2"
+    meta = weights.meta
+    data_tokenizer = ((meta.get("data") or {}).get("meta") or {}).get("tokenizer") or {}
+    if "spec" in data_tokenizer:  # train.py: the tokenizer prepare_owt.py tokenized its data with
+        return data_tokenizer["spec"]
+    reference = (meta.get("inherit") or {}).get("reference", {}).get("path")
+    if reference:  # inherit.py: the reference's tokenizer
+        return tokenizer_spec_of(reference)
+    raise UserError(f"{weights.path}: cannot tell which tokenizer it uses; pass --tokenizer (gpt2, a tokenizer.json, "
+                    f"a model folder or a .gguf)")
+
+
+def reference_tokenizer_hash(source) -> str | None:
+    """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py reference);
+    None when it cannot be told (data.check_bins then insists on an equal vocabulary size)."""
+    try:
+        return load_tokenizer(tokenizer_spec_of(source)).hash
+    except UserError:
+        return None
 
 
 # ----------------------------------------------------------------------------------------------- writing

@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from eval import load_tasks  # noqa: E402
-from lm import InherituneLM  # noqa: E402
+from inheritune.lm import InherituneLM  # noqa: E402
 from weights import load_model, save_hf  # noqa: E402
-from tokenizer import load_tokenizer  # noqa: E402
+from inheritune.tokenizer import load_tokenizer  # noqa: E402
 
 TASK = "inheritune_mc"
 

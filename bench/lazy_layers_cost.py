@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lazy_layers import diagnose, peak_memory_gb, squared_singular_values  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
-from runtime import resolve_device  # noqa: E402
+from inheritune.runtime import resolve_device  # noqa: E402
 
 SHAPES = {"llama-7b": dict(arch="llama", n_layer=32, n_head=32, n_embd=4096, intermediate_size=11008,
                            vocab_size=32000, block_size=4096),

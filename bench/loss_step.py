@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cross_entropy_of(repo: Path):
-    """model.CrossEntropy from a checkout, imported under a name of its own (util is this checkout's)."""
+    """model.CrossEntropy from a checkout, imported under a name of its own (the package is this checkout's)."""
     sys.path.insert(0, str(repo))
     spec = importlib.util.spec_from_file_location(f"model_{abs(hash(str(repo)))}", repo / "model.py")
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dynamo looks globals up there

@@ -84,7 +84,7 @@ def measure(cmd):
 BARE = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from tokenizer import load_tokenizer
+from inheritune.tokenizer import load_tokenizer
 enc = load_tokenizer("gpt2").enc
 texts = [json.loads(line)["text"] for line in open({corpus!r}, encoding="utf-8")]
 seconds = tokens = 0

@@ -39,7 +39,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from data import META_FORMAT  # noqa: E402
+from inheritune.data import META_FORMAT  # noqa: E402
 from model import GPT  # noqa: E402
 from train import load_config, model_config, read_log  # noqa: E402
 

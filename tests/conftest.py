@@ -146,7 +146,7 @@ def small_bins(tmp_path_factory):
     import subprocess
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from data import shakespeare_files
+    from inheritune.data import shakespeare_files
     root = tmp_path_factory.mktemp("small_bins")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
-from fp8 import Float8Linear, convert_to_float8  # noqa: E402
-from util import cli  # noqa: E402
+from inheritune.fp8 import Float8Linear, convert_to_float8  # noqa: E402
+from inheritune.util import cli  # noqa: E402
 
 
 def convert_and_report(model, tokens_per_micro_batch):

@@ -12,10 +12,10 @@ import torch
 
 from conftest import ROOT, tiny_hf_llama, write_gguf
 from model import GPT, ModelConfig
-from util import UserError
-from weights import save_checkpoint, save_hf
-from tokenizer import load_tokenizer, tokenizer_spec_of
-from lm import InherituneLM, pack_requests
+from inheritune.util import UserError
+from weights import save_checkpoint, save_hf, tokenizer_spec_of
+from inheritune.tokenizer import load_tokenizer
+from inheritune.lm import InherituneLM, pack_requests
 from eval import PAPER_SUITE, expand_tasks, load_for_eval, load_tasks, results_table, run_tasks
 
 TASKS = str(ROOT / "tests" / "tasks")

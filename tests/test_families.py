@@ -13,7 +13,7 @@ from conftest import HF_MODELS, TOL, hf_logits, max_diff, our_logits, tiny_hf, w
 from model import GPT, ModelConfig
 from test_inherit import truncated_reference_logits
 from test_train import TINY, read_log, run_train
-from util import UserError
+from inheritune.util import UserError
 from weights import HF_CLASSES, load_model, save_hf
 
 FAMILIES = ["llama3", "llama_linear", "mistral", "qwen2", "qwen2_untied", "qwen3"]
@@ -164,7 +164,7 @@ def test_unsupported_variants_are_refused_by_name(kind, change, words, refs, tmp
 def test_sliding_window_holds_in_packed_evaluation(refs):
     """eval.py packs a context's continuations into one row with explicit positions: the window must follow the
     positions, so each continuation scores as it would alone (Mistral's window is 24; the sequences are 40-46)."""
-    from lm import batch_tensors, head_log_probs, pack_requests
+    from inheritune.lm import batch_tensors, head_log_probs, pack_requests
     root, _ = refs
     model = load_model(root / "mistral")
     g = torch.Generator().manual_seed(0)
@@ -195,7 +195,7 @@ def test_reference_by_hub_name_through_the_cache_offline(refs, small_bins, tmp_p
     (cache / "models--tiny-org--tiny-qwen3" / "refs").mkdir()
     (cache / "models--tiny-org--tiny-qwen3" / "refs" / "main").write_text("a" * 40)
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    code = "import util, weights; util.cli(lambda: print(weights.load_model({!r}).config.arch))"
+    code = "from inheritune import util; import weights; util.cli(lambda: print(weights.load_model({!r}).config.arch))"
     r = subprocess.run([sys.executable, "-c", code.format("tiny-org/tiny-qwen3")], cwd=ROOT, env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "qwen3", r.stderr

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import random_model
-from util import UserError
-from fp8 import E4M3, E5M2, Float8Linear, Float8Matmul, convert_to_float8, to_float8
+from inheritune.util import UserError
+from inheritune.fp8 import E4M3, E5M2, Float8Linear, Float8Matmul, convert_to_float8, to_float8
 from test_train import TINY, run_train
 from weights import load_model, save_checkpoint
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from conftest import ROOT, tiny_hf_gpt2, tiny_hf_llama, write_gguf
 from inherit import inherit_layers, parse_layers
-from util import UserError
+from inheritune.util import UserError
 from weights import load_model, open_weights
 
 DEPTH = 6

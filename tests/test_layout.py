@@ -1,33 +1,61 @@
-"""The layout a reader relies on: import arrows point down, and installing the project adds no generic module."""
+"""The layout a reader relies on: the method at the top, its plumbing in one package, import arrows that point
+down, short functions, and an install that adds the package but no generic module name."""
+
 import ast
 import subprocess
 import sys
 
 from conftest import ROOT
 
-# scripts -> data / weights / tokenizer -> model / runtime -> util; inherit.py is a script and the slicing library
-LAYERS = {"util": 0, "model": 1, "fp8": 1, "runtime": 1, "lm": 1, "data": 2, "weights": 2, "tokenizer": 3, "inherit": 4, "growth": 4,
-          "train": 5, "eval": 5, "prepare_owt": 5, "lazy_layers": 5, "demo": 6}
+# The method and the scripts a user runs, by layer: a file imports only files of lower layers (and the package).
+METHOD = {"model": 1, "weights": 2, "inherit": 3, "growth": 3, "train": 4, "eval": 4, "prepare_owt": 4,
+          "lazy_layers": 4, "demo": 5}
+# The package's modules, by layer: they import only the package's lower layers, never the method.
+PLUMBING = {"util": 0, "runtime": 1, "data": 1, "tokenizer": 1, "fp8": 1, "lm": 1}
+MAX_FUNCTION_LINES = 60
 
 
-def imports(path):
-    tree = ast.parse(path.read_text())
-    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    return names | {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+def python_files():
+    return sorted(p for p in ROOT.rglob("*.py") if not {".venv", "build"} & set(p.relative_to(ROOT).parts))
 
 
-def test_every_top_level_module_has_a_layer_and_imports_point_down():
-    assert set(LAYERS) == {p.stem for p in ROOT.glob("*.py")}
-    for name, layer in LAYERS.items():
-        for other in imports(ROOT / f"{name}.py") & set(LAYERS):
-            assert LAYERS[other] < layer, f"{name}.py imports {other}.py"
-    users = [p for p in [*ROOT.glob("*.py"), *ROOT.glob("bench/*.py"), *ROOT.glob("experiments/*/*.py")]
-             if "prepare_owt" in imports(p)]
-    assert [p.name for p in users] in ([], ["prepare_throughput.py"])  # the writer is run, not imported
+def imports(path) -> set[str]:
+    """What a file imports, anywhere in it: top-level names, and the package's modules as inheritune.<module>."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name if alias.name.startswith("inheritune.") else alias.name.split(".")[0]
+                      for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "inheritune":
+            found |= {f"inheritune.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module if node.module.startswith("inheritune.") else node.module.split(".")[0])
+    return found
 
 
-def test_installing_puts_no_module_of_ours_on_the_import_path(tmp_path):
-    code = f"import importlib.util as u; print([m for m in {sorted(LAYERS)!r} if u.find_spec(m)])"
+def test_the_top_level_holds_the_method_and_the_package_its_plumbing():
+    assert {p.stem for p in ROOT.glob("*.py")} == set(METHOD)
+    assert {p.stem for p in (ROOT / "inheritune").glob("*.py")} == {*PLUMBING, "__init__"}
+
+
+def test_imports_point_down():
+    for name, layer in METHOD.items():
+        for other in imports(ROOT / f"{name}.py") & set(METHOD):
+            assert METHOD[other] < layer, f"{name}.py imports {other}.py"
+    for name, layer in PLUMBING.items():
+        found = imports(ROOT / "inheritune" / f"{name}.py")
+        assert not found & set(METHOD), f"inheritune/{name}.py imports the method: {found & set(METHOD)}"
+        for other in {m.removeprefix("inheritune.") for m in found if m.startswith("inheritune.")}:
+            assert PLUMBING[other] < layer, f"inheritune/{name}.py imports inheritune/{other}.py"
+    users = [p.name for p in python_files() if "prepare_owt" in imports(p) and p.parent.name != "tests"]
+    assert users in ([], ["prepare_throughput.py"])  # the writer is run, not imported
+
+
+def test_installing_adds_the_package_and_no_module_named_like_the_scripts(tmp_path):
+    code = (f"import importlib.util as u; print([m for m in {sorted(METHOD)!r} if u.find_spec(m)]); "
+            f"print(u.find_spec('inheritune').origin)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin"})
-    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    assert r.returncode == 0, r.stderr
+    scripts, package = r.stdout.splitlines()
+    assert scripts == "[]" and package == str(ROOT / "inheritune" / "__init__.py"), r.stdout

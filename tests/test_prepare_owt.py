@@ -21,10 +21,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import prepare_owt  # noqa: E402
-from util import UserError  # noqa: E402
-from data import check_bins, dtype_for_vocab, open_split, read_meta, shakespeare_files  # noqa: E402
+from inheritune.util import UserError  # noqa: E402
+from inheritune.data import check_bins, dtype_for_vocab, open_split, read_meta, shakespeare_files  # noqa: E402
 from prepare_owt import choose_val_docs, prepare  # noqa: E402
-from tokenizer import load_tokenizer  # noqa: E402
+from inheritune.tokenizer import load_tokenizer  # noqa: E402
 
 EOT = "<|endoftext|>"
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tokenizer as tokenizer_module  # noqa: E402
-from util import UserError  # noqa: E402
-from tokenizer import byte_alphabet, load_tokenizer  # noqa: E402
+from inheritune import tokenizer as tokenizer_module  # noqa: E402
+from inheritune.util import UserError  # noqa: E402
+from inheritune.tokenizer import byte_alphabet, load_tokenizer  # noqa: E402
 
 TEXTS = [
     "Hello world! It's 2024; prices rose 12.5% to $1,234,567.",

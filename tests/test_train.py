@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from util import UserError
+from inheritune.util import UserError
 from weights import load_model, save_checkpoint
 from train import TrainConfig, load_config
 
@@ -59,7 +59,7 @@ def assert_same_updates(args, run_a, run_b):
     kernels round. Per tensor, the difference of the two runs' updates is ~1e-5 of the update's norm (measured: 2-3
     ranks, 10-40 steps); a run that trains on a third of the batch wrongly is off by 0.3-0.6. 1e-3 sits between."""
     import contextlib
-    from data import read_meta
+    from inheritune.data import read_meta
     from train import Runtime, build_model
     cfg = load_config(args)
     initial, _ = build_model(cfg, read_meta(cfg.data_dir)["vocab_size"], Runtime(0, 1, torch.device("cpu"),
@@ -296,7 +296,7 @@ def test_growth_loop_stops_at_first_matching_depth_and_resumes(small_bins, refer
         assert ckpt["inherit"]["reference"]["path"] == str(reference.resolve())
         assert ckpt["inherit"]["layers"] == list(range(r["n_layer"]))
     from inherit import inherit_layers
-    from data import val_loss
+    from inheritune.data import val_loss
     fresh, _ = inherit_layers(reference, n_layer=2, dtype=torch.float32)
     # the subprocess ran with one thread, this process may use more: float32 sums in another order
     assert rounds[1]["runs"][0]["val_curve"][0][1] == pytest.approx(val_loss(fresh, str(small_bins), 32, 2048, 2), rel=1e-5)
@@ -473,7 +473,7 @@ def test_resume_refuses_a_different_recipe(small_bins, tmp_path):
 def test_verdict_falls_back_to_final_values_for_an_unfinished_or_foreign_reference(small_bins, reference, tmp_path):
     """A reference stopped before its max_iters, or trained on other bins, has no curve comparable step for step."""
     from growth import reference_curve
-    from data import read_meta
+    from inheritune.data import read_meta
     ckpt = torch.load(reference, weights_only=True)
     recipe, meta = ckpt["train_config"], read_meta(small_bins)
     assert reference_curve(reference, recipe, meta)[0] is not None  # finished, same bins: its own curve

@@ -11,7 +11,7 @@ import torch
 from conftest import (HF_MODELS, ROOT, TOL, hf_logits, max_diff, our_logits, random_model, tiny_hf_gpt2,
                       tiny_hf_llama, write_gguf)
 from model import ModelConfig
-from util import UserError
+from inheritune.util import UserError
 from weights import load_model, save_checkpoint, save_hf
 
 
@@ -138,7 +138,7 @@ def test_error_not_a_checkpoint(tmp_path):
 
 
 def test_cli_error_is_one_line_and_nonzero(tmp_path):
-    code = f"import util, weights; util.cli(lambda: weights.load_model({str(tmp_path / 'missing')!r}))"
+    code = f"from inheritune import util; import weights; util.cli(lambda: weights.load_model({str(tmp_path / 'missing')!r}))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
 

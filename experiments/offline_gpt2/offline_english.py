@@ -42,7 +42,7 @@ def gcide_chunks(entries_per_doc=100):
 
 
 def shakespeare_plays():
-    from data import shakespeare_files
+    from inheritune.data import shakespeare_files
     for path in shakespeare_files():
         yield path.read_text(errors="replace")
 

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from weights import load_model, save_hf  # noqa: E402
-from tokenizer import load_tokenizer  # noqa: E402
+from inheritune.tokenizer import load_tokenizer  # noqa: E402
 
 PARAGRAPH = (
     "The Industrial Revolution began in Great Britain in the late eighteenth century and spread to Europe and "

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data import val_loss  # noqa: E402
+from inheritune.data import val_loss  # noqa: E402
 from inherit import inherit_layers  # noqa: E402
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from growth import score, verdict  # noqa: E402
 from model import GPT  # noqa: E402
 from train import TrainConfig, model_config  # noqa: E402
-from util import atomic_write, pyplot, read_log  # noqa: E402
+from inheritune.util import atomic_write, pyplot, read_log  # noqa: E402
 
 ROWS = {  # label: (its run folders under --runs, one per seed; whether the reference's training is part of its cost)
     "reference, 12 layers": ("ref12", False),

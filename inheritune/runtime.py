@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from util import UserError
+from inheritune.util import UserError
 
 
 def resolve_device(name: str) -> torch.device:

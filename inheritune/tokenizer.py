@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from util import UserError, resolve_hub_name
+from inheritune.util import UserError, resolve_hub_name
 
 # GPT-2's BPE ranks (tiktoken's r50k_base file; whisper ships the same bytes as assets/gpt2.tiktoken).
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -227,39 +227,6 @@ def load_gguf(path):
     if (bos if prepend_bos else eos) is None:
         raise UserError(f"{path.name} names no {'BOS' if prepend_bos else 'EOS'} token to separate documents")
     return HFTokenizer(tok, f"gguf:{path.name}", bos, eos, prepend_bos, vocab_size=len(tokens))
-
-
-def tokenizer_spec_of(ckpt) -> str:
-    """The tokenizer a checkpoint was made with, as a load_tokenizer spec; UserError if it cannot be told."""
-    from weights import open_weights  # here, so that importing tokenizer.py never needs torch
-
-    path = Path(resolve_hub_name(str(ckpt)))
-    if path.suffix == ".gguf":
-        return str(path)
-    weights = open_weights(path)
-    if path.is_dir() and (path / "config.json").exists():  # HF folder
-        if (path / "tokenizer.json").is_file():
-            return str(path)
-        if weights.config.arch == "gpt2" and weights.config.vocab_size == 50257:
-            return "gpt2"
-    meta = weights.meta
-    data_tokenizer = ((meta.get("data") or {}).get("meta") or {}).get("tokenizer") or {}
-    if "spec" in data_tokenizer:  # train.py: the tokenizer prepare_owt.py tokenized its data with
-        return data_tokenizer["spec"]
-    reference = (meta.get("inherit") or {}).get("reference", {}).get("path")
-    if reference:  # inherit.py: the reference's tokenizer
-        return tokenizer_spec_of(reference)
-    raise UserError(f"{ckpt}: cannot tell which tokenizer it uses; pass --tokenizer (gpt2, a tokenizer.json, "
-                    f"a model folder or a .gguf)")
-
-
-def reference_tokenizer_hash(ref) -> str | None:
-    """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py reference);
-    None when it cannot be told (data.check_bins then insists on an equal vocabulary size)."""
-    try:
-        return load_tokenizer(tokenizer_spec_of(ref)).hash
-    except UserError:
-        return None
 
 
 def load_tokenizer(spec="gpt2"):

@@ -14,7 +14,7 @@ import logging
 import torch
 from tqdm import tqdm
 
-from util import UserError
+from inheritune.util import UserError
 
 try:
     from lm_eval.api.model import TemplateLM

@@ -11,7 +11,7 @@ at twice the bf16 rate; the scaling and casting are left for torch.compile to fu
 import torch
 import torch.nn as nn
 
-from util import UserError
+from inheritune.util import UserError
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 

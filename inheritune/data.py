@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from util import UserError
+from inheritune.util import UserError
 
 META_FORMAT = "inheritune-token-bins-1"
 SPLITS = ("train", "val")
