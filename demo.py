@@ -1,18 +1,19 @@
-"""The CPU demo (the README's first command): the whole Inheritune method on the Shakespeare plays, offline, in
-minutes on 2 cores — through the same scripts and code paths as the GPU runs; only the configs are smaller.
+"""The CPU demo (the README's first command): the whole Inheritune method on the Shakespeare plays, offline,
+in minutes on 2 cores — through the same scripts and code paths as the GPU runs; only the configs are smaller.
 
   1. a 1024-token byte-level BPE trained on the plays (small vocabulary: a CPU spends its time on the model)
   2. prepare_owt.py: the plays -> data/demo_shakespeare/{train,val}.bin
   3. train.py config/demo_ref8.py       the reference: 8 layers from scratch
-  4. train.py config/demo_inherit4.py   Inheritune v2: inherit 4 layers, train, grow by 2 until the reference is matched
+  4. train.py config/demo_inherit4.py   Inheritune v2: inherit 4 layers, train, grow by 2 until the reference
+     is matched
   5. train.py config/demo_random4.py    baseline: 4 layers from random init, same steps
   6. a table and out/demo/demo.png
 
     python demo.py            # or: make demo   (a rerun starts over: out/demo is replaced)
 
-Writes data/demo_shakespeare/ (tokenizer and bins) and out/demo/: ref8/, inherit/ (growth.json, growth.png and a
-folder per round), random4/ and demo.png, all under the working directory.
-"""
+Writes data/demo_shakespeare/ (tokenizer and bins) and out/demo/: ref8/, inherit/ (growth.json, growth.png and
+a folder per round), random4/ and demo.png, all under the working directory."""
+
 import json
 import shutil
 import subprocess
@@ -21,22 +22,28 @@ import time
 from pathlib import Path
 
 import train
-from inheritune.data import shakespeare_files
 from growth import score, verdict
+from inheritune.data import shakespeare_files
 from inheritune.util import UserError, cli, plot_curves, read_log
 
-DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024  # as the demo configs say: under the cwd
+# as the demo configs say: under the cwd
+DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024
 HERE = Path(__file__).resolve().parent  # the scripts and configs, wherever the demo is run from
 
 
 def train_tokenizer(path: Path) -> None:
     """A byte-level BPE on the plays, with <|endoftext|> as the document separator."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train([str(f) for f in shakespeare_files()], trainer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
@@ -64,12 +71,18 @@ def val_curve(out_dir: Path) -> list[list]:
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     tokenizer = DATA / "tokenizer.json"
-    times = {"tokenizer": step(f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer)),
-             "prepare": step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer))}
-    for key, title, config in (("reference", "3. reference: 8 layers from scratch", "demo_ref8.py"),
-                               ("inherit", "4. Inheritune v2 growth loop from 4 layers", "demo_inherit4.py"),
-                               ("random", "5. baseline: 4 layers from random init", "demo_random4.py")):
-        times[key] = step(title, lambda: train.main([str(HERE / "config" / config)]))
+    times = {
+        "tokenizer": step(
+            f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer)
+        ),
+        "prepare": step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer)),
+    }
+    for key, title, config in (
+        ("reference", "3. reference: 8 layers from scratch", "demo_ref8.py"),
+        ("inherit", "4. Inheritune v2 growth loop from 4 layers", "demo_inherit4.py"),
+        ("random", "5. baseline: 4 layers from random init", "demo_random4.py"),
+    ):
+        times[key] = step(title, lambda config=config: train.main([str(HERE / "config" / config)]))
 
     cfg = train.load_config([str(HERE / "config" / "demo_inherit4.py")])
     tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
@@ -78,21 +91,49 @@ def main():
     random_curve = val_curve(OUT / "random4")
     random_verdict = verdict([score(random_curve, k)], ref_score, cfg.grow_tolerance)
     rows = [("reference (scratch)", 8, val_curve(OUT / "ref8"), "-", times["reference"])]
-    rows += [(f"inherited, round {r['round']}", r["n_layer"], r["runs"][0]["val_curve"],
-              "matches" if r["matches"] else "worse: grow", None) for r in growth["rounds"]]
-    rows.append(("random init (scratch)", 4, random_curve, "matches" if random_verdict["matches"] else "worse",
-                 times["random"]))
-    print(f"\n=== 6. results: every model trained {cfg.max_iters} steps x {cfg.batch_size * cfg.block_size} tokens "
-          f"= {tokens:,} tokens; val loss on the same {cfg.eval_tokens:,} val tokens; each model scored as the "
-          f"growth loop scores it: {growth['statistic']}, k={k}\n")
-    print("| model | layers | val loss at step 0 | final val loss | score | reference's score | verdict | time |")
+    rows += [
+        (
+            f"inherited, round {r['round']}",
+            r["n_layer"],
+            r["runs"][0]["val_curve"],
+            "matches" if r["matches"] else "worse: grow",
+            None,
+        )
+        for r in growth["rounds"]
+    ]
+    rows.append(
+        (
+            "random init (scratch)",
+            4,
+            random_curve,
+            "matches" if random_verdict["matches"] else "worse",
+            times["random"],
+        )
+    )
+    print(
+        f"\n=== 6. results: every model trained {cfg.max_iters} steps x {cfg.batch_size * cfg.block_size} "
+        "tokens "
+        f"= {tokens:,} tokens; val loss on the same {cfg.eval_tokens:,} val tokens; each model scored as the "
+        f"growth loop scores it: {growth['statistic']}, k={k}\n"
+    )
+    print(
+        "| model | layers | val loss at step 0 | final val loss | score | reference's score | verdict | time "
+        "|"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, layers, curve, call, seconds in rows:
         when = f"{seconds:.0f} s" if seconds else "(in growth loop)"
-        print(f"| {name} | {layers} | {curve[0][1]:.3f} | {curve[-1][1]:.3f} | {score(curve, k):.3f} | "
-              f"{ref_score:.3f} | {call} | {when} |")
-    print(f"\ngrowth loop: {times['inherit']:.0f} s for {len(growth['rounds'])} round(s); total {sum(times.values()):.0f} s")
-    curves = {f"{name.split(' (')[0].split(',')[0]} ({layers} layers)": curve for name, layers, curve, _, _ in rows}
+        print(
+            f"| {name} | {layers} | {curve[0][1]:.3f} | {curve[-1][1]:.3f} | {score(curve, k):.3f} | "
+            f"{ref_score:.3f} | {call} | {when} |"
+        )
+    print(
+        f"\ngrowth loop: {times['inherit']:.0f} s for {len(growth['rounds'])} round(s); total "
+        f"{sum(times.values()):.0f} s"
+    )
+    curves = {
+        f"{name.split(' (')[0].split(',')[0]} ({layers} layers)": curve for name, layers, curve, _, _ in rows
+    }
     plot_curves(curves, OUT / "demo.png", reference=ref_score)
     print(f"curves: {OUT / 'demo.png'}")
 

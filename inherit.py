@@ -1,13 +1,15 @@
 """Inheritune, step 1 (Algorithm 1 of Sanyal et al. 2024): a smaller model initialised from a larger one.
 
     python inherit.py --ref REF --n_layer 18 --out inherited.pt
-    python inherit.py --ref REF --layers 0-5,30-35 --out x.pt      # any blocks, in the order given; negatives count from the end
+    # any blocks, in the order given; negatives count from the end
+    python inherit.py --ref REF --layers 0-5,30-35 --out x.pt
 
 The new model gets the reference's token embedding, position embedding (GPT-2), the selected blocks, the final
-norm and the head. The paper's published code copies only the blocks and the head, leaving GPT-2's wpe/ln_f and
-LLaMA's embedding/norm random; here every tensor has a recorded source, and a tensor left freshly initialised is
-an error unless asked for with --reinit. REF is anything weights.load_model reads; only the needed tensors are read.
-"""
+norm and the head. The paper's published code copies only the blocks and the head, leaving GPT-2's wpe/ln_f
+and LLaMA's embedding/norm random; here every tensor has a recorded source, and a tensor left freshly
+initialised is an error unless asked for with --reinit. REF is anything weights.load_model reads; only the
+needed tensors are read."""
+
 import argparse
 import hashlib
 import re
@@ -16,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from inheritune.util import UserError, check_can_create, cli
 from model import GPT, empty_model
 from weights import load_tensors, open_weights, save_checkpoint
-from inheritune.util import UserError, check_can_create, cli
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -33,32 +35,45 @@ def parse_layers(spec: str, ref_depth: int) -> list[int]:
         ends = [int(g) + ref_depth if int(g) < 0 else int(g) for g in m.groups() if g is not None]
         for i in ends:
             if not 0 <= i < ref_depth:
-                raise UserError(f"layer {part.strip()} is out of range: the reference has {ref_depth} layers "
-                                f"(0..{ref_depth - 1}, or -{ref_depth}..-1)")
+                raise UserError(
+                    f"layer {part.strip()} is out of range: the reference has {ref_depth} layers "
+                    f"(0..{ref_depth - 1}, or -{ref_depth}..-1)"
+                )
         first, last = ends[0], ends[-1]
         layers += range(first, last + 1) if first <= last else range(first, last - 1, -1)
     if repeated := sorted({i for i in layers if layers.count(i) > 1}):
-        raise UserError(f"layers {repeated} are selected more than once in --layers {spec}; each block is copied once")
+        raise UserError(
+            f"layers {repeated} are selected more than once in --layers {spec}; each block is copied once"
+        )
     return layers
 
 
-def select_layers(ref_depth: int, n_layer: int | None = None, layers: str | list[int] | None = None) -> list[int]:
+def select_layers(
+    ref_depth: int, n_layer: int | None = None, layers: str | list[int] | None = None
+) -> list[int]:
     """The reference layers to inherit: the first n_layer (the paper), or an explicit selection."""
     if (n_layer is None) == (layers is None):
         raise UserError("give exactly one of n_layer (the first N blocks) or layers (e.g. 0-11)")
     if layers is not None:
-        return parse_layers(layers, ref_depth) if isinstance(layers, str) else parse_layers(
-            ",".join(map(str, layers)), ref_depth)
+        return (
+            parse_layers(layers, ref_depth)
+            if isinstance(layers, str)
+            else parse_layers(",".join(map(str, layers)), ref_depth)
+        )
     if not 1 <= n_layer <= ref_depth:
         raise UserError(f"n_layer={n_layer} is outside 1..{ref_depth} (the reference's depth)")
     return list(range(n_layer))
 
 
 def reference_identity(path) -> dict:
-    """Path, byte size and a fingerprint (sha256 over each file's name, size, first and last MiB) of a checkpoint:
-    cheap even for many GB, and changes whenever the files do in practice."""
+    """Path, byte size and a fingerprint (sha256 over each file's name, size, first and last MiB) of a
+    checkpoint: cheap even for many GB, and changes whenever the files do in practice."""
     path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if path.is_dir()
+        else [path]
+    )
     digest, total = hashlib.sha256(), 0
     for f in files:
         size = f.stat().st_size
@@ -71,40 +86,56 @@ def reference_identity(path) -> dict:
     return {"path": str(path.resolve()), "bytes": total, "fingerprint": digest.hexdigest()[:16]}
 
 
-def inherit_layers(ref, n_layer: int | None = None, layers=None, reinit: tuple[str, ...] = (),
-                   dtype: torch.dtype | None = None, device="cpu", seed: int = 0) -> tuple[GPT, dict]:
-    """Inheritune's initialisation: a model with the selected blocks of `ref` plus its embeddings, final norm and
-    head. Returns (model, provenance); provenance names the reference tensor(s) behind every parameter.
+def inherit_layers(
+    ref,
+    n_layer: int | None = None,
+    layers=None,
+    reinit: tuple[str, ...] = (),
+    dtype: torch.dtype | None = None,
+    device="cpu",
+    seed: int = 0,
+) -> tuple[GPT, dict]:
+    """Inheritune's initialisation: a model with the selected blocks of `ref` plus its embeddings, final norm
+    and head. Returns (model, provenance); provenance names the reference tensor(s) behind every parameter.
 
-    reinit: module names of the new model to initialise fresh instead (e.g. ("lm_head",) or ("h.3",)); everything
-    else must come from the reference. dtype: None keeps the reference's (GGUF dequantises to float32).
-    """
+    reinit: module names of the new model to initialise fresh instead (e.g. ("lm_head",) or ("h.3",));
+    everything else must come from the reference. dtype: None keeps the reference's (GGUF dequantises to
+    float32)."""
     weights = open_weights(ref)
     selected = select_layers(weights.config.n_layer, n_layer, layers)
     config = replace(weights.config, n_layer=len(selected))  # a new config: the reference's is left untouched
     with torch.device("meta"):
         new_names = list(GPT(config).state_dict())
-    in_reinit = lambda name: any(name == r or name.startswith(r + ".") for r in reinit)
+
+    def in_reinit(name):
+        return any(name == r or name.startswith(r + ".") for r in reinit)
+
     if bad := [r for r in reinit if not any(n == r or n.startswith(r + ".") for n in new_names)]:
         raise UserError(f"--reinit {bad}: no such module in the new model; use names like lm_head, ln_f, h.0")
     tied = config.tie_embeddings
     if tied and in_reinit("lm_head.weight") != in_reinit("wte.weight"):
         raise UserError("lm_head is tied to wte (one tensor): reinit both or neither")
 
-    def source_of(name: str) -> str:  # the reference's name for a tensor of ours: h.{j}.* <- h.{selected[j]}.*
+    # the reference's name for a tensor of ours: h.{j}.* <- h.{selected[j]}.*
+    def source_of(name: str) -> str:
         m = re.match(r"h\.(\d+)\.(.*)", name)
         return f"h.{selected[int(m.group(1))]}.{m.group(2)}" if m else name
 
     fresh = [n for n in new_names if in_reinit(n)]
-    mapping = {n: source_of(n) for n in new_names if not in_reinit(n) and not (tied and n == "lm_head.weight")}
+    mapping = {
+        n: source_of(n) for n in new_names if not in_reinit(n) and not (tied and n == "lm_head.weight")
+    }
     sources = {}
     for name, ref_name in mapping.items():  # every source must exist before anything is read
         sources[name] = weights.sources(ref_name)
         if missing := [s for s in sources[name] if s not in weights.file_names]:
-            raise UserError(f"the reference has no tensor {missing[0]} for {name}; pass --reinit "
-                            f"{name.rsplit('.', 1)[0]} to initialise it fresh on purpose")
+            raise UserError(
+                f"the reference has no tensor {missing[0]} for {name}; pass --reinit "
+                f"{name.rsplit('.', 1)[0]} to initialise it fresh on purpose"
+            )
 
-    if dtype is None:  # keep the reference's storage dtype (read off a small tensor): no silent up/down-casting
+    # keep the reference's storage dtype (read off a small tensor): no silent up/down-casting
+    if dtype is None:
         dtype = weights.get("ln_f.weight").dtype if "ln_f.weight" in mapping else torch.float32
     model = empty_model(config, device=device, dtype=dtype)
     if fresh:
@@ -112,8 +143,10 @@ def inherit_layers(ref, n_layer: int | None = None, layers=None, reinit: tuple[s
         model.init_weights(tuple(reinit))
     load_tensors(model, weights, mapping)  # one tensor at a time: peak memory ~ the output, not the reference
     provenance = {
-        "reference": reference_identity(weights.path), "reference_config": weights.config.to_dict(),
-        "layers": selected, "reinit": fresh,
+        "reference": reference_identity(weights.path),
+        "reference_config": weights.config.to_dict(),
+        "layers": selected,
+        "reinit": fresh,
         "sources": {n: "reinit" if n in fresh else sources.get(n, "tied to wte.weight") for n in new_names},
     }
     return model, provenance
@@ -123,11 +156,14 @@ def format_audit(provenance: dict) -> str:
     """A short human-readable account: reference, layers, and where each group of tensors came from."""
     ref, layers = provenance["reference"], provenance["layers"]
     cfg = provenance["reference_config"]
-    lines = [f"reference: {ref['path']} ({cfg['arch']}, {cfg['n_layer']} layers, {ref['bytes'] / 1e6:,.1f} MB, "
-             f"fingerprint {ref['fingerprint']})",
-             f"layers: {len(layers)} of {cfg['n_layer']}: new block j <- reference block {compact(layers)}"]
+    lines = [
+        f"reference: {ref['path']} ({cfg['arch']}, {cfg['n_layer']} layers, {ref['bytes'] / 1e6:,.1f} MB, "
+        f"fingerprint {ref['fingerprint']})",
+        f"layers: {len(layers)} of {cfg['n_layer']}: new block j <- reference block {compact(layers)}",
+    ]
     blocks, slots = {}, {}
-    for name, src in provenance["sources"].items():  # one line per non-block tensor, one per block, in model order
+    # one line per non-block tensor, one per block, in model order
+    for name, src in provenance["sources"].items():
         if m := re.match(r"h\.(\d+)\.", name):
             j = int(m.group(1))
             slots.setdefault(j, len(lines))
@@ -171,8 +207,14 @@ def main(argv=None):
         raise UserError(f"--out {out} is a folder: give a file path, e.g. {out / 'inherited.pt'}")
     check_can_create(out.parent)
     reinit = tuple(r.strip() for r in args.reinit.split(",") if r.strip())
-    model, provenance = inherit_layers(args.ref, n_layer=args.n_layer, layers=args.layers, reinit=reinit,
-                                       dtype=DTYPES.get(args.dtype), seed=args.seed)
+    model, provenance = inherit_layers(
+        args.ref,
+        n_layer=args.n_layer,
+        layers=args.layers,
+        reinit=reinit,
+        dtype=DTYPES.get(args.dtype),
+        seed=args.seed,
+    )
     print(format_audit(provenance))
     save_checkpoint(out, model, inherit=provenance)
     print(f"wrote {out} ({model.num_params() / 1e6:.1f}M params, {out.stat().st_size / 1e6:,.1f} MB)")

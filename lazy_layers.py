@@ -1,23 +1,26 @@
-"""Which layers to inherit: where a reference's attention goes lazy (the paper's attention-degeneration analysis).
+"""Which layers to inherit: where a reference's attention goes lazy (the paper's attention-degeneration
+analysis).
 
     python lazy_layers.py --ref REF --data DATA --out DIR [--seqs 8] [--seq_len 256] [--device cuda]
 
-REF is anything weights.load_model reads; DATA is a folder of token bins from prepare_owt.py (its val split is read)
-or a text file, tokenised with the reference's tokenizer. On --seqs windows of --seq_len tokens spread evenly over
-the data, every layer's causal attention probabilities are formed explicitly from the model's own queries and keys,
-one sequence and one layer at a time (memory: one heads x T x T map), and for each head:
+REF is anything weights.load_model reads; DATA is a folder of token bins from prepare_owt.py (its val split is
+read) or a text file, tokenised with the reference's tokenizer. On --seqs windows of --seq_len tokens spread
+evenly over the data, every layer's causal attention probabilities are formed explicitly from the model's own
+queries and keys, one sequence and one layer at a time (memory: one heads x T x T map), and for each head:
 - rank: the numerical rank of the T x T attention matrix, singular values above --rank_tol times the largest;
 - rank_90: the paper's measure, the fewest singular values that hold 90% of their squared sum;
-- mass: the dominant single-column share, the largest part of the matrix's total attention (T, one per query) that
-  one key position receives: 1 when every query looks only at the same token, ~1/T for attention to oneself.
-Each is averaged over the sequences, and per layer summarised as the paper does (max over heads) and as the mean.
+- mass: the dominant single-column share, the largest part of the matrix's total attention (T, one per query)
+  that one key position receives: 1 when every query looks only at the same token, ~1/T for attention to
+  oneself.
+Each is averaged over the sequences, and per layer summarised as the paper does (max over heads) and as the
+mean.
 
-A layer is lazy when its heads put on average at least --lazy_mass of their attention on one key. The suggested
-starting depth for the growth loop is the number of layers before the first lazy one: the paper's reading is that
-the early layers carry what is worth inheriting, and the loop then grows from there while the reference is not
-matched. Writes DIR/lazy_layers.json (every number, the settings, the reference's
-identity) and DIR/lazy_layers.png (layers x heads heatmaps and the per-layer curves), and prints the table.
-"""
+A layer is lazy when its heads put on average at least --lazy_mass of their attention on one key. The
+suggested starting depth for the growth loop is the number of layers before the first lazy one: the paper's
+reading is that the early layers carry what is worth inheriting, and the loop then grows from there while the
+reference is not matched. Writes DIR/lazy_layers.json (every number, the settings, the reference's identity)
+and DIR/lazy_layers.png (layers x heads heatmaps and the per-layer curves), and prints the table."""
+
 import argparse
 import json
 import math
@@ -29,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inheritune.data import check_bins, open_split, read_meta
 from inherit import reference_identity
+from inheritune.data import check_bins, open_split, read_meta
 from inheritune.runtime import resolve_device
 from inheritune.tokenizer import load_tokenizer
 from inheritune.util import UserError, atomic_write, check_can_create, cli, pyplot
@@ -42,57 +45,70 @@ def load_sequences(data, ref, tokenizer, vocab_size: int, n: int, length: int) -
     path = Path(data)
     if path.is_dir():
         expected = load_tokenizer(tokenizer).hash if tokenizer else reference_tokenizer_hash(ref)
-        check_bins(path, vocab_size, expected)  # None (unknown): check_bins insists on an equal vocabulary size
+        # None (unknown): check_bins insists on an equal vocabulary size
+        check_bins(path, vocab_size, expected)
         tokens = np.asarray(open_split(path, "val", read_meta(path)))
     elif path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise UserError(f"--data {path} is not UTF-8 text; pass a text file or a folder of token bins") from None
+            raise UserError(
+                f"--data {path} is not UTF-8 text; pass a text file or a folder of token bins"
+            ) from None
         tokens = np.array(load_tokenizer(tokenizer or tokenizer_spec_of(ref)).encode(text))
     else:
-        raise UserError(f"--data {path}: no such file or folder; pass token bins (prepare_owt.py) or a text file")
+        raise UserError(
+            f"--data {path}: no such file or folder; pass token bins (prepare_owt.py) or a text file"
+        )
     if len(tokens) < n * length:
-        raise UserError(f"--data {path} has {len(tokens)} tokens, fewer than --seqs x --seq_len = {n * length}; "
-                        f"lower them or pass more text")
+        raise UserError(
+            f"--data {path} has {len(tokens)} tokens, fewer than --seqs x --seq_len = {n * length}; "
+            f"lower them or pass more text"
+        )
     starts = np.linspace(0, len(tokens) - length, n).round().astype(np.int64)
-    return torch.from_numpy(np.stack([tokens[s:s + length] for s in starts]).astype(np.int64))
+    return torch.from_numpy(np.stack([tokens[s : s + length] for s in starts]).astype(np.int64))
 
 
 @torch.no_grad()
 def attention_maps(model, idx):
-    """For each layer in turn, its attention probabilities (B, n_head, T, T) in float32. The model's forward runs a
-    fused kernel that never forms them, so they are computed here from the block's own queries and keys."""
+    """For each layer in turn, its attention probabilities (B, n_head, T, T) in float32. The model's forward
+    runs a fused kernel that never forms them, so they are computed here from the block's own queries and
+    keys."""
     x, rope, mask = model.block_inputs(idx)
     T = idx.shape[1]
     allowed = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril() if mask is None else mask
     for block in model.h:
         q, k, _ = block.attn.qkv(block.ln_1(x), rope)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # grouped-query attention: a key head serves several
+        # grouped-query attention: a key head serves several
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1])
         yield scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
         x = block(x, rope, mask)
 
 
 def squared_singular_values(p: torch.Tensor) -> torch.Tensor:
-    """Of each float64 matrix (..., T, T), largest first, as the eigenvalues of P P^T: svdvals' values to ~2e-8 of
-    the largest, and on a GPU 11-22x faster than its SVD (bench/lazy_layers_cost.py); the squaring is why
-    --rank_tol stops at 1e-6."""
+    """Of each float64 matrix (..., T, T), largest first, as the eigenvalues of P P^T: svdvals' values to
+    ~2e-8 of the largest, and on a GPU 11-22x faster than its SVD (bench/lazy_layers_cost.py); the squaring is
+    why --rank_tol stops at 1e-6."""
     return torch.linalg.eigvalsh(p @ p.mT).flip(-1).clamp(min=0)
 
 
 def attention_stats(probs: torch.Tensor, rank_tol: float) -> dict:
-    """Per head of attention maps (..., T, T): numerical rank, 90%-energy rank and dominant single-column mass."""
+    """Per head of attention maps (..., T, T): numerical rank, 90%-energy rank and dominant single-column
+    mass."""
     p = probs.double()
     s2 = squared_singular_values(p)
     energy = s2.cumsum(-1) / s2.sum(-1, keepdim=True)
-    return {"rank": (s2 > rank_tol ** 2 * s2[..., :1]).sum(-1).double(),
-            "rank_90": (energy < 0.9).sum(-1).double() + 1,
-            "mass": p.sum(-2).amax(-1) / probs.shape[-1]}
+    return {
+        "rank": (s2 > rank_tol**2 * s2[..., :1]).sum(-1).double(),
+        "rank_90": (energy < 0.9).sum(-1).double() + 1,
+        "mass": p.sum(-2).amax(-1) / probs.shape[-1],
+    }
 
 
 def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) -> dict:
-    """Every number of the report: per layer and head, averaged over the sequences; the summaries; the suggestion."""
+    """Every number of the report: per layer and head, averaged over the sequences; the summaries; the
+    suggestion."""
     sums = None
     for row in sequences:  # one sequence at a time: one (heads, T, T) map in memory per layer
         stats = [attention_stats(p[0], rank_tol) for p in attention_maps(model, row[None])]
@@ -100,29 +116,41 @@ def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) 
     layers = []
     for i, layer in enumerate(sums):
         heads = {k: (v / len(sequences)).tolist() for k, v in layer.items()}
-        summary = {f"{k}_{how}": f(v) for k, v in heads.items() for how, f in (("max", max), ("mean", np.mean))}
-        layers.append({"layer": i, "heads": heads, **summary, "lazy": bool(summary["mass_mean"] >= lazy_mass)})
+        summary = {
+            f"{k}_{how}": f(v) for k, v in heads.items() for how, f in (("max", max), ("mean", np.mean))
+        }
+        layers.append(
+            {"layer": i, "heads": heads, **summary, "lazy": bool(summary["mass_mean"] >= lazy_mass)}
+        )
     depth = max(1, next((entry["layer"] for entry in layers if entry["lazy"]), len(layers)))
-    rule = (f"a layer is lazy when its heads put on average >= {lazy_mass:.0%} of their attention on one key "
-            f"position; start with the layers before the first lazy one: {depth} of {len(layers)}")
+    rule = (
+        f"a layer is lazy when its heads put on average >= {lazy_mass:.0%} of their attention on one key "
+        f"position; start with the layers before the first lazy one: {depth} of {len(layers)}"
+    )
     return {"layers": layers, "suggested_depth": depth, "rule": rule}
 
 
 def peak_memory_gb(device: torch.device) -> float:
-    """Peak memory so far: the GPU's allocations, or on a CPU the process's peak RSS (Linux counts it in KiB, macOS
-    in bytes)."""
+    """Peak memory so far: the GPU's allocations, or on a CPU the process's peak RSS (Linux counts it in KiB,
+    macOS in bytes)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e9
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e9
+    )
 
 
 def report_table(report: dict) -> str:
     T = report["settings"]["seq_len"]
-    lines = [f"| layer | rank max (of {T}) | rank mean | rank_90 max | mass max | mass mean | lazy |",
-             "|---" * 7 + "|"]
+    lines = [
+        f"| layer | rank max (of {T}) | rank mean | rank_90 max | mass max | mass mean | lazy |",
+        "|---" * 7 + "|",
+    ]
     for e in report["layers"]:
-        lines.append(f"| {e['layer']} | {e['rank_max']:.1f} | {e['rank_mean']:.1f} | {e['rank_90_max']:.1f} | "
-                     f"{e['mass_max']:.3f} | {e['mass_mean']:.3f} | {'lazy' if e['lazy'] else ''} |")
+        lines.append(
+            f"| {e['layer']} | {e['rank_max']:.1f} | {e['rank_mean']:.1f} | {e['rank_90_max']:.1f} | "
+            f"{e['mass_max']:.3f} | {e['mass_mean']:.3f} | {'lazy' if e['lazy'] else ''} |"
+        )
     lines.append(f"suggested starting depth: {report['suggested_depth']} ({report['rule']})")
     return "\n".join(lines)
 
@@ -132,19 +160,25 @@ def plot(report: dict, path: Path) -> None:
         return
     layers, T = report["layers"], report["settings"]["seq_len"]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    for col, (key, title, scale) in enumerate((("rank", f"rank / {T}", T), ("mass", "dominant-column mass", 1))):
+    for col, (key, title, scale) in enumerate(
+        (("rank", f"rank / {T}", T), ("mass", "dominant-column mass", 1))
+    ):
         grid = np.array([e["heads"][key] for e in layers]).T / scale
         image = axes[0, col].imshow(grid, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
         axes[0, col].set(title=f"{title}, per head", xlabel="layer", ylabel="head")
         fig.colorbar(image, ax=axes[0, col])
         for how, style in (("max", "o-"), ("mean", "s--")):
-            axes[1, col].plot([e[f"{key}_{how}"] / scale for e in layers], style, label=f"{how} over heads", ms=3)
+            axes[1, col].plot(
+                [e[f"{key}_{how}"] / scale for e in layers], style, label=f"{how} over heads", ms=3
+            )
         axes[1, col].axvline(report["suggested_depth"] - 0.5, color="k", ls=":", label="suggested depth")
         axes[1, col].set(xlabel="layer", ylabel=title, ylim=(0, 1.05))
         axes[1, col].legend()
         axes[1, col].grid(alpha=0.3)
-    fig.suptitle(f"{Path(report['reference']['path']).name}: {len(layers)} layers, "
-                 f"{report['settings']['seqs']} sequences of {T}")
+    fig.suptitle(
+        f"{Path(report['reference']['path']).name}: {len(layers)} layers, "
+        f"{report['settings']['seqs']} sequences of {T}"
+    )
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
@@ -155,32 +189,53 @@ def main(argv=None):
     p.add_argument("--ref", required=True, help="project .pt, run or HF folder, hub name, or .gguf")
     p.add_argument("--data", required=True, help="token bins folder (its val split) or a text file")
     p.add_argument("--out", required=True, help="folder for lazy_layers.json and lazy_layers.png")
-    p.add_argument("--tokenizer", help="override the reference's tokenizer (gpt2, tokenizer.json, folder, .gguf)")
+    p.add_argument(
+        "--tokenizer", help="override the reference's tokenizer (gpt2, tokenizer.json, folder, .gguf)"
+    )
     p.add_argument("--seqs", type=int, default=8, help="sequences, spread evenly over the data")
     p.add_argument("--seq_len", type=int, default=256, help="tokens per sequence (T)")
-    p.add_argument("--rank_tol", type=float, default=1e-2, help="singular values above this x the largest count")
-    p.add_argument("--lazy_mass", type=float, default=0.5, help="mean dominant-column mass from which a layer is lazy")
+    p.add_argument(
+        "--rank_tol", type=float, default=1e-2, help="singular values above this x the largest count"
+    )
+    p.add_argument(
+        "--lazy_mass", type=float, default=0.5, help="mean dominant-column mass from which a layer is lazy"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     if args.seqs < 1 or args.seq_len < 2 or not 1e-6 <= args.rank_tol < 1 or not 0 < args.lazy_mass <= 1:
-        raise UserError("--seqs must be >= 1, --seq_len >= 2, --rank_tol in [1e-6, 1) and --lazy_mass in (0, 1]")
+        raise UserError(
+            "--seqs must be >= 1, --seq_len >= 2, --rank_tol in [1e-6, 1) and --lazy_mass in (0, 1]"
+        )
     out = Path(args.out)
     check_can_create(out)
     device = resolve_device(args.device)
     model = load_model(args.ref, device=device)
     if args.seq_len > model.config.block_size:
-        raise UserError(f"--seq_len {args.seq_len} is longer than the reference's context of "
-                        f"{model.config.block_size} tokens")
-    sequences = load_sequences(args.data, args.ref, args.tokenizer, model.config.vocab_size, args.seqs, args.seq_len)
+        raise UserError(
+            f"--seq_len {args.seq_len} is longer than the reference's context of "
+            f"{model.config.block_size} tokens"
+        )
+    sequences = load_sequences(
+        args.data, args.ref, args.tokenizer, model.config.vocab_size, args.seqs, args.seq_len
+    )
     identity = reference_identity(open_weights(args.ref).path) | {"path": args.ref}  # as given: portable
     started = time.perf_counter()
     found = diagnose(model, sequences.to(device), args.rank_tol, args.lazy_mass)
     peak = peak_memory_gb(device)  # the model included; the time below is without its loading
-    cost = {"seconds": round(time.perf_counter() - started, 1), f"peak_{device.type}_memory_gb": round(peak, 2)}
-    report = {"reference": identity, "config": model.config.to_dict(),
-              "settings": {k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol",
-                                                         "lazy_mass")} | {"device": str(device), "dtype": "float32"},
-              "cost": cost, **found}
+    cost = {
+        "seconds": round(time.perf_counter() - started, 1),
+        f"peak_{device.type}_memory_gb": round(peak, 2),
+    }
+    report = {
+        "reference": identity,
+        "config": model.config.to_dict(),
+        "settings": {
+            k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol", "lazy_mass")
+        }
+        | {"device": str(device), "dtype": "float32"},
+        "cost": cost,
+        **found,
+    }
     atomic_write(out / "lazy_layers.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
     plot(report, out / "lazy_layers.png")
     print(report_table(report))

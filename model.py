@@ -1,12 +1,12 @@
 """GPT-2 and the LLaMA-shaped families (LLaMA 1-3, Mistral, Qwen2/2.5, Qwen3) in one file.
 
-Names follow nanoGPT: wte, wpe, h.{i}.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}, ln_f, lm_head.
-The LLaMA shape reuses them: ln_* are RMSNorms, attn.c_attn is the fused [q; k; v] projection (k, v with n_kv_head
-heads) and mlp.c_fc the fused [gate; up] projection of SwiGLU. The families differ only in fields of ModelConfig:
-q/k/v biases (Qwen2), RMSNorm on each head of q and k (Qwen3), a head size of its own (Qwen3), RoPE rescaled for
-long contexts (Llama 3.x), a sliding attention window (Mistral). Reading and writing checkpoints (project .pt, HF
-folders, GGUF) is weights.py's job.
-"""
+Names follow nanoGPT: wte, wpe, h.{i}.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}, ln_f,
+lm_head. The LLaMA shape reuses them: ln_* are RMSNorms, attn.c_attn is the fused [q; k; v] projection (k, v
+with n_kv_head heads) and mlp.c_fc the fused [gate; up] projection of SwiGLU. The families differ only in
+fields of ModelConfig: q/k/v biases (Qwen2), RMSNorm on each head of q and k (Qwen3), a head size of its own
+(Qwen3), RoPE rescaled for long contexts (Llama 3.x), a sliding attention window (Mistral). Reading and
+writing checkpoints (project .pt, HF folders, GGUF) is weights.py's job."""
+
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -16,33 +16,39 @@ import torch.nn.functional as F
 
 from inheritune.util import UserError
 
-
 # ----------------------------------------------------------------------------------------------- config
 
 ARCHS = ("gpt2", "llama", "mistral", "qwen2", "qwen3")  # every family but gpt2 is LLaMA-shaped
-ROPE_SCALING_KEYS = {"linear": {"factor"},
-                     "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
+ROPE_SCALING_KEYS = {
+    "linear": {"factor"},
+    "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+}
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "gpt2"                    # family (defaults, HF class): gpt2 | llama | mistral | qwen2 | qwen3
+    # family (defaults, HF class): gpt2 | llama | mistral | qwen2 | qwen3
+    arch: str = "gpt2"
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-    n_kv_head: int | None = None          # grouped-query attention; None -> n_head
-    head_dim: int | None = None           # None -> n_embd // n_head (Qwen3 chooses its own)
-    intermediate_size: int | None = None  # MLP width; None -> 4 * n_embd (gpt2) or LLaMA's 2/3 * 4 * n_embd rounded
-    vocab_size: int = 50257               # the tokenizer's; the embedding is padded to a multiple of 64
-    block_size: int = 1024                # longest sequence (learned positions for gpt2, RoPE table otherwise)
-    bias: bool | None = None              # biases in every Linear and norm; None -> True for gpt2, else False
-    qkv_bias: bool | None = None          # biases on the q, k, v projections only; None -> True for qwen2
-    qk_norm: bool | None = None           # RMSNorm over each head of q and k, before RoPE; None -> True for qwen3
-    tie_embeddings: bool | None = None    # lm_head shares wte; None -> True for gpt2, False otherwise
+    n_kv_head: int | None = None  # grouped-query attention; None -> n_head
+    head_dim: int | None = None  # None -> n_embd // n_head (Qwen3 chooses its own)
+    # MLP width; None -> 4 * n_embd (gpt2) or LLaMA's 2/3 * 4 * n_embd rounded
+    intermediate_size: int | None = None
+    vocab_size: int = 50257  # the tokenizer's; the embedding is padded to a multiple of 64
+    # longest sequence (learned positions for gpt2, RoPE table otherwise)
+    block_size: int = 1024
+    bias: bool | None = None  # biases in every Linear and norm; None -> True for gpt2, else False
+    qkv_bias: bool | None = None  # biases on the q, k, v projections only; None -> True for qwen2
+    # RMSNorm over each head of q and k, before RoPE; None -> True for qwen3
+    qk_norm: bool | None = None
+    tie_embeddings: bool | None = None  # lm_head shares wte; None -> True for gpt2, False otherwise
     norm_eps: float = 1e-5
-    rope_theta: float = 10000.0           # RoPE base (all but gpt2)
-    rope_scaling: dict | None = None      # {"rope_type": "linear", "factor": f} or Llama 3's "llama3" settings
-    sliding_window: int | None = None     # a query sees only the last sliding_window positions (Mistral v0.1)
+    rope_theta: float = 10000.0  # RoPE base (all but gpt2)
+    # {"rope_type": "linear", "factor": f} or Llama 3's "llama3" settings
+    rope_scaling: dict | None = None
+    sliding_window: int | None = None  # a query sees only the last sliding_window positions (Mistral v0.1)
     dropout: float = 0.0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
@@ -58,23 +64,41 @@ class ModelConfig:
         self.tie_embeddings = gpt2 if self.tie_embeddings is None else self.tie_embeddings
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd if gpt2 else 256 * math.ceil(8 * self.n_embd / 3 / 256)
-        if self.n_layer < 1 or (self.head_dim is None and self.n_embd % self.n_head) or self.n_head % self.n_kv_head:
-            raise UserError(f"bad shape: n_layer={self.n_layer} must be >= 1, n_embd={self.n_embd} divisible by "
-                            f"n_head={self.n_head} (or head_dim set), n_head divisible by n_kv_head={self.n_kv_head}")
+        if (
+            self.n_layer < 1
+            or (self.head_dim is None and self.n_embd % self.n_head)
+            or self.n_head % self.n_kv_head
+        ):
+            raise UserError(
+                f"bad shape: n_layer={self.n_layer} must be >= 1, n_embd={self.n_embd} divisible by "
+                f"n_head={self.n_head} (or head_dim set), n_head divisible by n_kv_head={self.n_kv_head}"
+            )
         self.head_dim = self.head_dim or self.n_embd // self.n_head
-        if gpt2 and (self.qkv_bias != self.bias or self.qk_norm or self.rope_scaling or self.sliding_window or
-                     self.head_dim * self.n_head != self.n_embd or self.n_kv_head != self.n_head):
-            raise UserError("gpt2 has no qkv_bias apart from bias, qk_norm, rope_scaling, sliding_window, head_dim "
-                            "other than n_embd / n_head or n_kv_head; use a LLaMA-shaped arch (llama, mistral, qwen2, "
-                            "qwen3)")
+        if gpt2 and (
+            self.qkv_bias != self.bias
+            or self.qk_norm
+            or self.rope_scaling
+            or self.sliding_window
+            or self.head_dim * self.n_head != self.n_embd
+            or self.n_kv_head != self.n_head
+        ):
+            raise UserError(
+                "gpt2 has no qkv_bias apart from bias, qk_norm, rope_scaling, sliding_window, head_dim "
+                "other than n_embd / n_head or n_kv_head; use a LLaMA-shaped arch (llama, mistral, qwen2, "
+                "qwen3)"
+            )
         if not gpt2 and (self.bias or self.head_dim % 2):
             raise UserError(f"{self.arch} needs bias=False and an even head_dim")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type")
             values = [self.rope_scaling.get(k) for k in ROPE_SCALING_KEYS.get(kind, ())]
-            if kind not in ROPE_SCALING_KEYS or not all(isinstance(v, (int, float)) and v > 0 for v in values):
-                raise UserError(f"rope_scaling {self.rope_scaling} is not supported: rope_type linear (with factor) "
-                                f"or llama3 (with {', '.join(sorted(ROPE_SCALING_KEYS['llama3']))}), all > 0")
+            if kind not in ROPE_SCALING_KEYS or not all(
+                isinstance(v, (int, float)) and v > 0 for v in values
+            ):
+                raise UserError(
+                    f"rope_scaling {self.rope_scaling} is not supported: rope_type linear (with factor) "
+                    f"or llama3 (with {', '.join(sorted(ROPE_SCALING_KEYS['llama3']))}), all > 0"
+                )
 
     @property
     def padded_vocab_size(self) -> int:  # multiples of 64 keep the head's matmul on fast tensor-core shapes
@@ -92,6 +116,7 @@ class ModelConfig:
 
 
 # ----------------------------------------------------------------------------------------------- model
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
@@ -125,9 +150,9 @@ def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:
 
 
 def rescale_rope(inv_freq, scaling: dict):
-    """Long-context RoPE: linear divides every frequency by factor; Llama 3's divides the low frequencies (wavelength
-    beyond original_max_position_embeddings / low_freq_factor), keeps the high ones (below ... / high_freq_factor)
-    and ramps smoothly between, as transformers computes it."""
+    """Long-context RoPE: linear divides every frequency by factor; Llama 3's divides the low frequencies
+    (wavelength beyond original_max_position_embeddings / low_freq_factor), keeps the high ones (below ... /
+    high_freq_factor) and ramps smoothly between, as transformers computes it."""
     if scaling["rope_type"] == "linear":
         return inv_freq / scaling["factor"]
     low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
@@ -145,11 +170,15 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
-        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim,
-                                bias=config.qkv_bias)
+        self.c_attn = nn.Linear(
+            config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=config.qkv_bias
+        )
         self.c_proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.bias)
         if config.qk_norm:
-            self.q_norm, self.k_norm = RMSNorm(self.head_dim, config.norm_eps), RMSNorm(self.head_dim, config.norm_eps)
+            self.q_norm, self.k_norm = (
+                RMSNorm(self.head_dim, config.norm_eps),
+                RMSNorm(self.head_dim, config.norm_eps),
+            )
         self.qk_norm = config.qk_norm
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -173,8 +202,15 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, rope=None, mask=None):  # mask (B, 1, T, T) bool replaces the causal mask when given
         B, T, _ = x.shape
         q, k, v = self.qkv(x, rope)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.n_kv_head
-                                           != self.n_head, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None,
+            enable_gqa=self.n_kv_head != self.n_head,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.c_proj(y))
 
@@ -211,10 +247,11 @@ class Block(nn.Module):
 
 class CrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (N, padded V) 16-bit logits against N targets (-100 = ignored) over the first
-    vocab_size columns: F.cross_entropy's float32 math, but backward rebuilds softmax - one_hot from the 16-bit
-    logits and each row's float32 log-sum-exp. F.cross_entropy keeps an (N, V) float32 log-softmax for its
-    backward instead: under torch.compile that cost ~3x the memory traffic, 16% of a GPT-2 124M step.
-    Targets must be < vocab_size (train.py's check_bins makes sure); one in the padding gives an infinite loss."""
+    vocab_size columns: F.cross_entropy's float32 math, but backward rebuilds softmax - one_hot from the
+    16-bit logits and each row's float32 log-sum-exp. F.cross_entropy keeps an (N, V) float32 log-softmax for
+    its backward instead: under torch.compile that cost ~3x the memory traffic, 16% of a GPT-2 124M step.
+    Targets must be < vocab_size (train.py's check_bins makes sure); one in the padding gives an infinite
+    loss."""
 
     @staticmethod
     def forward(ctx, logits, targets, vocab_size: int):
@@ -239,8 +276,8 @@ class CrossEntropy(torch.autograd.Function):
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer: GPT-2 (learned positions, LayerNorm, GELU) or LLaMA-shaped (RoPE, RMSNorm, SwiGLU,
-    GQA)."""
+    """A decoder-only transformer: GPT-2 (learned positions, LayerNorm, GELU) or LLaMA-shaped (RoPE, RMSNorm,
+    SwiGLU, GQA)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -259,7 +296,8 @@ class GPT(nn.Module):
         self.init_weights()
 
     def init_buffers(self):
-        """(Re)compute the RoPE tables; needed again after a model built on the meta device is materialised."""
+        """(Re)compute the RoPE tables; needed again after a model built on the meta device is
+        materialised."""
         c = self.config
         if c.arch != "gpt2":
             device = self.wte.weight.device
@@ -267,7 +305,8 @@ class GPT(nn.Module):
             self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def crop_block_size(self, block_size: int) -> None:
-        """Train or evaluate with a shorter context than the model was made with (drop the extra positions)."""
+        """Train or evaluate with a shorter context than the model was made with (drop the extra
+        positions)."""
         if block_size > self.config.block_size:
             raise UserError(f"block_size={block_size} is longer than the model's {self.config.block_size}")
         if block_size < self.config.block_size:
@@ -292,8 +331,9 @@ class GPT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def hidden_states(self, idx, pos=None, mask=None):
-        """Final-norm hidden states (B, T, n_embd). By default token t sits at position t and sees tokens <= t;
-        pos (B, T) and a bool mask (B, T, T) let one row hold several sequences that share a prefix (eval.py)."""
+        """Final-norm hidden states (B, T, n_embd). By default token t sits at position t and sees tokens <=
+        t; pos (B, T) and a bool mask (B, T, T) let one row hold several sequences that share a prefix
+        (eval.py)."""
         x, rope, mask = self.block_inputs(idx, pos, mask)
         for block in self.h:
             x = block(x, rope, mask)
@@ -308,21 +348,31 @@ class GPT(nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=idx.device) if pos is None else pos)
         rope = None
-        if self.rope_cos is not None:  # per-token tables (B, 1, T, head_dim) broadcast over heads when pos is given
-            cos, sin = (self.rope_cos[:T], self.rope_sin[:T]) if pos is None else \
-                (self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1))
+        # per-token tables (B, 1, T, head_dim) broadcast over heads when pos is given
+        if self.rope_cos is not None:
+            cos, sin = (
+                (self.rope_cos[:T], self.rope_sin[:T])
+                if pos is None
+                else (self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1))
+            )
             rope = (cos.to(x.dtype), sin.to(x.dtype))
         window = self.config.sliding_window
-        if window is not None and T > window:  # as transformers: query q sees the keys k with q - window < k <= q
+        # as transformers: query q sees the keys k with q - window < k <= q
+        if window is not None and T > window:
             p = torch.arange(T, device=idx.device) if pos is None else pos
             near = p[..., :, None] - p[..., None, :] < window
-            mask = near & torch.ones(T, T, dtype=torch.bool, device=idx.device).tril() if mask is None else mask & near
+            mask = (
+                near & torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+                if mask is None
+                else mask & near
+            )
         x = self.drop(x)
         return x, rope, None if mask is None else mask.reshape(-1, 1, T, T)
 
     def forward(self, idx, targets=None):
-        """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore), only the mean loss: training
-        never returns the (B, T, vocab) logits, so under torch.compile they live only inside the fused loss."""
+        """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore), only the mean loss:
+        training never returns the (B, T, vocab) logits, so under torch.compile they live only inside the
+        fused loss."""
         h = self.hidden_states(idx)
         return self.logits(h) if targets is None else self.loss(h, targets)
 
@@ -331,12 +381,14 @@ class GPT(nn.Module):
         V = self.config.vocab_size
         return logits if self.config.padded_vocab_size == V else logits[..., :V]
 
-    def loss(self, h, targets):  # its own method so train.py can compile the head and loss apart from the blocks
+    # its own method so train.py can compile the head and loss apart from the blocks
+    def loss(self, h, targets):
         logits = self.lm_head(h).flatten(0, 1)  # all padded columns: CrossEntropy masks them, no sliced copy
         return CrossEntropy.apply(logits, targets.flatten(), self.config.vocab_size)
 
     def num_params(self, matmul_only: bool = False) -> int:
-        """All parameters, or only those in matrix multiplies (no position table, no untied embedding lookup)."""
+        """All parameters, or only those in matrix multiplies (no position table, no untied embedding
+        lookup)."""
         n = sum(p.numel() for p in self.parameters())
         if matmul_only:
             n -= self.wpe.weight.numel() if self.wpe is not None else 0
@@ -349,12 +401,19 @@ class GPT(nn.Module):
         return 6 * self.num_params(matmul_only=True) + 12 * c.n_layer * c.n_head * c.head_dim * T
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 eos_token_id: int | None = None):
-        """Append up to max_new_tokens to idx (B, T); temperature 0 is greedy. Stops early once every row hit eos."""
+    def generate(
+        self,
+        idx,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_token_id: int | None = None,
+    ):
+        """Append up to max_new_tokens to idx (B, T); temperature 0 is greedy. Stops early once every row hit
+        eos."""
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.config.block_size:])[:, -1, :].float()
+            logits = self(idx[:, -self.config.block_size :])[:, -1, :].float()
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
             else:

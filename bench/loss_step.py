@@ -1,13 +1,16 @@
-"""The training loss alone: forward + backward time of the loss on a micro-batch's logits, compiled, on one GPU.
+"""The training loss alone: forward + backward time of the loss on a micro-batch's logits, compiled, on one
+GPU.
 
     python bench/loss_step.py --rows 65536 --vocab 50257            # GPT-2 124M at micro-batch 64
-    python bench/loss_step.py --repo /path/to/other/checkout        # also another checkout's model.CrossEntropy
+    # also another checkout's model.CrossEntropy
+    python bench/loss_step.py --repo /path/to/other/checkout
 
-Rows are tokens (micro-batch x block), the logits are (rows, vocab padded to 64) bf16 as the head produces them. It
-times F.cross_entropy on the sliced float32 logits (the plain path) and model.CrossEntropy (this checkout's and each
---repo's): wall time of forward+backward between two syncs, 3 warm-up and --repeat timed runs, median. It also prints the
-GB/s of the minimum traffic (read the logits twice, write their gradient once) to compare against ~4.3 TB/s.
-"""
+Rows are tokens (micro-batch x block), the logits are (rows, vocab padded to 64) bf16 as the head produces
+them. It times F.cross_entropy on the sliced float32 logits (the plain path) and model.CrossEntropy (this
+checkout's and each --repo's): wall time of forward+backward between two syncs, 3 warm-up and --repeat timed
+runs, median. It also prints the GB/s of the minimum traffic (read the logits twice, write their gradient
+once) to compare against ~4.3 TB/s."""
+
 import argparse
 import importlib.util
 import statistics
@@ -22,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cross_entropy_of(repo: Path):
-    """model.CrossEntropy from a checkout, imported under a name of its own (the package is this checkout's)."""
+    """model.CrossEntropy from a checkout, imported under a name of its own (the package is this
+    checkout's)."""
     sys.path.insert(0, str(repo))
     spec = importlib.util.spec_from_file_location(f"model_{abs(hash(str(repo)))}", repo / "model.py")
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dynamo looks globals up there
@@ -50,27 +54,39 @@ def main():
     p.add_argument("--rows", type=int, default=65536)
     p.add_argument("--vocab", type=int, default=50257)
     p.add_argument("--repeat", type=int, default=10)
-    p.add_argument("--repo", action="append", default=[], help="another checkout whose model.CrossEntropy to time")
+    p.add_argument(
+        "--repo", action="append", default=[], help="another checkout whose model.CrossEntropy to time"
+    )
     p.add_argument("--device", default="cuda", help="cpu only checks that the script runs")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: no CUDA device (check CUDA_VISIBLE_DEVICES), or pass --device cpu for a smoke run")
     padded = (args.vocab + 63) // 64 * 64
     g = torch.Generator(device=args.device).manual_seed(0)
-    logits = torch.randn(args.rows, padded, device=args.device, generator=g).mul(3).bfloat16().requires_grad_()
+    logits = (
+        torch.randn(args.rows, padded, device=args.device, generator=g).mul(3).bfloat16().requires_grad_()
+    )
     targets = torch.randint(0, args.vocab, (args.rows,), device=args.device, generator=g)
     V = args.vocab
     losses = {"F.cross_entropy (sliced, float32)": lambda x, t: F.cross_entropy(x[:, :V].float(), t)}
     for repo in [ROOT, *map(Path, args.repo)]:
         label = "this checkout" if repo == ROOT else str(repo)
-        losses[f"CrossEntropy ({label})"] = lambda x, t, ce=cross_entropy_of(repo.resolve()): ce.apply(x, t, V)
+        ce = cross_entropy_of(repo.resolve())
+        losses[f"CrossEntropy ({label})"] = lambda x, t, ce=ce: ce.apply(x, t, V)
     bytes_min = 3 * logits.numel() * 2
-    print(f"logits ({args.rows}, {padded}) bf16 = {logits.numel() * 2 / 1e9:.2f} GB; forward+backward, compiled, "
-          f"median of {args.repeat}\n| loss | ms | GB/s of the minimum traffic | loss value |\n|---|---|---|---|")
+    print(
+        f"logits ({args.rows}, {padded}) bf16 = {logits.numel() * 2 / 1e9:.2f} GB; forward+backward, "
+        "compiled, "
+        f"median of {args.repeat}\n| loss | ms | GB/s of the minimum traffic | loss value "
+        "|\n|---|---|---|---|"
+    )
     for name, fn in losses.items():
         compiled = torch.compile(fn, dynamic=False)
         ms = time_ms(compiled, logits, targets, args.repeat)
-        print(f"| {name} | {ms:.2f} | {bytes_min / ms / 1e6:,.0f} | {compiled(logits, targets).item():.5f} |", flush=True)
+        print(
+            f"| {name} | {ms:.2f} | {bytes_min / ms / 1e6:,.0f} | {compiled(logits, targets).item():.5f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 
     python bench/profile_step.py --shape gpt2-124m --variant m16a1         # one GPU
     python bench/profile_step.py --shape tiny --variant m2a2-eager         # CPU: operator self time instead
-    python bench/profile_step.py ... --trace step.json                     # also a chrome://tracing / Perfetto trace
+    # also a chrome://tracing / Perfetto trace
+    python bench/profile_step.py ... --trace step.json
 
-bench/throughput.py says how fast a step is; this says why. It runs train.py's main() in this process on bench/throughput.py's synthetic
-bins with its arguments for the variant, lets it compile and settle for --skip optimizer steps, profiles the
-next --steps (the profiler follows the optimizer through a global post-step hook, so no line of train.py changes),
-and stops the run there. It prints the profiled steps' wall time and tok/s, and the GPU's busy time split into
-classes (matmul, attention, the compiled fused kernels by what they fuse, optimizer, copies, ...). The gap between
-wall time and busy time is the GPU waiting on the host. The profiler adds a little host overhead, so read tok/s
-from bench/throughput.py and the shares from here.
-"""
+bench/throughput.py says how fast a step is; this says why. It runs train.py's main() in this process on
+bench/throughput.py's synthetic bins with its arguments for the variant, lets it compile and settle for --skip
+optimizer steps, profiles the next --steps (the profiler follows the optimizer through a global post-step
+hook, so no line of train.py changes), and stops the run there. It prints the profiled steps' wall time and
+tok/s, and the GPU's busy time split into classes (matmul, attention, the compiled fused kernels by what they
+fuse, optimizer, copies, ...). The gap between wall time and busy time is the GPU waiting on the host. The
+profiler adds a little host overhead, so read tok/s from bench/throughput.py and the shares from here."""
+
 import argparse
 import re
 import sys
@@ -27,9 +28,11 @@ from torch.profiler import ProfilerActivity, profile, schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import throughput as bench  # noqa: E402  (bench/throughput.py: shapes, variants, bins)
+
 import train  # noqa: E402
 
-CLASSES = [  # first match wins; kernel names on CUDA (cuBLAS, flash/cuDNN, inductor's triton_*), aten ops on CPU
+# first match wins; kernel names on CUDA (cuBLAS, flash/cuDNN, inductor's triton_*), aten ops on CPU
+CLASSES = [
     ("optimizer (AdamW, grad clip)", r"adam|multi_tensor|foreach|clip_grad|_fused_adam"),
     ("all-reduce (NCCL)", r"nccl"),
     ("matmul", r"gemm|nvjet|cutlass|xmma|cublas|aten::(add)?mm$|aten::bmm$|aten::linear$|matmul"),
@@ -57,7 +60,9 @@ def main():
     p.add_argument("--variant", default="m16a1", help="bench/throughput.py's mMaA[-eager][+key=value...]")
     p.add_argument("--skip", type=int, default=8, help="optimizer steps before profiling (compile, warm-up)")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps profiled")
-    p.add_argument("--work", default=None, help="scratch folder for the bins and the run (default: a temp dir)")
+    p.add_argument(
+        "--work", default=None, help="scratch folder for the bins and the run (default: a temp dir)"
+    )
     p.add_argument("--trace", help="write the profiled steps as a Chrome/Perfetto trace here")
     p.add_argument("--top", type=int, default=12, help="also list this many single kernels by time")
     args = p.parse_args()
@@ -65,7 +70,10 @@ def main():
         sys.exit("error: --skip and --steps must be at least 1")
     cuda = torch.cuda.is_available()
     if not cuda and args.shape != "tiny":
-        sys.exit(f"error: no CUDA device for --shape {args.shape} (check CUDA_VISIBLE_DEVICES); only 'tiny' runs on CPU")
+        sys.exit(
+            f"error: no CUDA device for --shape {args.shape} (check CUDA_VISIBLE_DEVICES); only 'tiny' runs "
+            "on CPU"
+        )
     work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_profile_"))
     work.mkdir(parents=True, exist_ok=True)
     vocab = bench.SHAPES[args.shape][1]
@@ -75,17 +83,22 @@ def main():
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     steps, marks = 0, {}
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
-                 schedule=schedule(wait=args.skip - 1, warmup=1, active=args.steps, repeat=1)) as prof:
+    with profile(
+        activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+        schedule=schedule(wait=args.skip - 1, warmup=1, active=args.steps, repeat=1),
+    ) as prof:
+
         def after_optimizer_step(*_):
             nonlocal steps
             steps += 1
-            if steps in (args.skip, args.skip + args.steps):  # two syncs mark the window, before the profiler's
-                sync()                                           # own start/stop work in prof.step()
+            # two syncs mark the window, before the profiler's
+            if steps in (args.skip, args.skip + args.steps):
+                sync()  # own start/stop work in prof.step()
                 marks[steps] = time.perf_counter()
             prof.step()
             if steps == args.skip + args.steps:
                 raise ProfileDone
+
         hook = register_optimizer_step_post_hook(after_optimizer_step)
         try:
             train.main(argv)
@@ -101,13 +114,18 @@ def main():
     wall = marks[args.skip + args.steps] - marks[args.skip]
     tokens = args.steps * micro * accum * train.load_config(argv).block_size
     events = prof.key_averages()
-    # user annotations (ProfilerStep#N, Optimizer.step#AdamW.step) also show up on the GPU's timeline: they span
-    # kernels already counted, so they are left out
-    events = [e for e in events if not getattr(e, "is_user_annotation", False)
-              and not e.key.startswith(("ProfilerStep", "Optimizer."))]
+    # user annotations (ProfilerStep#N, Optimizer.step#AdamW.step) also show up on the GPU's timeline: they
+    # span kernels already counted, so they are left out
+    events = [
+        e
+        for e in events
+        if not getattr(e, "is_user_annotation", False)
+        and not e.key.startswith(("ProfilerStep", "Optimizer."))
+    ]
     if cuda:  # the kernels themselves; failing that, the device time the host-side ops launched
-        rows = [(e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CUDA] or \
-               [(e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CPU]
+        rows = [
+            (e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CUDA
+        ] or [(e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CPU]
     else:
         rows = [(e.key, e.self_cpu_time_total, e.count) for e in events if e.key.startswith("aten::")]
     rows = [r for r in rows if r[1] > 0]
@@ -115,17 +133,21 @@ def main():
     for name, t, _ in rows:
         by_class[kernel_class(name)] += t / 1e6
     unit = "GPU kernel" if cuda else "CPU operator self"
-    print(f"\n{args.shape} {args.variant}: {args.steps} steps profiled, {wall / args.steps * 1e3:.1f} ms/step, "
-          f"{tokens / wall:,.0f} tok/s under the profiler; {unit} time {busy / args.steps * 1e3:.1f} ms/step "
-          f"({busy / wall:.0%} of wall)\n")
+    print(
+        f"\n{args.shape} {args.variant}: {args.steps} steps profiled, {wall / args.steps * 1e3:.1f} ms/step, "
+        f"{tokens / wall:,.0f} tok/s under the profiler; {unit} time {busy / args.steps * 1e3:.1f} ms/step "
+        f"({busy / wall:.0%} of wall)\n"
+    )
     print(f"| class | ms/step | share of {unit} time |\n|---|---|---|")
     for label, t in sorted(by_class.items(), key=lambda kv: -kv[1]):
         print(f"| {label} | {t / args.steps * 1e3:.2f} | {t / busy:.1%} |")
     if cuda and busy < wall:
         print(f"| (GPU idle: waiting on the host) | {(wall - busy) / args.steps * 1e3:.2f} | - |")
     print(f"\ntop {args.top} by time:\n| name | class | ms/step | calls/step |\n|---|---|---|---|")
-    for name, t, count in sorted(rows, key=lambda r: -r[1])[:args.top]:
-        print(f"| {name[:90]} | {kernel_class(name)} | {t / 1e3 / args.steps:.2f} | {count / args.steps:.0f} |")
+    for name, t, count in sorted(rows, key=lambda r: -r[1])[: args.top]:
+        print(
+            f"| {name[:90]} | {kernel_class(name)} | {t / 1e3 / args.steps:.2f} | {count / args.steps:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Does this checkout compute what another one does? Logits (float32 and bf16 autocast) and bf16 gradients of a
-GPT-2 and a LLaMA model, built from the same seed by each checkout's model.py, compared exactly; with --families,
-also each LLaMA-shaped family's loss eager against torch.compile on this checkout (features switched on).
+"""Does this checkout compute what another one does? Logits (float32 and bf16 autocast) and bf16 gradients of
+a GPT-2 and a LLaMA model, built from the same seed by each checkout's model.py, compared exactly; with
+--families, also each LLaMA-shaped family's loss eager against torch.compile on this checkout (features
+switched on).
 
     python bench/same_numbers.py --repo /path/to/other/checkout [--device cuda] [--families]
 """
+
 import argparse
 import os
 import subprocess
@@ -14,16 +16,31 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPES = {"gpt2": dict(n_layer=4, n_head=12, n_embd=768),
-          "llama": dict(n_layer=4, n_head=16, n_kv_head=4, n_embd=1024, rope_theta=5e5)}
-FAMILIES = {"qwen3": dict(head_dim=128), "mistral": dict(sliding_window=128), "qwen2": {},
-            "llama": dict(rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64})}
+SHAPES = {
+    "gpt2": dict(n_layer=4, n_head=12, n_embd=768),
+    "llama": dict(n_layer=4, n_head=16, n_kv_head=4, n_embd=1024, rope_theta=5e5),
+}
+FAMILIES = {
+    "qwen3": dict(head_dim=128),
+    "mistral": dict(sliding_window=128),
+    "qwen2": {},
+    "llama": dict(
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }
+    ),
+}
 
 
 def numbers(device: str) -> dict:
-    """Run inside one checkout (sys.path set by the caller): every number we compare, on the CPU afterwards."""
+    """Run inside one checkout (sys.path set by the caller): every number we compare, on the CPU
+    afterwards."""
     from model import GPT, ModelConfig
+
     x = torch.randint(0, 50000, (4, 512), generator=torch.Generator().manual_seed(0)).to(device)
     out = {}
     for arch, shape in SHAPES.items():
@@ -42,16 +59,33 @@ def numbers(device: str) -> dict:
 
 def families(device: str) -> None:
     from model import GPT, ModelConfig
+
     x = torch.randint(0, 50000, (4, 512), generator=torch.Generator().manual_seed(0)).to(device)
     for arch, features in FAMILIES.items():
         torch.manual_seed(0)
-        model = GPT(ModelConfig(arch=arch, n_layer=4, n_head=16, n_kv_head=4, n_embd=1024, vocab_size=50257,
-                                block_size=1024, **features)).to(device)
+        model = GPT(
+            ModelConfig(
+                arch=arch,
+                n_layer=4,
+                n_head=16,
+                n_kv_head=4,
+                n_embd=1024,
+                vocab_size=50257,
+                block_size=1024,
+                **features,
+            )
+        ).to(device)
         with torch.autocast(device, torch.bfloat16):
-            eager, compiled = model(x, torch.roll(x, -1, 1)).item(), torch.compile(model)(x, torch.roll(x, -1, 1))
+            eager, compiled = (
+                model(x, torch.roll(x, -1, 1)).item(),
+                torch.compile(model)(x, torch.roll(x, -1, 1)),
+            )
         compiled.backward()
         finite = all(torch.isfinite(p.grad).all().item() for p in model.parameters())
-        print(f"{arch} {features}: loss eager {eager:.5f}, compiled {compiled.item():.5f}, gradients finite: {finite}")
+        print(
+            f"{arch} {features}: loss eager {eager:.5f}, compiled {compiled.item():.5f}, gradients finite: "
+            f"{finite}"
+        )
 
 
 def main():
@@ -70,16 +104,23 @@ def main():
     if args.repo:
         with tempfile.TemporaryDirectory() as tmp:
             results = []
-            for repo in (Path(args.repo).resolve(), ROOT):  # each checkout in its own process, its own model.py
+            # each checkout in its own process, its own model.py
+            for repo in (Path(args.repo).resolve(), ROOT):
                 dump = Path(tmp) / f"{len(results)}.pt"
-                subprocess.run([sys.executable, __file__, "--dump", str(dump), "--device", args.device], check=True,
-                               env={**os.environ, "PYTHONPATH": str(repo)})
+                subprocess.run(
+                    [sys.executable, __file__, "--dump", str(dump), "--device", args.device],
+                    check=True,
+                    env={**os.environ, "PYTHONPATH": str(repo)},
+                )
                 results.append(torch.load(dump, weights_only=True))
         other, this = results
         for group in sorted({" ".join(k.split()[:3]) for k in this}):
             keys = [k for k in this if k.startswith(group)]
             diff = max((this[k] - other[k]).abs().max().item() for k in keys)
-            print(f"{group}: {'identical' if diff == 0 else f'max |difference| {diff:.3g}'} ({len(keys)} tensors)")
+            print(
+                f"{group}: {'identical' if diff == 0 else f'max |difference| {diff:.3g}'} ({len(keys)} "
+                "tensors)"
+            )
 
 
 if __name__ == "__main__":

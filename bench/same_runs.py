@@ -1,13 +1,14 @@
-"""Does this checkout train what another one trains? The same small CPU runs in each checkout, compared bit for bit:
-a reference from scratch, the growth loop from it, inherit.py, a run from the inherited checkpoint, a 2-rank DDP run,
-eval.py's val loss and lazy_layers.py's diagnosis. Every checkpoint tensor (model and optimizer state) must be equal,
-and every log record, growth.json and report equal but for timings and the checkout's own folder.
+"""Does this checkout train what another one trains? The same small CPU runs in each checkout, compared bit
+for bit: a reference from scratch, the growth loop from it, inherit.py, a run from the inherited checkpoint, a
+2-rank DDP run, eval.py's val loss and lazy_layers.py's diagnosis. Every checkpoint tensor (model and
+optimizer state) must be equal, and every log record, growth.json and report equal but for timings and the
+checkout's own folder.
 
     python bench/same_runs.py --repo /path/to/other/checkout --data DATA [--work DIR]
 
-DATA is a folder of token bins (prepare_owt.py); a small vocabulary keeps it quick (minutes on 2 cores). For a change
-that should not touch the numbers: a move, a rename, a split of a function.
-"""
+DATA is a folder of token bins (prepare_owt.py); a small vocabulary keeps it quick (minutes on 2 cores). For a
+change that should not touch the numbers: a move, a rename, a split of a function."""
+
 import argparse
 import json
 import os
@@ -19,11 +20,25 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--arch=gpt2", "--n_layer=4", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",
-        "--micro_batch_size=2", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=5", "--eval_tokens=2048",
-        "--log_interval=5", "--eval_interval=10", "--checkpoint_interval=10", "--device=cpu"]
-# Not compared: timings, and a checkpoint file's byte fingerprint (torch.save names the archive after the file being
-# written, a random temporary name); the tensors themselves are compared.
+TINY = [
+    "--arch=gpt2",
+    "--n_layer=4",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=32",
+    "--batch_size=8",
+    "--micro_batch_size=2",
+    "--learning_rate=3e-3",
+    "--min_lr=3e-4",
+    "--warmup_iters=5",
+    "--eval_tokens=2048",
+    "--log_interval=5",
+    "--eval_interval=10",
+    "--checkpoint_interval=10",
+    "--device=cpu",
+]
+# Not compared: timings, and a checkpoint file's byte fingerprint (torch.save names the archive after the file
+# being written, a random temporary name); the tensors themselves are compared.
 NOT_COMPARED = {"tok_per_s", "mfu", "peak_mem_gb", "cost", "fingerprint"}
 
 
@@ -33,14 +48,36 @@ def commands(data: str) -> list[list[str]]:
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     return [
         [*train, "--max_iters=40", "--out_dir=ref"],
-        [*train, "--ref=ref/ckpt.pt", "--grow=True", "--n_layer=1", "--grow_step=1", "--max_iters=20",
-         "--grow_last_k=2", "--grow_tolerance=-100", "--out_dir=grow"],
+        [
+            *train,
+            "--ref=ref/ckpt.pt",
+            "--grow=True",
+            "--n_layer=1",
+            "--grow_step=1",
+            "--max_iters=20",
+            "--grow_last_k=2",
+            "--grow_tolerance=-100",
+            "--out_dir=grow",
+        ],
         ["inherit.py", "--ref", "ref/ckpt.pt", "--layers", "0,2", "--out", "inherited.pt"],
         [*train, "--init_from=pretrained", "--ref=inherited.pt", "--max_iters=20", "--out_dir=pretrained"],
         [*torchrun, *train, "--max_iters=20", "--bias=False", "--out_dir=ddp"],
         ["eval.py", "--ckpt", "ref", "--val_data", data, "--out", "eval.json"],
-        ["lazy_layers.py", "--ref", "ref", "--data", data, "--seqs", "2", "--seq_len", "32", "--device", "cpu",
-         "--out", "lazy"],
+        [
+            "lazy_layers.py",
+            "--ref",
+            "ref",
+            "--data",
+            data,
+            "--seqs",
+            "2",
+            "--seq_len",
+            "32",
+            "--device",
+            "cpu",
+            "--out",
+            "lazy",
+        ],
     ]
 
 
@@ -56,7 +93,8 @@ def run_all(repo: Path, work: Path, data: str) -> None:
 
 
 def portable(value, work: str):
-    """value with the work folder's path replaced and NOT_COMPARED keys dropped, so two checkouts' records compare."""
+    """value with the work folder's path replaced and NOT_COMPARED keys dropped, so two checkouts' records
+    compare."""
     if isinstance(value, dict):
         return {k: portable(v, work) for k, v in value.items() if k not in NOT_COMPARED}
     if isinstance(value, (list, tuple)):
@@ -69,7 +107,8 @@ def portable(value, work: str):
 
 
 def difference(a, b, where: str = "") -> str | None:
-    """Where a and b first differ (tensors element for element, in dtype and shape; the rest by ==), or None."""
+    """Where a and b first differ (tensors element for element, in dtype and shape; the rest by ==), or
+    None."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
             return where or "a tensor against another type"
@@ -80,7 +119,9 @@ def difference(a, b, where: str = "") -> str | None:
             return f"{where} keys {sorted(set(a) ^ set(b))}"
         return next((d for k in a if (d := difference(a[k], b[k], f"{where}.{k}")) is not None), None)
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := difference(x, y, f"{where}[{i}]"))), None)
+        return next(
+            (d for i, (x, y) in enumerate(zip(a, b)) if (d := difference(x, y, f"{where}[{i}]"))), None
+        )
     return None if a == b else f"{where}: {str(a)[:80]} against {str(b)[:80]}"
 
 

@@ -1,26 +1,31 @@
 """Training throughput of train.py itself: tokens/s, MFU and peak memory at fixed model shapes.
 
-    python bench/throughput.py                                          # every shape, its default variants, one GPU
+    # every shape, its default variants, one GPU
+    python bench/throughput.py
     python bench/throughput.py --shapes gpt2-124m --variants m16a1,m16a8,m32a4
-    python bench/throughput.py --shapes gpt2-124m --variants m16a8 --gpus 2        # DDP: the same per-GPU work on 2 GPUs
-    python bench/throughput.py --check_loss data/offline_english --shapes gpt2-124m --variants m16a4-eager,m16a4,m32a2
-    python bench/throughput.py --repo /path/to/other/checkout ...       # that checkout's train.py: a before/after comparison
+    # DDP: the same per-GPU work on 2 GPUs
+    python bench/throughput.py --shapes gpt2-124m --variants m16a8 --gpus 2
+    python bench/throughput.py --check_loss data/offline_english --shapes gpt2-124m \
+        --variants m16a4-eager,m16a4,m32a2
+    # that checkout's train.py: a before/after comparison
+    python bench/throughput.py --repo /path/to/other/checkout ...
 
-A variant is mMaA[-eager][+key=value...]: micro-batch M sequences per GPU, A accumulation micro-steps per optimizer
-step (so the global batch is M x A x GPUs sequences), torch.compile unless -eager, and any further train.py
-overrides, e.g. m16a8+attention=cudnn or m16a8+compile_scope=blocks. Each measurement is one `train.py` process
-(torchrun for --gpus > 1) on synthetic bins of uniform random tokens, exactly as a user runs it: the log's tok/s
-per --log_every steps, the first interval dropped (compile, step-0 eval), the median of the next --intervals
-reported, then the process is killed (no checkpoint is written). MFU is train.py's: FLOPs/token = 6N + 12*L*d*T
-(PaLM) over 989 TFLOP/s per GPU. The "floor" column turns the same FLOPs into the tok/s of the ~790 TFLOP/s bf16
-matmul rate measured on this H200: about the fastest any version of the step can run (the attention term counts the
-full T x T product, which causal kernels halve, so it can be beaten by a few %).
+A variant is mMaA[-eager][+key=value...]: micro-batch M sequences per GPU, A accumulation micro-steps per
+optimizer step (so the global batch is M x A x GPUs sequences), torch.compile unless -eager, and any further
+train.py overrides, e.g. m16a8+attention=cudnn or m16a8+compile_scope=blocks. Each measurement is one
+`train.py` process (torchrun for --gpus > 1) on synthetic bins of uniform random tokens, exactly as a user
+runs it: the log's tok/s per --log_every steps, the first interval dropped (compile, step-0 eval), the median
+of the next --intervals reported, then the process is killed (no checkpoint is written). MFU is train.py's:
+FLOPs/token = 6N + 12*L*d*T (PaLM) over 989 TFLOP/s per GPU. The "floor" column turns the same FLOPs into the
+tok/s of the ~790 TFLOP/s bf16 matmul rate measured on this H200: about the fastest any version of the step
+can run (the attention term counts the full T x T product, which causal kernels halve, so it can be beaten by
+a few %).
 
---check_loss DATA trains each variant to the end on real bins (one GPU, the same seed, and the same global batch:
-micro x accumulation must agree) and prints the largest train-loss difference from the first variant, which should
-be the plain path (e.g. m16a4-eager): a speed-up must not change what is learned beyond bf16 noise. Each run's
-checkpoint is deleted once it ends (its log holds the curve).
-"""
+--check_loss DATA trains each variant to the end on real bins (one GPU, the same seed, and the same global
+batch: micro x accumulation must agree) and prints the largest train-loss difference from the first variant,
+which should be the plain path (e.g. m16a4-eager): a speed-up must not change what is learned beyond bf16
+noise. Each run's checkpoint is deleted once it ends (its log holds the curve)."""
+
 import argparse
 import json
 import math
@@ -44,25 +49,52 @@ from model import GPT  # noqa: E402
 from train import load_config, model_config, read_log  # noqa: E402
 
 MATMUL_CEILING = 790e12  # bf16 dense, measured on an H200 (8192^3 matmul, random data)
-PEAK = 989e12            # the datasheet number MFU is quoted against
+PEAK = 989e12  # the datasheet number MFU is quoted against
 
 SHAPES = {  # train.py overrides; the variants run when --variants is not given (nanoGPT's micro-batch first)
-    "gpt2-124m": (["--arch=gpt2", "--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024"], 50257,
-                  "m16a1,m16a8,m32a4"),
-    "gpt2-350m": (["--arch=gpt2", "--n_layer=24", "--n_head=16", "--n_embd=1024", "--block_size=1024"], 50257,
-                  "m16a1,m16a8,m32a4"),
-    "gpt2-774m": (["--arch=gpt2", "--n_layer=36", "--n_head=20", "--n_embd=1280", "--block_size=1024"], 50257,
-                  "m8a1,m8a8,m16a4"),
+    "gpt2-124m": (
+        ["--arch=gpt2", "--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024"],
+        50257,
+        "m16a1,m16a8,m32a4",
+    ),
+    "gpt2-350m": (
+        ["--arch=gpt2", "--n_layer=24", "--n_head=16", "--n_embd=1024", "--block_size=1024"],
+        50257,
+        "m16a1,m16a8,m32a4",
+    ),
+    "gpt2-774m": (
+        ["--arch=gpt2", "--n_layer=36", "--n_head=20", "--n_embd=1280", "--block_size=1024"],
+        50257,
+        "m8a1,m8a8,m16a4",
+    ),
     # the paper's 1.5B target: OpenLLaMA-3B's shapes, its first 13 of 26 layers
-    "openllama3b-13l": (["--arch=llama", "--n_layer=13", "--n_head=32", "--n_embd=3200", "--intermediate_size=8640",
-                         "--block_size=2048", "--tie_embeddings=False", "--bias=False"], 32000, "m4a8,m8a4"),
-    "tiny": (["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64"], 512, "m2a2-eager"),  # CPU
+    "openllama3b-13l": (
+        [
+            "--arch=llama",
+            "--n_layer=13",
+            "--n_head=32",
+            "--n_embd=3200",
+            "--intermediate_size=8640",
+            "--block_size=2048",
+            "--tie_embeddings=False",
+            "--bias=False",
+        ],
+        32000,
+        "m4a8,m8a4",
+    ),
+    # CPU
+    "tiny": (
+        ["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64"],
+        512,
+        "m2a2-eager",
+    ),
 }
 VARIANT = re.compile(r"m(\d+)a(\d+)(-eager)?((?:\+\w+=[\w.-]+)*)$")
 
 
 def flops_per_token(shape: str) -> float:
-    """train.py's FLOPs per trained token for a shape (6N + 12*L*d*T), from the model built on the meta device."""
+    """train.py's FLOPs per trained token for a shape (6N + 12*L*d*T), from the model built on the meta
+    device."""
     overrides, vocab_size, _ = SHAPES[shape]
     cfg = load_config(overrides)
     with torch.device("meta"):
@@ -71,15 +103,21 @@ def flops_per_token(shape: str) -> float:
 
 
 def synthetic_bins(folder: Path, vocab_size: int, tokens: int = 1 << 24) -> Path:
-    """Uniform random tokens in prepare_owt.py's format (meta.json + train.bin + val.bin), made once per folder."""
+    """Uniform random tokens in prepare_owt.py's format (meta.json + train.bin + val.bin), made once per
+    folder."""
     if (folder / "meta.json").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    meta = {"format": META_FORMAT, "dtype": "uint16", "vocab_size": vocab_size,
-            "tokenizer": {"name": "synthetic-uniform", "hash": None, "vocab_size": vocab_size},
-            "max_token_id": vocab_size - 1}
-    for split, n in (("train", tokens), ("val", 1 << 20)):  # val: the step-0 eval (2 x micro x 1024) of micro-batches below 512
+    meta = {
+        "format": META_FORMAT,
+        "dtype": "uint16",
+        "vocab_size": vocab_size,
+        "tokenizer": {"name": "synthetic-uniform", "hash": None, "vocab_size": vocab_size},
+        "max_token_id": vocab_size - 1,
+    }
+    # val: the step-0 eval (2 x micro x 1024) of micro-batches below 512
+    for split, n in (("train", tokens), ("val", 1 << 20)):
         rng.integers(0, vocab_size, n, dtype=np.uint16).tofile(folder / f"{split}.bin")
         meta[split] = {"file": f"{split}.bin", "tokens": n, "documents": 1}
     (folder / "meta.json").write_text(json.dumps(meta))
@@ -90,16 +128,26 @@ def parse_variant(name: str) -> tuple[int, int, bool, list[str]]:
     """'m16a8-eager+attention=cudnn' -> (16, 8, True, ['--attention=cudnn'])"""
     m = VARIANT.match(name)
     if not m:
-        sys.exit(f"error: variant '{name}' is not mMaA[-eager][+key=value...] (e.g. m16a8, m16a4-eager, "
-                 f"m16a8+attention=cudnn)")
+        sys.exit(
+            f"error: variant '{name}' is not mMaA[-eager][+key=value...] (e.g. m16a8, m16a4-eager, "
+            f"m16a8+attention=cudnn)"
+        )
     return int(m[1]), int(m[2]), bool(m[3]), [f"--{kv}" for kv in m[4].split("+")[1:]]
 
 
 def launch(repo: Path, gpus: int, args: list[str], log_file: Path) -> subprocess.Popen:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"] \
-        if gpus > 1 else [sys.executable]
-    return subprocess.Popen([*launcher, "train.py", *args], cwd=repo, stdout=open(log_file, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+        if gpus > 1
+        else [sys.executable]
+    )
+    return subprocess.Popen(
+        [*launcher, "train.py", *args],
+        cwd=repo,
+        stdout=open(log_file, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -118,18 +166,36 @@ def records(out_dir: Path) -> list[dict]:
 
 
 def train_args(shape: str, variant: str, gpus: int, data, out, log_every: int = 10, **keys) -> list[str]:
-    """train.py's arguments for a run of the variant: by default a timed run (constant learning rate, no eval or
-    checkpoint after step 0); `keys` replace those defaults, and the variant's own +key=value come last and win."""
+    """train.py's arguments for a run of the variant: by default a timed run (constant learning rate, no eval
+    or checkpoint after step 0); `keys` replace those defaults, and the variant's own +key=value come last and
+    win."""
     micro, accum, eager, extra = parse_variant(variant)
-    keys = {"max_iters": 1_000_000, "warmup_iters": 10, "eval_interval": 1_000_000, "eval_tokens": micro * 2048,
-            "checkpoint_interval": 1_000_000, "learning_rate": 3e-4, **keys}
-    return [*SHAPES[shape][0], f"--data_dir={data}", f"--out_dir={out}", f"--micro_batch_size={micro}",
-            f"--batch_size={micro * accum * gpus}", f"--log_interval={log_every}", f"--compile={not eager}",
-            "--dtype=bfloat16", *(f"--{k}={v}" for k, v in keys.items()), *extra]
+    keys = {
+        "max_iters": 1_000_000,
+        "warmup_iters": 10,
+        "eval_interval": 1_000_000,
+        "eval_tokens": micro * 2048,
+        "checkpoint_interval": 1_000_000,
+        "learning_rate": 3e-4,
+        **keys,
+    }
+    return [
+        *SHAPES[shape][0],
+        f"--data_dir={data}",
+        f"--out_dir={out}",
+        f"--micro_batch_size={micro}",
+        f"--batch_size={micro * accum * gpus}",
+        f"--log_interval={log_every}",
+        f"--compile={not eager}",
+        "--dtype=bfloat16",
+        *(f"--{k}={v}" for k, v in keys.items()),
+        *extra,
+    ]
 
 
 def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout) -> dict:
-    """One train.py run at (shape, variant, gpus): the median tok/s of `intervals` log intervals after the first."""
+    """One train.py run at (shape, variant, gpus): the median tok/s of `intervals` log intervals after the
+    first."""
     micro, accum, eager, _ = parse_variant(variant)
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{shape}_{variant}_{gpus}gpu_"))
     proc = launch(repo, gpus, train_args(shape, variant, gpus, data, out, log_every), out / "stdout.txt")
@@ -140,20 +206,33 @@ def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeou
             break
         time.sleep(1)
     kill(proc)
-    result = {"shape": shape, "variant": variant, "gpus": gpus, "micro": micro, "accum": accum, "compile": not eager}
+    result = {
+        "shape": shape,
+        "variant": variant,
+        "gpus": gpus,
+        "micro": micro,
+        "accum": accum,
+        "compile": not eager,
+    }
     if len(timed) < 2:
         tail = (out / "stdout.txt").read_text()[-1500:]
         return {**result, "error": f"no timed interval within {timeout}s (OOM?): ...{tail}"}
-    rates = [r["tok_per_s"] for r in timed[1:intervals + 1]]
+    rates = [r["tok_per_s"] for r in timed[1 : intervals + 1]]
     tok_s, flops = statistics.median(rates), flops_per_token(shape)
-    return {**result, "tok_per_s": tok_s, "spread": (min(rates), max(rates)), "mfu": tok_s * flops / (PEAK * gpus),
-            "floor_tok_per_s": MATMUL_CEILING * gpus / flops,
-            "peak_mem_gb": max(r.get("peak_mem_gb", 0) for r in timed),
-            "loss": timed[-1]["train_loss"]}
+    return {
+        **result,
+        "tok_per_s": tok_s,
+        "spread": (min(rates), max(rates)),
+        "mfu": tok_s * flops / (PEAK * gpus),
+        "floor_tok_per_s": MATMUL_CEILING * gpus / flops,
+        "peak_mem_gb": max(r.get("peak_mem_gb", 0) for r in timed),
+        "loss": timed[-1]["train_loss"],
+    }
 
 
 def check_loss(repo, shape, variants, data, work, steps) -> None:
-    """Train every variant to `steps` on real data with the same global batch and seed; compare train-loss curves."""
+    """Train every variant to `steps` on real data with the same global batch and seed; compare train-loss
+    curves."""
     batches = {v: math.prod(parse_variant(v)[:2]) for v in variants}  # micro x accumulation
     if len(set(batches.values())) > 1:
         sys.exit(f"error: --check_loss compares one global batch; micro x accumulation differs: {batches}")
@@ -161,21 +240,38 @@ def check_loss(repo, shape, variants, data, work, steps) -> None:
     batch = next(iter(batches.values()))
     for variant in variants:
         out = Path(tempfile.mkdtemp(dir=work, prefix=f"check_{shape}_{variant}_"))
-        args = train_args(shape, variant, 1, data, out, max_iters=steps, warmup_iters=steps // 10,
-                          eval_interval=steps, eval_tokens=262144, checkpoint_interval=steps, learning_rate=6e-4,
-                          min_lr=6e-5)
+        args = train_args(
+            shape,
+            variant,
+            1,
+            data,
+            out,
+            max_iters=steps,
+            warmup_iters=steps // 10,
+            eval_interval=steps,
+            eval_tokens=262144,
+            checkpoint_interval=steps,
+            learning_rate=6e-4,
+            min_lr=6e-5,
+        )
         proc = launch(repo, 1, args, out / "stdout.txt")
         failed = proc.wait()
-        (out / "ckpt.pt").unlink(missing_ok=True)  # the curve is in the log; at 1.5B a checkpoint holds ~23 GB
+        # the curve is in the log; at 1.5B a checkpoint holds ~23 GB
+        (out / "ckpt.pt").unlink(missing_ok=True)
         if failed:
             sys.exit(f"error: {variant} failed; see {out / 'stdout.txt'}")
         recs = records(out)
-        curves[variant] = ({r["step"]: r["train_loss"] for r in recs if "train_loss" in r},
-                           [r["val_loss"] for r in recs if "val_loss" in r][-1])
+        curves[variant] = (
+            {r["step"]: r["train_loss"] for r in recs if "train_loss" in r},
+            [r["val_loss"] for r in recs if "val_loss" in r][-1],
+        )
     base = curves[variants[0]][0]
-    print(f"\nloss check, {shape}, {steps} steps of {batch} sequences, same seed and data; differences from "
-          f"{variants[0]}:\n| variant | max abs train-loss diff | at step | final train loss | final val loss |\n"
-          f"|---|---|---|---|---|")
+    print(
+        f"\nloss check, {shape}, {steps} steps of {batch} sequences, same seed and data; differences from "
+        f"{variants[0]}:\n| variant | max abs train-loss diff | at step | final train loss | final val loss "
+        "|\n"
+        f"|---|---|---|---|---|"
+    )
     for v, (train, val) in curves.items():
         diff, at = max((abs(loss - base[s]), s) for s, loss in train.items())
         print(f"| {v} | {diff:.4f} | {at} | {train[max(train)]:.4f} | {val:.4f} |")
@@ -192,7 +288,9 @@ def main():
     p.add_argument("--log_every", type=int, default=10, help="steps per timed interval")
     p.add_argument("--intervals", type=int, default=5, help="timed intervals per measurement (median)")
     p.add_argument("--timeout", type=int, default=420, help="seconds per measurement, compile included")
-    p.add_argument("--check_loss", metavar="DATA", help="real token bins: compare the variants' loss curves instead")
+    p.add_argument(
+        "--check_loss", metavar="DATA", help="real token bins: compare the variants' loss curves instead"
+    )
     p.add_argument("--steps", type=int, default=300, help="--check_loss: training steps")
     p.add_argument("--json", help="append every result here as a JSON line")
     args = p.parse_args()
@@ -204,27 +302,43 @@ def main():
             sys.exit(f"error: unknown shape '{s}'; choose from {', '.join(SHAPES)}")
     if args.check_loss:
         for s in shapes:
-            check_loss(Path(args.repo), s, (args.variants or SHAPES[s][2]).split(","), args.check_loss, work,
-                       args.steps)
+            check_loss(
+                Path(args.repo),
+                s,
+                (args.variants or SHAPES[s][2]).split(","),
+                args.check_loss,
+                work,
+                args.steps,
+            )
         return
     for s in shapes:
         f = flops_per_token(s)
         print(f"{s}: {f / 1e9:.3f} GFLOP/token; floor {MATMUL_CEILING / f:,.0f} tok/s per GPU at 790 TFLOP/s")
-    print("| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |\n"
-          "|---|---|---|---|---|---|---|---|", flush=True)
+    print(
+        "| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |\n"
+        "|---|---|---|---|---|---|---|---|",
+        flush=True,
+    )
     for s in shapes:
         data = synthetic_bins(work / f"bins_{SHAPES[s][1]}", SHAPES[s][1])
         for v in (args.variants or SHAPES[s][2]).split(","):
-            r = measure(Path(args.repo), s, v, args.gpus, data, work, args.log_every, args.intervals, args.timeout)
+            r = measure(
+                Path(args.repo), s, v, args.gpus, data, work, args.log_every, args.intervals, args.timeout
+            )
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
             if "error" in r:
                 print(f"| {s} | {v} | {args.gpus} | failed: {r['error'][-300:]!r} |", flush=True)
                 continue
-            print(f"| {s} | {v} | {args.gpus} | {r['tok_per_s']:,.0f} ({r['spread'][0]:,.0f}-{r['spread'][1]:,.0f}) | "
-                  f"{r['mfu']:.1%} | {r['floor_tok_per_s']:,.0f} | {r['tok_per_s'] / r['floor_tok_per_s']:.0%} | "
-                  f"{r['peak_mem_gb']:.1f} |", flush=True)
+            print(
+                f"| {s} | {v} | {args.gpus} | {r['tok_per_s']:,.0f} "
+                f"({r['spread'][0]:,.0f}-{r['spread'][1]:,.0f}) | "
+                f"{r['mfu']:.1%} | {r['floor_tok_per_s']:,.0f} | {r['tok_per_s'] / r['floor_tok_per_s']:.0%} "
+                "| "
+                f"{r['peak_mem_gb']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

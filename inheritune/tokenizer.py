@@ -7,11 +7,13 @@
 Document separator `eot_id`: GPT-2's <|endoftext|> (50256) after each document. For a tokenizer.json or GGUF
 it is the EOS after each document (a chat model's end-of-turn EOS, <|im_end|> or <|eot_id|>, gives way to the
 vocabulary's end-of-text token), unless the tokenizer prepends BOS to its inputs (`prepend_bos`: LLaMA 1-2,
-Llama 3.x, Mistral), in which case it is that BOS, written before each document: what the model saw in pretraining.
+Llama 3.x, Mistral), in which case it is that BOS, written before each document: what the model saw in
+pretraining.
 
 `hash` is a sha256 over the vocabulary as raw bytes in id order, so one vocabulary has one hash whether it
 comes from tiktoken, a tokenizer.json or a GGUF: bins are checked against a model by it.
 """
+
 import base64
 import hashlib
 import importlib.util
@@ -26,16 +28,20 @@ from inheritune.util import UserError, resolve_hub_name
 
 # GPT-2's BPE ranks (tiktoken's r50k_base file; whisper ships the same bytes as assets/gpt2.tiktoken).
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-GPT2_RANKS_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"  # tiktoken's cache key
-# GPT-2's split regex ('s|'t|...| ?\p{L}+| ?\p{N}+|...), with possessive quantifiers as tiktoken runs it fastest.
+# tiktoken's cache key
+GPT2_RANKS_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
+# GPT-2's split regex ('s|'t|...| ?\p{L}+| ?\p{N}+|...), with possessive quantifiers as tiktoken runs it
+# fastest.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 GPT2_EOT = "<|endoftext|>"
 ASSETS_HINT = "pip install --no-deps openai-whisper==20250625"
-# llama.cpp's split regexes for Llama 3 ("llama-bpe") and Qwen2/2.5/3 ("qwen2") vocabularies (llama-vocab.cpp), run
-# before the byte mapping: contractions of any case, one non-letter may lead a word, and numbers split into runs of
-# up to three digits (Llama 3) or single digits (Qwen).
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-                r"|\s+(?!\S)|\s+")
+# llama.cpp's split regexes for Llama 3 ("llama-bpe") and Qwen2/2.5/3 ("qwen2") vocabularies
+# (llama-vocab.cpp), run before the byte mapping: contractions of any case, one non-letter may lead a word,
+# and numbers split into runs of up to three digits (Llama 3) or single digits (Qwen).
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 GGUF_SPLITS = {"llama-bpe": LLAMA3_SPLIT, "qwen2": LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")}
 # Tokens that end a document in common vocabularies, for a tokenizer.json without tokenizer_config.json.
 KNOWN_EOS = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
@@ -46,7 +52,11 @@ CHAT_TURN_ENDS = ("<|im_end|>", "<|eot_id|>")
 
 def byte_alphabet():
     """GPT-2's map from each byte to the printable character byte-level BPE vocabularies spell it with."""
-    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    printable = {
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    }
     spare = iter(range(256, 512))
     return {b: chr(b) if b in printable else chr(next(spare)) for b in range(256)}
 
@@ -60,11 +70,12 @@ def vocab_hash(tokens):
 
 
 class Tokenizer:
-    """What scripts rely on: name, hash, vocab_size, bos_id, eos_id (ends generation), prepend_bos, eot_id (separates
-    documents), encode*, decode."""
+    """What scripts rely on: name, hash, vocab_size, bos_id, eos_id (ends generation), prepend_bos, eot_id
+    (separates documents), encode*, decode."""
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.name}, vocab {self.vocab_size}, eot {self.eot_id}, hash {self.hash[:12]})"
+        name = type(self).__name__
+        return f"{name}({self.name}, vocab {self.vocab_size}, eot {self.eot_id}, hash {self.hash[:12]})"
 
 
 class GPT2Tokenizer(Tokenizer):
@@ -75,8 +86,9 @@ class GPT2Tokenizer(Tokenizer):
 
         lines = (line.split() for line in ranks_file_bytes.splitlines() if line)
         ranks = {base64.b64decode(token): int(rank) for token, rank in lines}
-        self.enc = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                     special_tokens={GPT2_EOT: len(ranks)})
+        self.enc = tiktoken.Encoding(
+            "gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={GPT2_EOT: len(ranks)}
+        )
         self.name, self.vocab_size = "gpt2", len(ranks) + 1
         self.bos_id, self.eos_id, self.eot_id, self.prepend_bos = None, len(ranks), len(ranks), False
         self.hash = vocab_hash(sorted(ranks, key=ranks.get) + [GPT2_EOT.encode()])
@@ -86,7 +98,8 @@ class GPT2Tokenizer(Tokenizer):
 
     def encode_numpy(self, text):
         """encode() as a uint32 array, skipping the Python list (the fast path of prepare_owt.py)."""
-        return self.enc.encode_to_numpy(text, disallowed_special=())  # no special token is allowed: plain text
+        # no special token is allowed: plain text
+        return self.enc.encode_to_numpy(text, disallowed_special=())
 
     def decode(self, ids):
         return self.enc.decode([int(i) for i in ids])
@@ -124,7 +137,8 @@ BYTE_OF_CHAR = {c: b for b, c in byte_alphabet().items()}
 
 
 def document_end(eos, tok):
-    """The id that ends a document: eos, unless eos ends a chat turn and the vocabulary has an end-of-text token."""
+    """The id that ends a document: eos, unless eos ends a chat turn and the vocabulary has an end-of-text
+    token."""
     if eos is not None and tok.id_to_token(eos) in CHAT_TURN_ENDS:
         return next((tok.token_to_id(t) for t in KNOWN_EOS if tok.token_to_id(t) is not None), eos)
     return eos
@@ -142,7 +156,8 @@ def find_gpt2_ranks():
     cache = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
     cache = os.path.join(tempfile.gettempdir(), "data-gym-cache") if cache is None else cache
     candidates = [Path(cache) / hashlib.sha1(GPT2_RANKS_URL.encode()).hexdigest()] if cache else []
-    whisper = importlib.util.find_spec("whisper")  # locate without importing: whisper's own deps are not installed
+    # locate without importing: whisper's own deps are not installed
+    whisper = importlib.util.find_spec("whisper")
     if whisper is not None:
         candidates += [Path(p) / "assets" / "gpt2.tiktoken" for p in whisper.submodule_search_locations or []]
     for path in candidates:
@@ -150,8 +165,10 @@ def find_gpt2_ranks():
             data = path.read_bytes()
             if hashlib.sha256(data).hexdigest() == GPT2_RANKS_SHA256:
                 return data
-    raise UserError(f"GPT-2 BPE ranks not found offline: `{ASSETS_HINT}` (ships whisper/assets/gpt2.tiktoken) "
-                    "or put tiktoken's r50k_base file in $TIKTOKEN_CACHE_DIR")
+    raise UserError(
+        f"GPT-2 BPE ranks not found offline: `{ASSETS_HINT}` (ships whisper/assets/gpt2.tiktoken) "
+        "or put tiktoken's r50k_base file in $TIKTOKEN_CACHE_DIR"
+    )
 
 
 def load_tokenizer_json(path):
@@ -172,15 +189,20 @@ def load_tokenizer_json(path):
 
     bos, eos = config_id("bos_token"), config_id("eos_token")
     # Does the tokenizer put a token in front of every input (LLaMA's <s>)? Ask its post-processor.
-    plain, framed = tok.encode("a", add_special_tokens=False).ids, tok.encode("a", add_special_tokens=True).ids
-    prepend_bos = len(framed) > len(plain) and framed[1:len(plain) + 1] == plain
+    plain, framed = (
+        tok.encode("a", add_special_tokens=False).ids,
+        tok.encode("a", add_special_tokens=True).ids,
+    )
+    prepend_bos = len(framed) > len(plain) and framed[1 : len(plain) + 1] == plain
     if prepend_bos:
         bos = framed[0]
     if eos is None:
         eos = next((tok.token_to_id(t) for t in KNOWN_EOS if tok.token_to_id(t) is not None), None)
     if eos is None and not prepend_bos:
-        raise UserError(f"{path}: cannot tell which token ends a document; put the model's tokenizer_config.json "
-                        "(with eos_token) next to it")
+        raise UserError(
+            f"{path}: cannot tell which token ends a document; put the model's tokenizer_config.json "
+            "(with eos_token) next to it"
+        )
     return HFTokenizer(tok, f"hf:{path.parent.name}", bos, eos, prepend_bos)
 
 
@@ -189,21 +211,29 @@ def gguf_pre_tokenizer(pre):
     from tokenizers import Regex, pre_tokenizers
 
     if pre in GGUF_SPLITS:
-        return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(GGUF_SPLITS[pre]), behavior="isolated"),
-                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(GGUF_SPLITS[pre]), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     gpt2_split = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)  # GPT-2's regex, then bytes
     if pre == "gpt2":  # LLAMA_VOCAB_PRE_TYPE_GPT2: the GPT-2 regex alone
         return gpt2_split
-    if pre == "smollm":  # LLAMA_VOCAB_PRE_TYPE_SMOLLM: "\p{N}" (every digit alone) first, then the GPT-2 regex
+    # LLAMA_VOCAB_PRE_TYPE_SMOLLM: "\p{N}" (every digit alone) first, then the GPT-2 regex
+    if pre == "smollm":
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), gpt2_split])
-    raise UserError(f"GGUF pre-tokenizer {pre!r} is not supported (known: gpt2, smollm, {', '.join(GGUF_SPLITS)}); "
-                    "pass the model's tokenizer.json as --tokenizer instead")
+    raise UserError(
+        f"GGUF pre-tokenizer {pre!r} is not supported (known: gpt2, smollm, {', '.join(GGUF_SPLITS)}); "
+        "pass the model's tokenizer.json as --tokenizer instead"
+    )
 
 
 def load_gguf(path):
     """The byte-level BPE vocabulary a GGUF carries in its metadata, as llama.cpp would tokenize with it."""
     import gguf
-    from tokenizers import AddedToken, Tokenizer as HFBackend, decoders, models
+    from tokenizers import AddedToken, decoders, models
+    from tokenizers import Tokenizer as HFBackend
 
     fields = gguf.GGUFReader(str(path)).fields
 
@@ -212,16 +242,22 @@ def load_gguf(path):
 
     kind, pre = get("tokenizer.ggml.model"), get("tokenizer.ggml.pre", "default")
     if kind != "gpt2":
-        raise UserError(f"{path.name}: tokenizer.ggml.model={kind!r}; only byte-level BPE ('gpt2') GGUF vocabularies "
-                        "are supported: pass the model's tokenizer.json as --tokenizer instead")
+        raise UserError(
+            f"{path.name}: tokenizer.ggml.model={kind!r}; only byte-level BPE ('gpt2') GGUF vocabularies "
+            "are supported: pass the model's tokenizer.json as --tokenizer instead"
+        )
     tokens, types = get("tokenizer.ggml.tokens"), get("tokenizer.ggml.token_type", [])
     merges = [tuple(m.split(" ", 1)) for m in get("tokenizer.ggml.merges", [])]
     tok = HFBackend(models.BPE({t: i for i, t in enumerate(tokens)}, merges))
     tok.pre_tokenizer = gguf_pre_tokenizer(pre)
     tok.decoder = decoders.ByteLevel()
     # Control tokens (type 3) decode whole; user-defined ones (type 4) always match whole, as in llama.cpp.
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == 3])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == 4])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == 3]
+    )
+    tok.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == 4]
+    )
     bos, eos = get("tokenizer.ggml.bos_token_id"), get("tokenizer.ggml.eos_token_id")
     prepend_bos = bool(get("tokenizer.ggml.add_bos_token", False))
     if (bos if prepend_bos else eos) is None:
@@ -230,7 +266,8 @@ def load_gguf(path):
 
 
 def load_tokenizer(spec="gpt2"):
-    """'gpt2', a tokenizer.json, a model folder (tokenizer.json, else its single .gguf) or its hub name, a .gguf."""
+    """'gpt2', a tokenizer.json, a model folder (tokenizer.json, else its single .gguf) or its hub name, a
+    .gguf."""
     if spec == "gpt2":
         return GPT2Tokenizer(find_gpt2_ranks())
     path = Path(resolve_hub_name(spec))
@@ -241,4 +278,7 @@ def load_tokenizer(spec="gpt2"):
         return load_gguf(path)
     if path.is_file() and path.suffix == ".json":
         return load_tokenizer_json(path)
-    raise UserError(f"unknown tokenizer {spec!r}: use 'gpt2', a tokenizer.json, a model folder holding one, or a .gguf file")
+    raise UserError(
+        f"unknown tokenizer {spec!r}: use 'gpt2', a tokenizer.json, a model folder holding one, or a .gguf "
+        "file"
+    )

@@ -1,5 +1,6 @@
-"""What every script shares and that needs no torch: user errors, the CLI wrapper, config files and --key=value
-overrides on a dataclass (with --help and range checks), atomic writes, loss plots."""
+"""What every script shares and that needs no torch: user errors, the CLI wrapper, config files and
+--key=value overrides on a dataclass (with --help and range checks), atomic writes, loss plots."""
+
 import ast
 import difflib
 import inspect
@@ -22,9 +23,9 @@ class UserError(Exception):
 
 
 def cli(main) -> None:
-    """Run a script's main(); a UserError becomes one line on stderr and exit code 1. Under torchrun only rank 0
-    prints it: every check before training sees the same inputs on every rank, and the checks during training
-    decide on all-reduced values, so the ranks fail together with the same message."""
+    """Run a script's main(); a UserError becomes one line on stderr and exit code 1. Under torchrun only rank
+    0 prints it: every check before training sees the same inputs on every rank, and the checks during
+    training decide on all-reduced values, so the ranks fail together with the same message."""
     try:
         main()
     except UserError as e:
@@ -69,8 +70,12 @@ def apply_config_file(cfg, path: Path, chain=()) -> None:
     try:
         exec(compile(path.read_text(), str(path), "exec"), namespace)
     except Exception as e:  # the config is user code: its failure is the user's to fix, in one line
-        hint = (" (a config that builds on another says base = \"other.py\", resolved next to it, instead of "
-                "exec(open(...)) relative to the working directory)" if isinstance(e, OSError) else "")
+        hint = (
+            ' (a config that builds on another says base = "other.py", resolved next to it, instead of '
+            "exec(open(...)) relative to the working directory)"
+            if isinstance(e, OSError)
+            else ""
+        )
         raise UserError(f"config file {path} failed: {type(e).__name__}: {e}{hint}") from None
     if "base" in namespace:
         apply_config_file(cfg, path.parent / namespace.pop("base"), (*chain, path.resolve()))
@@ -80,7 +85,8 @@ def apply_config_file(cfg, path: Path, chain=()) -> None:
 
 
 def apply_config_args(cfg, argv: list[str], example: str, usage: str):
-    """Config files and --key=value overrides onto the dataclass cfg, left to right; -h/--help prints every key."""
+    """Config files and --key=value overrides onto the dataclass cfg, left to right; -h/--help prints every
+    key."""
     if {"-h", "--help"} & set(argv):
         print(config_help(type(cfg), usage))
         sys.exit(0)
@@ -98,10 +104,14 @@ def apply_config_args(cfg, argv: list[str], example: str, usage: str):
 
 
 def config_help(cls, usage: str) -> str:
-    """--help: usage, then every key with its default and meaning, grouped as the dataclass groups them. The class's
-    source is the one place the keys are documented: each field's end-of-line comment, and section comments."""
-    defaults = {f.name: f"{f.default:g}" if isinstance(f.default, float) else f.default
-                for f in fields(cls) if f.default is not MISSING}
+    """--help: usage, then every key with its default and meaning, grouped as the dataclass groups them. The
+    class's source is the one place the keys are documented: each field's end-of-line comment, and section
+    comments."""
+    defaults = {
+        f.name: f"{f.default:g}" if isinstance(f.default, float) else f.default
+        for f in fields(cls)
+        if f.default is not MISSING
+    }
     lines = [usage, ""]
     for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(inspect.getsource(cls))).readline):
         if tok.type == tokenize.COMMENT:
@@ -114,16 +124,18 @@ def config_help(cls, usage: str) -> str:
 
 
 def check_settings(cfg, choices: dict[str, tuple], ranges: dict[str, str]) -> None:
-    """Each key's value among its choices, or inside its interval written as in mathematics: '[1, inf)', '(0, inf)',
-    '[0, 1)'. None (an optional key left unset) passes an interval."""
+    """Each key's value among its choices, or inside its interval written as in mathematics: '[1, inf)', '(0,
+    inf)', '[0, 1)'. None (an optional key left unset) passes an interval."""
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")
     for key, interval in ranges.items():
         value = getattr(cfg, key)
         low, high = map(float, interval[1:-1].split(","))
-        if value is None or ((value >= low if interval[0] == "[" else value > low) and
-                             (value <= high if interval[-1] == "]" else value < high)):
+        if value is None or (
+            (value >= low if interval[0] == "[" else value > low)
+            and (value <= high if interval[-1] == "]" else value < high)
+        ):
             continue
         bound = f"{'>=' if interval[0] == '[' else '>'} {low:g}" if math.isinf(high) else f"in {interval}"
         raise UserError(f"{key}={value!r} is out of range: it must be {bound}")
@@ -150,13 +162,16 @@ def atomic_write(path, write) -> None:
         raise UserError(f"cannot write {path} ({e.strerror}); choose a writable output path") from None
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions a plain open would
+        # mkstemp makes 0600; give the file the permissions a plain open would
+        os.chmod(tmp, 0o666 & ~_umask())
         fd = os.open(tmp, os.O_RDONLY)
         os.fsync(fd)  # on disk before the rename, so a crash cannot leave an empty file under the real name
         os.close(fd)
         os.replace(tmp, path)
     except OSError as e:
-        raise UserError(f"writing {path} failed ({e.strerror}); free some space or choose another path") from None
+        raise UserError(
+            f"writing {path} failed ({e.strerror}); free some space or choose another path"
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -169,8 +184,8 @@ def _umask() -> int:
 
 
 def read_log(path) -> list[dict]:
-    """A run's log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut short
-    by a kill is dropped: resuming rewrites it)."""
+    """A run's log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut
+    short by a kill is dropped: resuming rewrites it)."""
     records = []
     for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
         try:
@@ -181,9 +196,11 @@ def read_log(path) -> list[dict]:
 
 
 def pyplot(path):
-    """matplotlib.pyplot for a headless plot, or None with a note that `path` is skipped (matplotlib is optional)."""
+    """matplotlib.pyplot for a headless plot, or None with a note that `path` is skipped (matplotlib is
+    optional)."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -220,26 +237,34 @@ HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "Qwen/Qwen3-0.6B"
 
 
 def resolve_hub_name(ref: str) -> str:
-    """A Hugging Face hub name -> its snapshot folder in the local HF cache, downloaded first when not cached and
-    online (config, safetensors weights and tokenizer files only). A local path, or anything else, comes back as is;
-    so does "dir/name" when dir exists here (a local path with a typo, not a hub name)."""
+    """A Hugging Face hub name -> its snapshot folder in the local HF cache, downloaded first when not cached
+    and online (config, safetensors weights and tokenizer files only). A local path, or anything else, comes
+    back as is; so does "dir/name" when dir exists here (a local path with a typo, not a hub name)."""
     if Path(ref).exists() or not HUB_NAME.fullmatch(str(ref)) or Path(ref).parent.exists():
         return ref
-    offline_fix = f"download it where the hub is reachable (`hf download {ref}`) or pass a local HF model folder"
+    offline_fix = (
+        f"download it where the hub is reachable (`hf download {ref}`) or pass a local HF model folder"
+    )
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise UserError(f"{ref}: no such file or folder; to fetch it by name `pip install huggingface_hub`, "
-                        f"or pass a local HF model folder") from None
+        raise UserError(
+            f"{ref}: no such file or folder; to fetch it by name `pip install huggingface_hub`, "
+            f"or pass a local HF model folder"
+        ) from None
     patterns = ["*.json", "*.safetensors", "tokenizer*"]
     try:
         return snapshot_download(ref, allow_patterns=patterns, local_files_only=True)  # the cache, no network
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
-            raise UserError(f"{ref}: no such file or folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is "
-                            f"set); {offline_fix}") from None
+            raise UserError(
+                f"{ref}: no such file or folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is "
+                f"set); {offline_fix}"
+            ) from None
     try:
         return snapshot_download(ref, allow_patterns=patterns)
     except Exception as e:  # offline, a gated model without a login, a name that does not exist
-        raise UserError(f"{ref}: no such file or folder, and fetching it from the Hugging Face hub failed "
-                        f"({type(e).__name__}); {offline_fix}") from None
+        raise UserError(
+            f"{ref}: no such file or folder, and fetching it from the Hugging Face hub failed "
+            f"({type(e).__name__}); {offline_fix}"
+        ) from None

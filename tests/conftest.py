@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: tiny random transformers models built from configs (never downloaded), logits
 parity helpers, a small random GPT, Shakespeare bins."""
+
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ TOL = 1e-4  # logits parity with transformers, float32
 
 
 def randomize(hf_model, seed=0):
-    """Random weights everywhere (norm gains around 1), so a wrong mapping of any tensor shows in the logits."""
+    """Random weights everywhere (norm gains around 1), so a wrong mapping of any tensor shows in the
+    logits."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in hf_model.named_parameters():
@@ -26,35 +28,83 @@ def randomize(hf_model, seed=0):
 
 def tiny_hf_gpt2(**overrides):
     from transformers import GPT2Config, GPT2LMHeadModel
-    kw = dict(n_layer=3, n_embd=64, n_head=4, vocab_size=1000, n_positions=64, bos_token_id=999, eos_token_id=999)
+
+    kw = dict(
+        n_layer=3, n_embd=64, n_head=4, vocab_size=1000, n_positions=64, bos_token_id=999, eos_token_id=999
+    )
     return randomize(GPT2LMHeadModel(GPT2Config(**{**kw, **overrides})))
 
 
 def tiny_hf_llama(**overrides):
     from transformers import LlamaConfig, LlamaForCausalLM
-    kw = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=96, vocab_size=1000, max_position_embeddings=64, rope_theta=5000.0,
-              rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+
+    kw = dict(
+        num_hidden_layers=3,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        vocab_size=1000,
+        max_position_embeddings=64,
+        rope_theta=5000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return randomize(LlamaForCausalLM(LlamaConfig(**{**kw, **overrides})))
 
 
 def tiny_hf(family, **overrides):
-    """A tiny random model of one of the LLaMA-shaped families, with the family's features switched on so that they
-    matter at 64 positions: Llama 3's RoPE rescaling with a short original context, Mistral's window below the
-    sequence, Qwen2's q/k/v biases, Qwen3's per-head q/k norms and a head size that is not hidden / heads."""
+    """A tiny random model of one of the LLaMA-shaped families, with the family's features switched on so that
+    they matter at 64 positions: Llama 3's RoPE rescaling with a short original context, Mistral's window
+    below the sequence, Qwen2's q/k/v biases, Qwen3's per-head q/k norms and a head size that is not hidden /
+    heads."""
     import transformers
-    kw = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=96, vocab_size=1000, max_position_embeddings=64, rms_norm_eps=1e-5,
-              tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
-    kw.update({
-        "llama3": dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
-        "llama_linear": dict(rope_parameters={"rope_type": "linear", "rope_theta": 5000.0, "factor": 4.0}),
-        "mistral": dict(sliding_window=24, rope_parameters={"rope_type": "default", "rope_theta": 5000.0}),
-        "qwen2": dict(rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
-        "qwen3": dict(head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
-    }[family], **overrides)
-    name = {"llama3": "Llama", "llama_linear": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}[family]
+
+    kw = dict(
+        num_hidden_layers=3,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        vocab_size=1000,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    kw.update(
+        {
+            "llama3": dict(
+                rope_parameters={
+                    "rope_type": "llama3",
+                    "rope_theta": 5000.0,
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 32,
+                }
+            ),
+            "llama_linear": dict(
+                rope_parameters={"rope_type": "linear", "rope_theta": 5000.0, "factor": 4.0}
+            ),
+            "mistral": dict(
+                sliding_window=24, rope_parameters={"rope_type": "default", "rope_theta": 5000.0}
+            ),
+            "qwen2": dict(rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
+            "qwen3": dict(head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
+        }[family],
+        **overrides,
+    )
+    name = {
+        "llama3": "Llama",
+        "llama_linear": "Llama",
+        "mistral": "Mistral",
+        "qwen2": "Qwen2",
+        "qwen3": "Qwen3",
+    }[family]
     config = getattr(transformers, f"{name}Config")(**kw)
     config._attn_implementation = "eager"  # the reference path: an explicit mask, sliding window included
     return randomize(getattr(transformers, f"{name}ForCausalLM")(config))
@@ -67,13 +117,19 @@ def rotary_interleave(w, n_head):
 
 
 def llama3_rope_freqs(c, head_dim):
-    """What llama.cpp's converter stores for Llama 3's RoPE scaling: one divisor per frequency (rope_freqs)."""
+    """What llama.cpp's converter stores for Llama 3's RoPE scaling: one divisor per frequency
+    (rope_freqs)."""
     import math
+
     rope = c.rope_parameters
     factors = []
     for i in range(0, head_dim, 2):
         wavelength = 2 * math.pi * rope["rope_theta"] ** (i / head_dim)
-        old, low, high = rope["original_max_position_embeddings"], rope["low_freq_factor"], rope["high_freq_factor"]
+        old, low, high = (
+            rope["original_max_position_embeddings"],
+            rope["low_freq_factor"],
+            rope["high_freq_factor"],
+        )
         if wavelength < old / high:
             factors.append(1.0)
         elif wavelength > old / low:
@@ -87,6 +143,7 @@ def llama3_rope_freqs(c, head_dim):
 def write_gguf(hf, path, dtype):
     """A GGUF as llama.cpp's converter writes it, for a LLaMA (llama), Qwen2 or Qwen3 transformers model."""
     import gguf
+
     c = hf.config
     arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}[c.model_type]
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
@@ -109,12 +166,24 @@ def write_gguf(hf, path, dtype):
         writer.add_tensor("rope_freqs.weight", llama3_rope_freqs(c, head_dim).numpy().astype("float32"))
     writer.add_bos_token_id(c.bos_token_id)
     writer.add_eos_token_id(c.eos_token_id)
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    per_layer = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-                 "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm":
-                 "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-                 "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "self_attn.q_norm": "attn_q_norm",
+        "self_attn.k_norm": "attn_k_norm",
+    }
     for name, t in hf.state_dict().items():
         if name == "lm_head.weight" and c.tie_word_embeddings:
             continue
@@ -144,25 +213,46 @@ def tokens():
 def small_bins(tmp_path_factory):
     """Shakespeare tokenized with a 512-token byte-level BPE trained here: real text, CPU-sized vocabulary."""
     import subprocess
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from inheritune.data import shakespeare_files
+
     root = tmp_path_factory.mktemp("small_bins")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     files = [str(f) for f in shakespeare_files()]
     tok.train(files[:10], trainer)
     tok.save(str(root / "tokenizer.json"))
-    r = subprocess.run([sys.executable, "prepare_owt.py", "--source", "shakespeare", "--out", str(root / "data"),
-                        "--tokenizer", str(root / "tokenizer.json"), "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "prepare_owt.py",
+            "--source",
+            "shakespeare",
+            "--out",
+            str(root / "data"),
+            "--tokenizer",
+            str(root / "tokenizer.json"),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return root / "data"
 
 
 # ------------------------------------------------------------------ logits parity helpers and a random model
+
 
 def hf_logits(hf_model, tokens):
     with torch.no_grad():
@@ -199,7 +289,7 @@ def random_model(arch, **kw):
     torch.manual_seed(0)
     model = GPT(ModelConfig(arch=arch, **{**base, **kw}))
     with torch.no_grad():  # move norms and biases off their trivial init so the export must carry them
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()

@@ -1,7 +1,9 @@
-"""train.py with fp8=True allowed on a CPU, for the tests: torch._scaled_mm runs there too, so train.py's float8
-path (the conversion, DDP over gloo, plain checkpoints, resume; eager, as the tests run it) is checked without a
-GPU. Used as train.py is: python tests/fp8_on_cpu.py --fp8=True --dtype=bfloat16 ..., or under torchrun. Each rank
-prints how many Linears it converted, so a test can tell that the float8 path ran and not the plain one."""
+"""train.py with fp8=True allowed on a CPU, for the tests: torch._scaled_mm runs there too, so train.py's
+float8 path (the conversion, DDP over gloo, plain checkpoints, resume; eager, as the tests run it) is checked
+without a GPU. Used as train.py is: python tests/fp8_on_cpu.py --fp8=True --dtype=bfloat16 ..., or under
+torchrun. Each rank prints how many Linears it converted, so a test can tell that the float8 path ran and not
+the plain one."""
+
 import sys
 from pathlib import Path
 

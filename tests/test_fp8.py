@@ -1,22 +1,24 @@
 """fp8.py on CPU (torch._scaled_mm runs there too): the scaling and casting against an independent float64
 emulation, the gradients, the model conversion and its checkpoints, and train.py's refusals."""
+
 import pytest
 import torch
+from test_train import TINY, run_train
 
 from conftest import random_model
-from inheritune.util import UserError
 from inheritune.fp8 import E4M3, E5M2, Float8Linear, Float8Matmul, convert_to_float8, to_float8
-from test_train import TINY, run_train
+from inheritune.util import UserError
 from weights import load_model, save_checkpoint
 
 
 def emulate(t, dtype):
-    """What float8 keeps of t, rounded to nearest in float64 from the format's definition (independently of torch's
-    float8 casts): scale so the largest magnitude is the format's largest finite value, then keep `mantissa` bits."""
+    """What float8 keeps of t, rounded to nearest in float64 from the format's definition (independently of
+    torch's float8 casts): scale so the largest magnitude is the format's largest finite value, then keep
+    `mantissa` bits."""
     mantissa, max_normal, min_exp = {E4M3: (3, 448.0, -6), E5M2: (2, 57344.0, -14)}[dtype]
     scale = t.abs().max().double() / max_normal
     x = t.double() / scale
-    exp = torch.floor(torch.log2(x.abs().clamp(min=2.0 ** min_exp)))
+    exp = torch.floor(torch.log2(x.abs().clamp(min=2.0**min_exp)))
     step = 2.0 ** (exp - mantissa)
     return torch.round(x / step) * step * scale
 
@@ -27,12 +29,14 @@ def test_casting_matches_the_formats_definition():
     for dtype in (E4M3, E5M2):
         t8, scale = to_float8(t, dtype)
         assert t8.dtype == dtype and t8.float().abs().max().item() == torch.finfo(dtype).max
-        assert torch.allclose(t8.double() * scale.double(), emulate(t, dtype), rtol=1e-6, atol=0)  # scale: float32
+        # scale: float32
+        assert torch.allclose(t8.double() * scale.double(), emulate(t, dtype), rtol=1e-6, atol=0)
 
 
 def test_forward_and_backward_equal_float64_products_of_the_float8_operands():
-    """Every product is exact on the float8 values (float32 accumulation), so against the same operands emulated in
-    float64 only the output's rounding remains: bf16 (2^-8 relative) for y and dx, float32 for dw."""
+    """Every product is exact on the float8 values (float32 accumulation), so against the same operands
+    emulated in float64 only the output's rounding remains: bf16 (2^-8 relative) for y and dx, float32 for
+    dw."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(32, 64, generator=g, requires_grad=True)
     w = (0.05 * torch.randn(48, 64, generator=g)).requires_grad_()
@@ -40,15 +44,20 @@ def test_forward_and_backward_equal_float64_products_of_the_float8_operands():
     grad = torch.randn(32, 48, generator=g).bfloat16()  # y is bf16, so its gradient arrives in bf16
     y.backward(grad)
     xq, wq, gq = emulate(x.detach(), E4M3), emulate(w.detach(), E4M3), emulate(grad, E5M2)
-    for ours, exact, rtol in ((y.double(), xq @ wq.T, 2 ** -8), (x.grad.double(), gq @ wq, 2 ** -8),
-                              (w.grad.double(), gq.T @ xq, 1e-5)):
+    for ours, exact, rtol in (
+        (y.double(), xq @ wq.T, 2**-8),
+        (x.grad.double(), gq @ wq, 2**-8),
+        (w.grad.double(), gq.T @ xq, 1e-5),
+    ):
         assert ((ours - exact).norm() / exact.norm()).item() <= rtol
     # and what it costs against float32 arithmetic: e4m3 keeps 3 mantissa bits (each operand within 2^-4)
     assert ((y.float() - x @ w.T).norm() / (x @ w.T).norm()).item() < 0.1
 
 
 def test_converted_model_trains_and_its_checkpoint_loads_as_a_plain_model(tmp_path):
-    model = convert_to_float8(random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train(), 128)
+    model = convert_to_float8(
+        random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train(), 128
+    )
     kinds = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert kinds.pop("lm_head") == "Linear" and set(kinds.values()) == {"Float8Linear"}
     x = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(2))
@@ -72,9 +81,11 @@ def test_converted_model_trains_and_its_checkpoint_loads_as_a_plain_model(tmp_pa
 
 
 def test_converted_model_compiles_as_one_graph_forward_and_backward():
-    """torch.compile must trace Float8Matmul whole, its backward too (AOTAutograd), or the casts cannot fuse on a
-    GPU; backend aot_eager checks the tracing without generating kernels."""
-    model = convert_to_float8(random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train(), 128)
+    """torch.compile must trace Float8Matmul whole, its backward too (AOTAutograd), or the casts cannot fuse
+    on a GPU; backend aot_eager checks the tracing without generating kernels."""
+    model = convert_to_float8(
+        random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train(), 128
+    )
     x = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(3))
 
     def loss_and_grads(m):
@@ -95,13 +106,22 @@ def test_converted_model_compiles_as_one_graph_forward_and_backward():
 def test_sizes_not_divisible_by_16_are_refused():
     with pytest.raises(UserError, match=r"multiples of 16; this model has \[36, 108\]"):
         convert_to_float8(random_model("gpt2", n_head=4, n_embd=36), 128)
-    with pytest.raises(UserError, match="micro_batch_size x block_size to be a multiple of 16 \\(it is 100\\)"):
+    with pytest.raises(
+        UserError, match="micro_batch_size x block_size to be a multiple of 16 \\(it is 100\\)"
+    ):
         convert_to_float8(random_model("gpt2"), 100)
 
 
-@pytest.mark.parametrize("args,message", [(["--device=cpu"], "fp8=True needs a GPU with float8 matmuls"),
-                                          (["--dtype=float32"], "fp8=True trains under bfloat16 autocast")])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--device=cpu"], "fp8=True needs a GPU with float8 matmuls"),
+        (["--dtype=float32"], "fp8=True trains under bfloat16 autocast"),
+    ],
+)
 def test_train_refuses_fp8_where_it_cannot_run(args, message, small_bins, tmp_path):
-    r = run_train(*TINY, f"--data_dir={small_bins}", f"--out_dir={tmp_path / 'out'}", "--fp8=True", *args, check=False)
+    r = run_train(
+        *TINY, f"--data_dir={small_bins}", f"--out_dir={tmp_path / 'out'}", "--fp8=True", *args, check=False
+    )
     assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "out").exists()

