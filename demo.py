@@ -24,7 +24,8 @@ from pathlib import Path
 import train
 from growth import score, verdict
 from inheritune.data import shakespeare_files
-from inheritune.util import UserError, cli, plot_curves, read_log
+from inheritune.runs import read_log
+from inheritune.util import UserError, cli, plot_curves
 
 # as the demo configs say: under the cwd
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024
@@ -83,56 +84,49 @@ def main():
         ("random", "5. baseline: 4 layers from random init", "demo_random4.py"),
     ):
         times[key] = step(title, lambda config=config: train.main([str(HERE / "config" / config)]))
+    report(times)
 
+
+def report(times: dict) -> None:
+    """Step 6: every model's curve scored as the growth loop scores it, as a table and a plot."""
     cfg = train.load_config([str(HERE / "config" / "demo_inherit4.py")])
-    tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
     growth = json.loads((OUT / "inherit" / "growth.json").read_text())
     ref_score, k = growth["reference_score"], growth["k"]
     random_curve = val_curve(OUT / "random4")
-    random_verdict = verdict([score(random_curve, k)], ref_score, cfg.grow_tolerance)
+    random_matches = verdict([score(random_curve, k)], ref_score, cfg.grow_tolerance)["matches"]
     rows = [("reference (scratch)", 8, val_curve(OUT / "ref8"), "-", times["reference"])]
-    rows += [
-        (
-            f"inherited, round {r['round']}",
-            r["n_layer"],
-            r["runs"][0]["val_curve"],
-            "matches" if r["matches"] else "worse: grow",
-            None,
-        )
-        for r in growth["rounds"]
-    ]
+    for r in growth["rounds"]:
+        call = "matches" if r["matches"] else "worse: grow"
+        rows.append((f"inherited, round {r['round']}", r["n_layer"], r["runs"][0]["val_curve"], call, None))
     rows.append(
-        (
-            "random init (scratch)",
-            4,
-            random_curve,
-            "matches" if random_verdict["matches"] else "worse",
-            times["random"],
-        )
+        ("random init (scratch)", 4, random_curve, "matches" if random_matches else "worse", times["random"])
     )
+    step_tokens = cfg.batch_size * cfg.block_size
     print(
-        f"\n=== 6. results: every model trained {cfg.max_iters} steps x {cfg.batch_size * cfg.block_size} "
-        "tokens "
-        f"= {tokens:,} tokens; val loss on the same {cfg.eval_tokens:,} val tokens; each model scored as the "
-        f"growth loop scores it: {growth['statistic']}, k={k}\n"
+        f"\n=== 6. results: every model trained {cfg.max_iters} steps x {step_tokens} tokens = "
+        f"{cfg.max_iters * step_tokens:,} tokens; val loss on the same {cfg.eval_tokens:,} val tokens; each "
+        f"model scored as the growth loop scores it: {growth['statistic']}, k={k}\n"
     )
-    print(
-        "| model | layers | val loss at step 0 | final val loss | score | reference's score | verdict | time "
-        "|"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    columns = [
+        "model",
+        "layers",
+        "val loss at step 0",
+        "final val loss",
+        "score",
+        "reference's score",
+        "verdict",
+    ]
+    print(f"| {' | '.join(columns)} | time |\n" + "|---" * (len(columns) + 1) + "|")
     for name, layers, curve, call, seconds in rows:
         when = f"{seconds:.0f} s" if seconds else "(in growth loop)"
         print(
             f"| {name} | {layers} | {curve[0][1]:.3f} | {curve[-1][1]:.3f} | {score(curve, k):.3f} | "
             f"{ref_score:.3f} | {call} | {when} |"
         )
-    print(
-        f"\ngrowth loop: {times['inherit']:.0f} s for {len(growth['rounds'])} round(s); total "
-        f"{sum(times.values()):.0f} s"
-    )
+    rounds, total = len(growth["rounds"]), sum(times.values())
+    print(f"\ngrowth loop: {times['inherit']:.0f} s for {rounds} round(s); total {total:.0f} s")
     curves = {
-        f"{name.split(' (')[0].split(',')[0]} ({layers} layers)": curve for name, layers, curve, _, _ in rows
+        f"{name.split(' (')[0].split(',')[0]} ({layers} layers)": curve for name, layers, curve, *_ in rows
     }
     plot_curves(curves, OUT / "demo.png", reference=ref_score)
     print(f"curves: {OUT / 'demo.png'}")

@@ -32,7 +32,7 @@ from inheritune.lm import InherituneLM, lm_eval_installed
 from inheritune.runtime import resolve_device
 from inheritune.tokenizer import load_tokenizer
 from inheritune.util import UserError, atomic_write, cli
-from weights import load_model, open_weights, tokenizer_spec_of
+from weights import load_model, open_weights, opened, tokenizer_spec_of
 
 # The paper's evaluation (Sanyal et al. 2024): lm-eval task, few-shot examples, the metric it reports, and
 # chance: the better of a uniform guess and always giving the majority answer, on the split lm-eval scores.
@@ -52,32 +52,35 @@ PAPER_SUITE = (
 )
 
 
-# ----------------------------------------------------------------------------------------------- checkpoint
+# --------------------------------------------------------------------------------------- checkpoint
 
 
 def load_for_eval(ckpt, tokenizer=None, device="cpu", dtype="float32"):
-    """(model, tokenizer) for a checkpoint; the tokenizer found automatically unless given."""
+    """(model, tokenizer) for a checkpoint (a path, or opened by weights.open_weights); the tokenizer found
+    automatically unless given."""
     if dtype not in ("float32", "bfloat16"):
         raise UserError(f"--dtype {dtype}: use float32 or bfloat16")
-    spec = tokenizer or tokenizer_spec_of(ckpt)
+    weights = opened(ckpt)
+    spec = tokenizer or tokenizer_spec_of(weights)
     try:
         tok = load_tokenizer(spec)
     except UserError as e:
         if tokenizer:
             raise
         raise UserError(
-            f"{ckpt} was made with tokenizer {spec!r}, which does not load here ({e}); pass --tokenizer"
+            f"{weights.path} was made with tokenizer {spec!r}, which does not load here ({e}); "
+            f"pass --tokenizer"
         ) from None
-    model = load_model(ckpt, device=device, dtype=getattr(torch, dtype))
+    model = load_model(weights, device=device, dtype=getattr(torch, dtype))
     if tok.vocab_size > model.config.vocab_size:
         raise UserError(
-            f"tokenizer {tok.name} has {tok.vocab_size} tokens but {ckpt} only {model.config.vocab_size} "
-            f"embeddings: pass the model's own tokenizer with --tokenizer"
+            f"tokenizer {tok.name} has {tok.vocab_size} tokens but {weights.path} only "
+            f"{model.config.vocab_size} embeddings: pass the model's own tokenizer with --tokenizer"
         )
     return model, tok
 
 
-# ----------------------------------------------------------------------------------------------- tasks
+# -------------------------------------------------------------------------------------------- tasks
 
 
 def expand_tasks(spec) -> list:
@@ -243,14 +246,14 @@ def results_table(results, chances) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------- val loss
+# ----------------------------------------------------------------------------------------- val loss
 
 
 def eval_val_loss(model, ckpt, data_dir, tok, block_size=None, eval_tokens=None, batch_size=8):
     """train.py's val loss on the same fixed windows; block_size/eval_tokens default to the run's own
-    settings."""
+    settings (ckpt: a path, or opened by weights.open_weights)."""
     check_bins(data_dir, model.config.vocab_size, tok.hash)
-    run = open_weights(ckpt).meta.get("train_config") or {}
+    run = opened(ckpt).meta.get("train_config") or {}
     if block_size and block_size > model.config.block_size:
         raise UserError(
             f"--block_size {block_size} is longer than {ckpt}'s context of {model.config.block_size} "
@@ -263,30 +266,24 @@ def eval_val_loss(model, ckpt, data_dir, tok, block_size=None, eval_tokens=None,
     return {"val_loss": loss, "val_ppl": math.exp(loss), "block_size": block_size, "eval_tokens": eval_tokens}
 
 
-# ----------------------------------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------------------------------- CLI
 
 
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="project .pt, run folder with ckpt.pt, HF folder or .gguf")
     p.add_argument("--tokenizer", help="override: gpt2, a tokenizer.json, a model folder or a .gguf")
     p.add_argument("--tasks", help="comma-separated lm-eval tasks or groups; 'paper' = the paper's suite")
     p.add_argument("--include_path", help="folder of extra task YAMLs (e.g. tests/tasks)")
     p.add_argument("--num_fewshot", type=int, help="few-shot examples for tasks without a fixed number")
-    p.add_argument(
-        "--limit", type=float, help="documents per task (a fraction if < 1): for quick checks only"
-    )
+    p.add_argument("--limit", type=float, help="documents per task (a fraction if < 1): for quick checks")
     p.add_argument("--batch_size", type=int, default=16, help="sequences per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", help="float32 or bfloat16 weights")
     p.add_argument("--out", help="write lm-eval's results dict (and val loss) here as JSON")
-    p.add_argument(
-        "--log_samples", action="store_true", help="keep every document's requests and responses in --out"
-    )
+    p.add_argument("--log_samples", action="store_true", help="keep every document's requests and responses")
     p.add_argument("--bootstrap_iters", type=int, default=1000, help="bootstrap samples for non-mean stderrs")
-    p.add_argument(
-        "--val_data", help="token bins folder (prepare_owt.py): report val loss on train.py's windows"
-    )
+    p.add_argument("--val_data", help="token bins folder (prepare_owt.py): val loss on train.py's windows")
     p.add_argument("--block_size", type=int, help="val loss window (default: the run's training block size)")
     p.add_argument("--eval_tokens", type=int, help="val loss token budget (default: the run's eval_tokens)")
     args = p.parse_args(argv)
@@ -297,30 +294,34 @@ def main(argv=None):
         if value is not None and value < least:
             raise UserError(f"--{name} {value}: must be {'at least 0' if least == 0 else 'positive'}")
     resolve_device(args.device)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.tasks:  # tasks first: a missing dataset or a typo fails before the model is loaded
         if not lm_eval_installed():
             raise UserError("--tasks needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)")
         go_offline_if_hub_unreachable()
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # lm-eval's per-task notices drown the table
         loaded = load_tasks(expand_tasks(args.tasks), args.include_path, args.num_fewshot)
-    model, tok = load_for_eval(args.ckpt, args.tokenizer, args.device, args.dtype)
+    weights = open_weights(args.ckpt)  # opened once: the model, its tokenizer and its run's settings
+    model, tok = load_for_eval(weights, args.tokenizer, args.device, args.dtype)
+    c = model.config
     print(
-        f"{args.ckpt}: {model.config.arch}, {model.config.n_layer} layers, {model.num_params() / 1e6:.1f}M "
-        "params, "
-        f"block {model.config.block_size}, tokenizer {tok.name}",
+        f"{args.ckpt}: {c.arch}, {c.n_layer} layers, {model.num_params() / 1e6:.1f}M params, "
+        f"block {c.block_size}, tokenizer {tok.name}",
         flush=True,
     )
     report = {}
     if args.val_data:
-        val = eval_val_loss(
-            model, args.ckpt, args.val_data, tok, args.block_size, args.eval_tokens, args.batch_size
-        )
+        sizes = args.block_size, args.eval_tokens, args.batch_size
+        report["val"] = val = eval_val_loss(model, weights, args.val_data, tok, *sizes)
         print(
             f"val loss {val['val_loss']:.4f} (perplexity {val['val_ppl']:.2f}) on {args.val_data}: "
             f"{val['eval_tokens']} tokens in windows of {val['block_size']}",
             flush=True,
         )
-        report["val"] = val
     if args.tasks:
         limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
         lm = InherituneLM(model, tok, batch_size=args.batch_size)

@@ -1,7 +1,9 @@
-"""Inheritune v2's verdict: does an inherited model of some depth match the reference? (train.py's `grow` runs
-it.)
+"""Inheritune v2's growth loop and its verdict. `grow` trains the first n layers of the reference,
+inherited, with the reference's recipe; if the result is worse than the reference, it grows n by grow_step and
+starts again *from the reference*, until a depth matches or the reference's depth is reached (train.py runs it
+when grow=True, handing it train.py's `train` for each run).
 
-Both sides are scored by one statistic on the same fixed val windows (data.val_windows):
+The verdict scores both sides by one statistic on the same fixed val windows (data.val_windows):
 - When the reference is a train.py run whose own log holds its val curve on these windows, trained with this
   loop's recipe (steps, batch, schedule, eval interval), both are scored by the mean of their last k val
   evaluations: a curve that is still falling is compared with one still falling, at the same steps.
@@ -10,47 +12,145 @@ Both sides are scored by one statistic on the same fixed val windows (data.val_w
   evaluation too (k = 1).
 A round matches when its score, averaged over its seeds, is at most the reference's + grow_tolerance.
 growth.json keeps both scores, the margin, and with several seeds their spread, so a reader sees how close the
-call was."""
+call was.
+"""
 
+import json
 import math
+from dataclasses import asdict, replace
 from pathlib import Path
 from statistics import mean, stdev
 
-from inheritune.util import read_log
-from weights import open_weights
+from inheritune.data import check_bins, read_meta, val_loss
+from inheritune.runs import check_same_recipe, read_log, recipe_of
+from inheritune.util import UserError, atomic_write, plot_curves
+from weights import load_model, opened
+
+# ------------------------------------------------------------------------------------------------- the loop
+
+
+def grow(cfg, rt, stop, reference, train) -> dict:
+    """Rounds of inherit-n-layers-from-the-reference + the full recipe (grow_seeds runs each), n += grow_step
+    until a round's score matches the reference's. Resumable at any point: growth.json keeps every finished
+    round, and an unfinished round's runs resume. reference: the opened `ref`; train: train.py's
+    train(cfg, rt, stop, reference) -> the run's log records."""
+    max_layer = deepest_round(cfg, reference)
+    state = growth_state(cfg, rt, reference)
+    rounds = state["rounds"]
+    n_layer = rounds[-1]["n_layer"] + cfg.grow_step if rounds else cfg.n_layer
+    while not (rounds and rounds[-1]["matches"]) and n_layer <= max_layer:
+        round_dir, runs = Path(cfg.out_dir) / f"round{len(rounds) + 1}_{n_layer}L", []
+        for seed in range(cfg.seed, cfg.seed + cfg.grow_seeds):
+            run_dir = round_dir if cfg.grow_seeds == 1 else round_dir / f"seed{seed}"
+            init_from = "resume" if (run_dir / "ckpt.pt").exists() else "inherit"  # from the reference
+            run_cfg = replace(
+                cfg, out_dir=str(run_dir), n_layer=n_layer, seed=seed, grow=False, init_from=init_from
+            )
+            runs.append(run_record(seed, run_dir, train(run_cfg, rt, stop, reference), state["k"]))
+        ref_score = state["reference_score"]
+        rounds.append(
+            round_record(len(rounds) + 1, n_layer, cfg.max_iters, runs, ref_score, cfg.grow_tolerance)
+        )
+        save_growth_state(state, cfg, rt)
+        n_layer = max_layer if n_layer < max_layer < n_layer + cfg.grow_step else n_layer + cfg.grow_step
+    if rt.master:
+        print(growth_table(state, cfg.grow_tolerance))
+        plot_growth(state, Path(cfg.out_dir) / "growth.png")
+    return state
+
+
+def deepest_round(cfg, reference) -> int:
+    """The loop's depth limit (grow_max_layer, at most the reference's depth); n_layer checked against it."""
+    ref_depth = reference.config.n_layer
+    max_layer = min(cfg.grow_max_layer or ref_depth, ref_depth)
+    if not 1 <= cfg.n_layer <= max_layer:
+        raise UserError(
+            f"n_layer={cfg.n_layer} is outside 1..{max_layer} (the reference has {ref_depth} layers)"
+        )
+    return max_layer
+
+
+def growth_state(cfg, rt, reference) -> dict:
+    """growth.json: the rounds so far and the reference's side of the verdict, read back when the loop
+    continues (under the recipe it began with), else set up and written now."""
+    path = Path(cfg.out_dir) / "growth.json"
+    state = json.loads(path.read_text()) if path.exists() else {"rounds": []}
+    check_same_recipe(cfg, state.get("recipe", {}), path)  # rounds and the target mean something under one
+    if "reference_score" not in state:
+        settings = asdict(cfg)
+        state.update(recipe=recipe_of(settings), reference=cfg.ref, reference_layers=reference.config.n_layer)
+        state.update(reference_side(reference, settings, read_meta(cfg.data_dir), cfg.grow_last_k))
+        if (
+            state["reference_score"] is None
+        ):  # no comparable curve in its log: its final weights, evaluated now
+            state["reference_score"] = reference_val_loss(cfg, rt, reference)
+    save_growth_state(state, cfg, rt)
+    if rt.master:
+        print(
+            f"growth loop: reference {cfg.ref} ({reference.config.n_layer} layers), {state['statistic']} "
+            f"(k={state['k']}) {state['reference_score']:.4f}, because {state['why']}",
+            flush=True,
+        )
+    return state
+
+
+def save_growth_state(state: dict, cfg, rt) -> None:
+    if rt.master:
+        text = json.dumps(state, indent=2)
+        atomic_write(Path(cfg.out_dir) / "growth.json", lambda tmp: Path(tmp).write_text(text))
+
+
+def reference_val_loss(cfg, rt, reference) -> float:
+    """The reference's val loss on the same fixed windows as every round (when its own log cannot say)."""
+    model = load_model(reference, device=rt.device)
+    check_bins(cfg.data_dir, model.config.vocab_size, reference.tokenizer_hash)
+    model.crop_block_size(cfg.block_size)
+    batch = cfg.micro_batch_size
+    return val_loss(
+        model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, batch, rt.autocast, rt.rank, rt.world
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the verdict
 
 # What a round must share with the reference's own training for the two curves to be compared step for step.
 RECIPE_KEYS = (
-    "max_iters",
-    "batch_size",
-    "block_size",
-    "learning_rate",
-    "min_lr",
-    "warmup_iters",
-    "lr_decay_iters",
-    "weight_decay",
-    "beta1",
-    "beta2",
-    "grad_clip",
-    "dropout",
-    "eval_interval",
-    "eval_tokens",
-)
+    "max_iters", "batch_size", "block_size", "learning_rate", "min_lr", "warmup_iters", "lr_decay_iters",
+    "weight_decay", "beta1", "beta2", "grad_clip", "dropout", "eval_interval", "eval_tokens",
+)  # fmt: skip
 
 
-def reference_curve(ref, recipe: dict, data_meta: dict) -> tuple[list | None, list | None, str]:
+def reference_side(reference, settings: dict, data_meta: dict, last_k: int) -> dict:
+    """The reference's side of the verdict, as growth.json records it: the statistic both sides are scored by
+    and why, k, how the reference's recipe differs, its val curve and its score. The score is None when the
+    reference has no comparable curve: the caller then evaluates its final weights (k = 1)."""
+    curve, differences, why = reference_curve(reference, settings, data_meta)
+    k = min(last_k, len(curve)) if curve else 1
+    return {
+        "statistic": "mean of the last k val losses" if curve else "final val loss",
+        "k": k,
+        "why": why,
+        "recipe_differences": differences,
+        "reference_val_curve": curve,
+        "reference_score": score(curve, k) if curve else None,
+    }
+
+
+def reference_curve(reference, settings: dict, data_meta: dict) -> tuple[list | None, list | None, str]:
     """(the reference's val curve from its own log, or None; its recipe keys that differ from this loop's, or
-    None when it has no recipe; why the curve is or is not used)."""
-    meta = open_weights(ref).meta
+    None when it has no recipe; why the curve is or is not used). reference: a path or an opened Weights;
+    settings: the loop's config as a dict."""
+    weights = opened(reference)
+    meta = weights.meta
     run = meta.get("train_config")
     if run is None or "step" not in meta:
         return None, None, "the reference has no train.py log (a downloaded model or an inherit.py output)"
     differences = [
-        f"{k}={recipe[k]!r} (reference: {run.get(k)!r})" for k in RECIPE_KEYS if run.get(k) != recipe[k]
+        f"{k}={settings[k]!r} (reference: {run.get(k)!r})" for k in RECIPE_KEYS if run.get(k) != settings[k]
     ]
     theirs = meta["data"]["meta"]
     same_val = (theirs.get("settings"), theirs["val"]) == (data_meta.get("settings"), data_meta["val"])
-    log = (Path(ref) if Path(ref).is_dir() else Path(ref).parent) / "log.jsonl"
+    log = Path(weights.path).parent / "log.jsonl"
     curve = [
         [r["step"], r["val_loss"]] for r in read_log(log)[1:] if "val_loss" in r and r["step"] <= meta["step"]
     ]
@@ -62,8 +162,8 @@ def reference_curve(ref, recipe: dict, data_meta: dict) -> tuple[list | None, li
             [],
             "the reference's log is on another val set (the bins' fingerprint or tokenizer differ)",
         )
-    if meta["step"] != recipe["max_iters"]:
-        return None, [], f"the reference stopped at step {meta['step']} of its {recipe['max_iters']}"
+    if meta["step"] != settings["max_iters"]:
+        return None, [], f"the reference stopped at step {meta['step']} of its {settings['max_iters']}"
     if not curve or curve[-1][0] != meta["step"]:
         return None, [], f"{log} holds no val evaluation at the reference's final step {meta['step']}"
     return curve, [], "the reference's own log holds its val curve on these windows, under this recipe"
@@ -89,7 +189,29 @@ def verdict(scores: list[float], reference_score: float, tolerance: float) -> di
     }
 
 
+def run_record(seed: int, run_dir, records: list[dict], k: int) -> dict:
+    """One run of a round, as growth.json records it, from its log records."""
+    curve = [[r["step"], r["val_loss"]] for r in records if "val_loss" in r]
+    return {
+        "seed": seed,
+        "dir": str(run_dir),
+        "final_val_loss": curve[-1][1],
+        "score": score(curve, k),
+        "val_curve": curve,
+    }
+
+
+def round_record(number: int, n_layer: int, steps: int, runs: list, reference_score, tolerance) -> dict:
+    """One round (a depth and its runs), with the verdict on it."""
+    decision = verdict([run["score"] for run in runs], reference_score, tolerance)
+    return {"round": number, "n_layer": n_layer, "steps": steps, "runs": runs, **decision}
+
+
+# ----------------------------------------------------------------------------------------------- the record
+
+
 def growth_table(state: dict, tolerance: float) -> str:
+    """The rounds as a markdown table: depth, seeds, scores, the margin to the reference and the call."""
     lines = [
         f"statistic: {state['statistic']} (k={state['k']}), because {state['why']}",
         "| depth | seeds | final val | score | ± sd | reference | margin | verdict |",
@@ -110,3 +232,13 @@ def growth_table(state: dict, tolerance: float) -> str:
             f"(+ tolerance {tolerance:g})"
         )
     return "\n".join(lines)
+
+
+def plot_growth(state: dict, path) -> None:
+    """Every round's val curve (one per seed) beside the reference's, and the reference's score as a line."""
+    curves = {"reference": state["reference_val_curve"]} if state["reference_val_curve"] else {}
+    for r in state["rounds"]:
+        for run in r["runs"]:
+            seed = f", seed {run['seed']}" if len(r["runs"]) > 1 else ""
+            curves[f"{r['n_layer']} layers{seed}"] = run["val_curve"]
+    plot_curves(curves, path, reference=state["reference_score"])

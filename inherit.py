@@ -20,7 +20,7 @@ import torch
 
 from inheritune.util import UserError, check_can_create, cli
 from model import GPT, empty_model
-from weights import load_tensors, open_weights, save_checkpoint
+from weights import load_tensors, opened, save_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -95,15 +95,40 @@ def inherit_layers(
     device="cpu",
     seed: int = 0,
 ) -> tuple[GPT, dict]:
-    """Inheritune's initialisation: a model with the selected blocks of `ref` plus its embeddings, final norm
-    and head. Returns (model, provenance); provenance names the reference tensor(s) behind every parameter.
+    """Inheritune's initialisation: a model with the selected blocks of `ref` (a path, or a reference opened
+    with weights.open_weights) plus its embeddings, final norm and head. Returns (model, provenance);
+    provenance names the reference tensor(s) behind every parameter.
 
     reinit: module names of the new model to initialise fresh instead (e.g. ("lm_head",) or ("h.3",));
     everything else must come from the reference. dtype: None keeps the reference's (GGUF dequantises to
     float32)."""
-    weights = open_weights(ref)
+    weights = opened(ref)
     selected = select_layers(weights.config.n_layer, n_layer, layers)
     config = replace(weights.config, n_layer=len(selected))  # a new config: the reference's is left untouched
+    mapping, sources = tensor_sources(weights, config, selected, reinit)
+    # keep the reference's storage dtype (read off a small tensor): no silent up/down-casting
+    if dtype is None:
+        dtype = weights.get("ln_f.weight").dtype if "ln_f.weight" in mapping else torch.float32
+    model = empty_model(config, device=device, dtype=dtype)
+    fresh = [name for name, source in sources.items() if source == "reinit"]
+    if fresh:
+        torch.manual_seed(seed)
+        model.init_weights(tuple(reinit))
+    load_tensors(model, weights, mapping)  # one tensor at a time: peak memory ~ the output, not the reference
+    provenance = {
+        "reference": reference_identity(weights.path),
+        "reference_config": weights.config.to_dict(),
+        "layers": selected,
+        "reinit": fresh,
+        "sources": sources,
+    }
+    return model, provenance
+
+
+def tensor_sources(weights, config, selected: list[int], reinit: tuple[str, ...]) -> tuple[dict, dict]:
+    """(ours -> the reference's tensor under our names, for every tensor read; ours -> what it comes from, for
+    every tensor: the file's tensor names, "reinit" or "tied to wte.weight"). Every source is checked before
+    anything is read."""
     with torch.device("meta"):
         new_names = list(GPT(config).state_dict())
 
@@ -116,40 +141,24 @@ def inherit_layers(
     if tied and in_reinit("lm_head.weight") != in_reinit("wte.weight"):
         raise UserError("lm_head is tied to wte (one tensor): reinit both or neither")
 
-    # the reference's name for a tensor of ours: h.{j}.* <- h.{selected[j]}.*
-    def source_of(name: str) -> str:
+    def source_of(
+        name: str,
+    ) -> str:  # the reference's name for a tensor of ours: h.{j}.* <- h.{selected[j]}.*
         m = re.match(r"h\.(\d+)\.(.*)", name)
         return f"h.{selected[int(m.group(1))]}.{m.group(2)}" if m else name
 
-    fresh = [n for n in new_names if in_reinit(n)]
     mapping = {
         n: source_of(n) for n in new_names if not in_reinit(n) and not (tied and n == "lm_head.weight")
     }
-    sources = {}
-    for name, ref_name in mapping.items():  # every source must exist before anything is read
+    sources = {n: "reinit" if in_reinit(n) else "tied to wte.weight" for n in new_names}
+    for name, ref_name in mapping.items():
         sources[name] = weights.sources(ref_name)
         if missing := [s for s in sources[name] if s not in weights.file_names]:
             raise UserError(
                 f"the reference has no tensor {missing[0]} for {name}; pass --reinit "
                 f"{name.rsplit('.', 1)[0]} to initialise it fresh on purpose"
             )
-
-    # keep the reference's storage dtype (read off a small tensor): no silent up/down-casting
-    if dtype is None:
-        dtype = weights.get("ln_f.weight").dtype if "ln_f.weight" in mapping else torch.float32
-    model = empty_model(config, device=device, dtype=dtype)
-    if fresh:
-        torch.manual_seed(seed)
-        model.init_weights(tuple(reinit))
-    load_tensors(model, weights, mapping)  # one tensor at a time: peak memory ~ the output, not the reference
-    provenance = {
-        "reference": reference_identity(weights.path),
-        "reference_config": weights.config.to_dict(),
-        "layers": selected,
-        "reinit": fresh,
-        "sources": {n: "reinit" if n in fresh else sources.get(n, "tied to wte.weight") for n in new_names},
-    }
-    return model, provenance
+    return mapping, sources
 
 
 def format_audit(provenance: dict) -> str:

@@ -41,7 +41,8 @@ from weights import load_model, open_weights, reference_tokenizer_hash, tokenize
 
 
 def load_sequences(data, ref, tokenizer, vocab_size: int, n: int, length: int) -> torch.Tensor:
-    """n windows of `length` tokens spread evenly over token bins' val split or a text file's tokens."""
+    """n windows of `length` tokens spread evenly over token bins' val split or a text file's tokens, in the
+    reference's tokenizer (ref: a path or an opened Weights) unless `tokenizer` names another."""
     path = Path(data)
     if path.is_dir():
         expected = load_tokenizer(tokenizer).hash if tokenizer else reference_tokenizer_hash(ref)
@@ -184,7 +185,7 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ref", required=True, help="project .pt, run or HF folder, hub name, or .gguf")
     p.add_argument("--data", required=True, help="token bins folder (its val split) or a text file")
@@ -198,7 +199,7 @@ def main(argv=None):
         "--rank_tol", type=float, default=1e-2, help="singular values above this x the largest count"
     )
     p.add_argument(
-        "--lazy_mass", type=float, default=0.5, help="mean dominant-column mass from which a layer is lazy"
+        "--lazy_mass", type=float, default=0.5, help="mean single-key mass from which a layer is lazy"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     args = p.parse_args(argv)
@@ -206,19 +207,22 @@ def main(argv=None):
         raise UserError(
             "--seqs must be >= 1, --seq_len >= 2, --rank_tol in [1e-6, 1) and --lazy_mass in (0, 1]"
         )
-    out = Path(args.out)
-    check_can_create(out)
-    device = resolve_device(args.device)
-    model = load_model(args.ref, device=device)
+    check_can_create(args.out)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out, device = Path(args.out), resolve_device(args.device)
+    reference = open_weights(args.ref)  # opened once: its weights, tokenizer and identity
+    model = load_model(reference, device=device)
     if args.seq_len > model.config.block_size:
         raise UserError(
-            f"--seq_len {args.seq_len} is longer than the reference's context of "
-            f"{model.config.block_size} tokens"
+            f"--seq_len {args.seq_len} is longer than the reference's context of {model.config.block_size} "
+            f"tokens"
         )
-    sequences = load_sequences(
-        args.data, args.ref, args.tokenizer, model.config.vocab_size, args.seqs, args.seq_len
-    )
-    identity = reference_identity(open_weights(args.ref).path) | {"path": args.ref}  # as given: portable
+    shape = model.config.vocab_size, args.seqs, args.seq_len
+    sequences = load_sequences(args.data, reference, args.tokenizer, *shape)
     started = time.perf_counter()
     found = diagnose(model, sequences.to(device), args.rank_tol, args.lazy_mass)
     peak = peak_memory_gb(device)  # the model included; the time below is without its loading
@@ -226,13 +230,13 @@ def main(argv=None):
         "seconds": round(time.perf_counter() - started, 1),
         f"peak_{device.type}_memory_gb": round(peak, 2),
     }
+    settings = {
+        k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol", "lazy_mass")
+    }
     report = {
-        "reference": identity,
+        "reference": reference_identity(reference.path) | {"path": args.ref},  # the path as given: portable
         "config": model.config.to_dict(),
-        "settings": {
-            k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol", "lazy_mass")
-        }
-        | {"device": str(device), "dtype": "float32"},
+        "settings": settings | {"device": str(device), "dtype": "float32"},
         "cost": cost,
         **found,
     }

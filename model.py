@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from inheritune.util import UserError
 
-# ----------------------------------------------------------------------------------------------- config
+# ------------------------------------------------------------------------------------------- config
 
 ARCHS = ("gpt2", "llama", "mistral", "qwen2", "qwen3")  # every family but gpt2 is LLaMA-shaped
 ROPE_SCALING_KEYS = {
@@ -115,7 +115,7 @@ class ModelConfig:
         return cls(**d)
 
 
-# ----------------------------------------------------------------------------------------------- model
+# -------------------------------------------------------------------------------------------- model
 
 
 class RMSNorm(nn.Module):

@@ -44,8 +44,8 @@ NOT_TEXT = "not UTF-8 text (a NUL, or over 1% of its bytes undecodable: binary d
 CONTEXT = None  # a worker process's (tokenizer, text_field, dtype), set by init_worker
 
 
-# ----------------------------------------------------------------------------- reading the corpus, in a fixed
-# order A document is (text, None), or (a JSON line's bytes, "path:line") for a worker to parse.
+# ------------------------------------------------------------- reading the corpus, in a fixed order
+# A document is (text, None), or (a JSON line's bytes, "path:line") for a worker to parse.
 
 
 def file_format(path):
@@ -193,8 +193,7 @@ def choose_val_docs(n_docs, val_fraction, seed):
     return np.sort(best)
 
 
-# ----------------------------------------------------------------------------- tokenizing, in worker
-# processes
+# ------------------------------------------------------------------ tokenizing, in worker processes
 
 
 def json_text(line, text_field, where):
@@ -263,7 +262,7 @@ def tokenized(parts, first_doc, val_docs, chunk_bytes, pool, num_proc):
             yield pending.pop(0).get()
 
 
-# ----------------------------------------------------------------------------- the run
+# ------------------------------------------------------------------------------------------ the run
 
 
 def prepare(
@@ -297,76 +296,14 @@ def prepare(
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     try:
         with context.Pool(num_proc, init_worker, (tok, text_field, dtype)) as pool:
-            description, identity, parts = open_corpus(source, text_field, num_proc)
-            if (n_docs := sum(n for n, _ in parts)) == 0:
-                raise UserError(f"--source {source}: no documents")
-            by_tokens = n_docs == 1  # one document (say input.txt): split its tokens
-            # nanoGPT's OpenWebText split; its shakespeare's 10% (of texts, or of tokens)
-            if val_fraction is None:
-                val_fraction = 0.1 if by_tokens or source == "shakespeare" else 0.0005
-            val_docs = np.empty(0, np.int64) if by_tokens else choose_val_docs(n_docs, val_fraction, seed)
-            rule = (
-                f"tokens: last {val_fraction:g}"
-                if by_tokens
-                else f"documents: {len(val_docs):,} (seed {seed})"
+            parts, settings, by_tokens, val_docs = open_and_split(
+                source, text_field, num_proc, tok, val_fraction, seed
             )
-            print(
-                f"{description}: {n_docs:,} documents, split by {rule} to val; tokenizer {tok.name} "
-                f"(vocab {tok.vocab_size:,}, {dtype.name}); {num_proc} process(es)"
-            )
-            settings = {
-                "format": META_FORMAT,
-                "source": description,  # what a rerun compares: resume, or nothing to do
-                "fingerprint": hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
-                "documents": n_docs,
-                "text_field": text_field,
-                "tokenizer_hash": tok.hash,
-                "dtype": dtype.name,
-                "val_fraction": val_fraction,
-                "seed": seed,
-            }
             with suppress(UserError):  # UserError: no intact, finished bins there
                 if (finished := read_meta(out)).get("settings") == settings:
                     print(f"{out} already holds these bins (same source, tokenizer, split): nothing to do")
                     return finished
-            # else "gpt2" or a hub name, kept as given
-            local = tokenizer != "gpt2" and Path(tokenizer).exists()
-            spec = str(Path(tokenizer).resolve()) if local else tokenizer  # loadable from anywhere
-            meta = {
-                "format": META_FORMAT,
-                "dtype": dtype.name,
-                "vocab_size": tok.vocab_size,
-                "tokenizer": {
-                    "name": tok.name,
-                    "spec": spec,
-                    "hash": tok.hash,
-                    "vocab_size": tok.vocab_size,
-                    "eot_id": tok.eot_id,
-                    "bos_id": tok.bos_id,
-                    "eos_id": tok.eos_id,
-                    "prepend_bos": tok.prepend_bos,
-                },
-                "separator": f"token {tok.eot_id} {'before' if tok.prepend_bos else 'after'} each document",
-                "max_token_id": -1,
-                **{s: {"file": f"{s}.bin", "tokens": 0, "documents": 0} for s in SPLITS},
-                "source": description,
-                "source_documents": n_docs,
-                "text_field": text_field,
-                "split_by": "tokens" if by_tokens else "documents",
-                "val_fraction": val_fraction,
-                "seed": seed,
-                "settings": settings,
-                "next_doc": 0,
-            }  # next_doc: how far the tmp bins go, while unfinished
-            # progress.json: the last checkpoint of an interrupted run
-            with suppress(OSError, ValueError, KeyError):
-                saved = json.loads((out / "progress.json").read_text())
-                if saved["settings"] == settings and all(
-                    (out / f"{s}.bin.tmp").stat().st_size >= saved[s]["tokens"] * dtype.itemsize
-                    for s in SPLITS
-                ):
-                    meta.update({key: saved[key] for key in (*SPLITS, "max_token_id", "next_doc")})
-                    print(f"resuming at document {meta['next_doc']:,} of {n_docs:,}")
+            meta = resume_progress(out, bins_meta(tok, tokenizer, settings, by_tokens))
             results = tokenized(parts, meta["next_doc"], val_docs, chunk_mb * (1 << 20), pool, num_proc)
             try:
                 return write_bins(results, out, meta, block_size, checkpoint_every, progress)
@@ -378,6 +315,83 @@ def prepare(
         for path in created:  # left empty: this run failed before writing anything worth keeping
             with suppress(OSError):
                 path.rmdir()
+
+
+def open_and_split(source, text_field, num_proc, tok, val_fraction, seed) -> tuple:
+    """(the corpus's parts, the settings a rerun compares, split by tokens?, the val documents), said in one
+    line."""
+    description, identity, parts = open_corpus(source, text_field, num_proc)
+    if (n_docs := sum(n for n, _ in parts)) == 0:
+        raise UserError(f"--source {source}: no documents")
+    by_tokens, val_fraction, val_docs = split_rule(n_docs, val_fraction, seed, source)
+    rule = f"tokens: last {val_fraction:g}" if by_tokens else f"documents: {len(val_docs):,} (seed {seed})"
+    dtype = dtype_for_vocab(tok.vocab_size)
+    print(
+        f"{description}: {n_docs:,} documents, split by {rule} to val; tokenizer {tok.name} "
+        f"(vocab {tok.vocab_size:,}, {dtype.name}); {num_proc} process(es)"
+    )
+    settings = {
+        "format": META_FORMAT,
+        "source": description,  # what a rerun compares: resume, or nothing to do
+        "fingerprint": hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
+        "documents": n_docs,
+        "text_field": text_field,
+        "tokenizer_hash": tok.hash,
+        "dtype": dtype.name,
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+    return parts, settings, by_tokens, val_docs
+
+
+def split_rule(n_docs: int, val_fraction, seed: int, source: str) -> tuple[bool, float, np.ndarray]:
+    """(split by tokens?, the val fraction, the val documents' indices): one document (say input.txt) is split
+    by its tokens, more by documents."""
+    by_tokens = n_docs == 1
+    if val_fraction is None:  # nanoGPT's OpenWebText split; its shakespeare's 10% (of texts, or of tokens)
+        val_fraction = 0.1 if by_tokens or source == "shakespeare" else 0.0005
+    val_docs = np.empty(0, np.int64) if by_tokens else choose_val_docs(n_docs, val_fraction, seed)
+    return by_tokens, val_fraction, val_docs
+
+
+def bins_meta(tok, tokenizer: str, settings: dict, by_tokens: bool) -> dict:
+    """meta.json before any token is written; next_doc: how far the tmp bins go while they are unfinished."""
+    local = tokenizer != "gpt2" and Path(tokenizer).exists()  # else "gpt2" or a hub name, kept as given
+    spec = str(Path(tokenizer).resolve()) if local else tokenizer  # loadable from anywhere
+    tokenizer_meta = {"name": tok.name, "spec": spec, "hash": tok.hash, "vocab_size": tok.vocab_size}
+    tokenizer_meta.update(
+        eot_id=tok.eot_id, bos_id=tok.bos_id, eos_id=tok.eos_id, prepend_bos=tok.prepend_bos
+    )
+    return {
+        "format": META_FORMAT,
+        "dtype": settings["dtype"],
+        "vocab_size": tok.vocab_size,
+        "tokenizer": tokenizer_meta,
+        "separator": f"token {tok.eot_id} {'before' if tok.prepend_bos else 'after'} each document",
+        "max_token_id": -1,
+        **{s: {"file": f"{s}.bin", "tokens": 0, "documents": 0} for s in SPLITS},
+        "source": settings["source"],
+        "source_documents": settings["documents"],
+        "text_field": settings["text_field"],
+        "split_by": "tokens" if by_tokens else "documents",
+        "val_fraction": settings["val_fraction"],
+        "seed": settings["seed"],
+        "settings": settings,
+        "next_doc": 0,
+    }
+
+
+def resume_progress(out: Path, meta: dict) -> dict:
+    """meta, advanced to progress.json's checkpoint when an interrupted run of these settings left one whose
+    tmp bins still hold what it promises."""
+    with suppress(OSError, ValueError, KeyError):
+        saved = json.loads((out / "progress.json").read_text())
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        intact = all((out / f"{s}.bin.tmp").stat().st_size >= saved[s]["tokens"] * itemsize for s in SPLITS)
+        if saved["settings"] == meta["settings"] and intact:
+            meta.update({key: saved[key] for key in (*SPLITS, "max_token_id", "next_doc")})
+            print(f"resuming at document {meta['next_doc']:,} of {meta['source_documents']:,}")
+    return meta
 
 
 def write_bins(results, out, meta, block_size, checkpoint_every, progress):

@@ -6,17 +6,16 @@ names, through declarative name tables (ours -> theirs), so `load_model` and inh
 they need. `save_checkpoint` writes a project checkpoint and `save_hf` a folder transformers loads; both write
 atomically."""
 
-import contextlib
+import functools
 import json
-import pickletools
 import re
-import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inheritune.tensor_files import hf_tensor_reader, missing_tensor, read_gguf_tensor, safe_torch_load
 from inheritune.tokenizer import load_tokenizer
 from inheritune.util import UserError, atomic_write, resolve_hub_name
 from model import (
@@ -30,7 +29,7 @@ from model import (
     unwrap,
 )
 
-# ----------------------------------------------------------------------------------------------- name tables
+# -------------------------------------------------------------------------------------- name tables
 # Our module -> theirs; ".weight"/".bias" carry over. "{}" is the layer; a tuple is fused along dim 0 into
 # ours.
 
@@ -109,7 +108,7 @@ def unpermute_rotary(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-# ----------------------------------------------------------------------------------------------- reading
+# ------------------------------------------------------------------------------------------ reading
 
 
 class Weights:
@@ -124,6 +123,11 @@ class Weights:
         self.path, self.config, self.table, self.meta = str(path), config, table, meta or {}
         self._read, self._fix, self.file_names = read, fix or (lambda src, t: t), set(file_names)
 
+    @functools.cached_property
+    def tokenizer_hash(self) -> str | None:
+        """The hash of the tokenizer this checkpoint expects (reference_tokenizer_hash), worked out once."""
+        return reference_tokenizer_hash(self)
+
     def sources(self, name: str) -> list[str]:
         return [name] if self.table is None else source_names(self.table, name)
 
@@ -133,53 +137,6 @@ class Weights:
         if name in ("wte.weight", "lm_head.weight") and t.shape[0] == self.config.vocab_size:
             t = F.pad(t, (0, 0, 0, self.config.padded_vocab_size - t.shape[0]))  # zero rows for the padding
         return t
-
-
-def _missing(path, name):
-    raise UserError(
-        f"{path} has no tensor '{name}': the checkpoint is incomplete or not of the architecture "
-        f"its config says; re-export it"
-    )
-
-
-def safe_torch_load(path):
-    """torch.load that never unpickles code: plain tensors and containers only."""
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(e):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if is_damaged(path):
-            raise UserError(
-                f"{path} is damaged or not a PyTorch checkpoint (neither a complete torch.save archive "
-                f"nor a well-formed pickle); copy or download it again"
-            ) from None
-        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].split(". ")[0][:120]
-        raise UserError(
-            f"{path} holds Python objects other than tensors and containers, which cannot be loaded "
-            f"safely ({detail or type(e).__name__}); re-save it as safetensors or as a state dict of plain "
-            f"tensors"
-        ) from None
-
-
-def is_damaged(path) -> bool:
-    """True unless `path` is a complete torch.save zip archive or a well-formed pickle: parsed, never
-    executed."""
-    try:
-        with contextlib.ExitStack() as stack:
-            # a legacy torch.save file is a pickle from its first byte
-            f = stack.enter_context(open(path, "rb"))
-            if zipfile.is_zipfile(path):
-                archive = stack.enter_context(zipfile.ZipFile(f))
-                f = archive.open(next(n for n in archive.namelist() if n.endswith("data.pkl")))
-            for _ in pickletools.genops(f):
-                pass
-        return False
-    except Exception:  # a truncated archive, a missing data.pkl, an unknown opcode, an early end
-        return True
 
 
 def _open_project(path: Path) -> Weights:
@@ -192,7 +149,7 @@ def _open_project(path: Path) -> Weights:
     state = ckpt["model"]
 
     def read(name):
-        return state[name] if name in state else _missing(path, name)
+        return state[name] if name in state else missing_tensor(path, name)
 
     return Weights(
         path,
@@ -209,9 +166,11 @@ def config_from_hf(hf: dict) -> ModelConfig:
     kind = hf.get("model_type")
     if kind is None or "vocab_size" not in hf:
         raise UserError("config.json has no model_type/vocab_size: not a HF model folder")
-    common = dict(
-        vocab_size=hf["vocab_size"], bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id")
-    )
+    if kind not in HF_CLASSES:
+        supported = ", ".join(HF_CLASSES)
+        raise UserError(f"model_type '{kind}' is not supported; inheritune reads {supported} checkpoints")
+    tokens = {"vocab_size": hf["vocab_size"], "bos_token_id": hf.get("bos_token_id")}
+    tokens["eos_token_id"] = hf.get("eos_token_id")
     if kind == "gpt2":
         if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
             raise UserError(
@@ -229,26 +188,12 @@ def config_from_hf(hf: dict) -> ModelConfig:
             bias=True,
             tie_embeddings=hf.get("tie_word_embeddings", True),
             norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            **common,
-        )
-    if kind not in HF_CLASSES:
-        raise UserError(
-            f"model_type '{kind}' is not supported; inheritune reads {', '.join(HF_CLASSES)} checkpoints"
+            **tokens,
         )
     rope = hf.get("rope_scaling") or hf.get("rope_parameters") or {}  # transformers 4 and 5 spellings
     if "original_max_position_embeddings" in hf:  # transformers gives the top-level value priority
         rope = {**rope, "original_max_position_embeddings": hf["original_max_position_embeddings"]}
-    unsupported = {
-        "hidden_act": hf.get("hidden_act", "silu") != "silu",
-        "mlp_bias": hf.get("mlp_bias"),
-        "attention_bias (a bias on o_proj too)": hf.get("attention_bias") and kind != "qwen2",
-        "use_sliding_window (sliding attention on some layers)": hf.get("use_sliding_window"),
-        "layer_types (attention that differs by layer)": len(set(hf.get("layer_types") or ())) > 1,
-        "partial_rotary_factor": (rope.get("partial_rotary_factor") or hf.get("partial_rotary_factor") or 1)
-        != 1,
-    }
-    if refused := [name for name, present in unsupported.items() if present]:
-        raise UserError(f"{kind} with {', '.join(refused)} is not supported")
+    refuse_unsupported_hf(hf, kind, rope)
     return ModelConfig(
         arch=kind,
         n_layer=hf["num_hidden_layers"],
@@ -263,8 +208,23 @@ def config_from_hf(hf: dict) -> ModelConfig:
         rope_theta=hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0),
         rope_scaling=rope_scaling_from_hf(rope, hf["max_position_embeddings"]),
         sliding_window=hf.get("sliding_window", 4096) if kind == "mistral" else None,
-        **common,
+        **tokens,
     )
+
+
+def refuse_unsupported_hf(hf: dict, kind: str, rope: dict) -> None:
+    """A LLaMA-shaped config.json's features that our model does not compute, refused by name."""
+    partial_rotary = rope.get("partial_rotary_factor") or hf.get("partial_rotary_factor") or 1
+    unsupported = {
+        "hidden_act": hf.get("hidden_act", "silu") != "silu",
+        "mlp_bias": hf.get("mlp_bias"),
+        "attention_bias (a bias on o_proj too)": hf.get("attention_bias") and kind != "qwen2",
+        "use_sliding_window (sliding attention on some layers)": hf.get("use_sliding_window"),
+        "layer_types (attention that differs by layer)": len(set(hf.get("layer_types") or ())) > 1,
+        "partial_rotary_factor": partial_rotary != 1,
+    }
+    if refused := [name for name, present in unsupported.items() if present]:
+        raise UserError(f"{kind} with {', '.join(refused)} is not supported")
 
 
 def rope_scaling_from_hf(rope: dict, max_positions: int) -> dict | None:
@@ -279,60 +239,13 @@ def rope_scaling_from_hf(rope: dict, max_positions: int) -> dict | None:
     return {"rope_type": kind, **{k: rope[k] for k in sorted(ROPE_SCALING_KEYS[kind]) if k in rope}}
 
 
-def _hf_reader(folder: Path):
-    """read(name) over a HF folder's safetensors (single or sharded) or pytorch_model*.bin, opening files
-    lazily."""
-    index = [
-        folder / n
-        for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-        if (folder / n).exists()
-    ]
-    single = [n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
-    if not index and not single:
-        raise UserError(f"{folder} has config.json but no model.safetensors or pytorch_model.bin")
-    loaded_bins = {}
-
-    def open_file(file_name):  # sharded checkpoints: only the shards holding requested tensors are opened
-        if not (folder / file_name).exists():
-            raise UserError(
-                f"{folder / file_name} is missing (named by {index[0].name}); get the whole checkpoint"
-            )
-        if file_name.endswith(".safetensors"):  # memory-mapped, and unmapped after each read to keep RSS low
-            from safetensors import safe_open
-
-            try:
-                return safe_open(str(folder / file_name), framework="pt")
-            except Exception as e:  # SafetensorError: a truncated download, a file of another kind
-                raise UserError(
-                    f"{folder / file_name} is damaged or truncated ({str(e).splitlines()[0][:120]}); "
-                    f"download it again"
-                ) from None
-        if file_name not in loaded_bins:
-            loaded_bins[file_name] = safe_torch_load(folder / file_name)
-        return contextlib.nullcontext(loaded_bins[file_name])
-
-    if index:
-        weight_map = json.loads(index[0].read_text())["weight_map"]
-    else:
-        with open_file(single[0]) as f:
-            weight_map = dict.fromkeys(f.keys(), single[0])
-
-    def read(name):
-        if name not in weight_map:
-            _missing(folder, name)
-        with open_file(weight_map[name]) as f:
-            return f.get_tensor(name) if hasattr(f, "get_tensor") else f[name]
-
-    return read, weight_map
-
-
 def _open_hf(folder: Path) -> Weights:
     try:
         hf = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}/config.json is unreadable ({e}); is this a HF model folder?") from None
     config = config_from_hf(hf)
-    read, names = _hf_reader(folder)
+    read, names = hf_tensor_reader(folder)
     if config.arch != "gpt2":
         return Weights(folder, config, read, LLAMA_HF, file_names=names)
     table = GPT2_HF
@@ -356,32 +269,41 @@ def _open_gguf(path: Path) -> Weights:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:
         raise UserError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+    tensors = {t.name: t for t in reader.tensors}
+    config = gguf_config(path, reader.fields, tensors)
+    n_head, n_kv_head = config.n_head, config.n_kv_head
+
+    def read(name):
+        return read_gguf_tensor(tensors[name]) if name in tensors else missing_tensor(path, name)
+
+    def fix(src, t):  # llama.cpp interleaves the rotary pairs of LLaMA's Q/K rows only (Qwen's as they are)
+        if config.arch == "llama" and src.endswith(("attn_q.weight", "attn_k.weight")):
+            return unpermute_rotary(t, n_head if "attn_q" in src else n_kv_head)
+        return t
+
+    return Weights(path, config, read, LLAMA_GGUF, fix, file_names=tensors)
+
+
+def gguf_config(path, fields: dict, tensors: dict) -> ModelConfig:
+    """Our config from a GGUF's metadata (its architecture's keys, llama.cpp's names) and tensor shapes."""
 
     def meta(key, default=None):
-        return reader.fields[key].contents() if key in reader.fields else default
+        return fields[key].contents() if key in fields else default
 
     arch = meta("general.architecture")
     if arch not in GGUF_ARCHS:
-        raise UserError(
-            f"{path}: GGUF architecture '{arch}' is not supported; {', '.join(GGUF_ARCHS)} GGUF files load"
-        )
+        supported = ", ".join(GGUF_ARCHS)
+        raise UserError(f"{path}: GGUF architecture '{arch}' is not supported; {supported} GGUF files load")
 
     def of(key, default=None):  # the architecture's own metadata
         return meta(f"{arch}.{key}", default)
 
-    tensors = {t.name: t for t in reader.tensors}
-    required = [
-        "block_count",
-        "attention.head_count",
-        "embedding_length",
-        "feed_forward_length",
-        "context_length",
-        "attention.layer_norm_rms_epsilon",
-    ]
-    if missing := [f"{arch}.{k}" for k in required if f"{arch}.{k}" not in reader.fields]:
+    required = ["block_count", "attention.head_count", "embedding_length", "feed_forward_length",
+                "context_length", "attention.layer_norm_rms_epsilon"]  # fmt: skip
+    if missing := [f"{arch}.{k}" for k in required if f"{arch}.{k}" not in fields]:
         raise UserError(f"{path} lacks GGUF metadata {missing}; re-convert it with a current llama.cpp")
     n_head, n_embd = of("attention.head_count"), of("embedding_length")
-    n_kv_head, head_dim = of("attention.head_count_kv", n_head), of("attention.key_length", n_embd // n_head)
+    head_dim = of("attention.key_length", n_embd // n_head)
     scaling, theta = str(of("rope.scaling.type", "none")), of("rope.freq_base", 10000.0)
     if scaling not in ("none", "linear") or of("rope.dimension_count", head_dim) != head_dim:
         raise UserError(
@@ -394,42 +316,24 @@ def _open_gguf(path: Path) -> Weights:
         rope_scaling = llama3_scaling_of(
             path, read_gguf_tensor(tensors["rope_freqs.weight"]), head_dim, theta
         )
-    config = ModelConfig(
+    return ModelConfig(
         arch=arch,
         n_layer=of("block_count"),
         n_head=n_head,
-        n_kv_head=n_kv_head,
+        n_kv_head=of("attention.head_count_kv", n_head),
         n_embd=n_embd,
         head_dim=head_dim,
         intermediate_size=of("feed_forward_length"),
         vocab_size=int(tensors["token_embd.weight"].shape[-1]),
         block_size=of("context_length"),
         tie_embeddings="output.weight" not in tensors,
-        # float32 in the file: 9.99999975e-06
-        norm_eps=float(f"{of('attention.layer_norm_rms_epsilon'):.6g}"),
+        norm_eps=float(
+            f"{of('attention.layer_norm_rms_epsilon'):.6g}"
+        ),  # float32 in the file: 9.99999975e-06
         rope_theta=theta,
         rope_scaling=rope_scaling,
         bos_token_id=meta("tokenizer.ggml.bos_token_id"),
         eos_token_id=meta("tokenizer.ggml.eos_token_id"),
-    )
-
-    def read(name):
-        return read_gguf_tensor(tensors[name]) if name in tensors else _missing(path, name)
-
-    # llama.cpp interleaves the rotary pairs of LLaMA's Q/K rows only (Qwen's rotate half as is)
-    def fix(src, t):
-        if arch == "llama" and src.endswith(("attn_q.weight", "attn_k.weight")):
-            return unpermute_rotary(t, n_head if "attn_q" in src else n_kv_head)
-        return t
-
-    return Weights(path, config, read, LLAMA_GGUF, fix, file_names=tensors)
-
-
-def read_gguf_tensor(t) -> torch.Tensor:
-    import gguf
-
-    return torch.from_numpy(
-        gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1].tolist()).copy()
     )
 
 
@@ -539,7 +443,7 @@ def reference_tokenizer_hash(source) -> str | None:
         return None
 
 
-# ----------------------------------------------------------------------------------------------- writing
+# ------------------------------------------------------------------------------------------ writing
 
 
 def save_checkpoint(path, model: nn.Module, **extra) -> None:

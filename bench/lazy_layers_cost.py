@@ -10,8 +10,8 @@ mostly the singular values of every head's T x T map, and their solver's work de
 weights give near-uniform maps, so the solvers are also timed alone on one layer's worth of sharp maps (causal
 softmax of N(0, 3^2) logits): torch.linalg.svdvals in float64 on the device and on the CPU, in float32 on the
 device, and eigvalsh of P P^T in float64 (what lazy_layers.py uses), whose square roots are the same singular
-values; the last two with their largest difference from float64 svdvals, relative to the largest value. On an
-H200 at 1024 tokens eigvalsh was ~20x faster than svdvals (experiments/lazy_layers/cost_llama7b.md)."""
+values; the last two with their largest difference from float64 svdvals, relative to the largest value.
+Measured: experiments/lazy_layers/cost_llama7b.md."""
 
 import argparse
 import sys
@@ -49,14 +49,12 @@ def timed(fn, device: torch.device):
     return out, time.perf_counter() - start
 
 
-def time_solvers(n_head: int, T: int, device: torch.device) -> str:
-    """One layer's worth of sharp maps through each solver (each called once before, to leave setup out)."""
+def time_solvers(n_head: int, T: int, device: torch.device) -> tuple[dict, dict]:
+    """One layer's worth of sharp maps through each solver (each called once before, to leave setup out):
+    (seconds by solver, largest difference from float64 svdvals relative to the largest singular value)."""
     allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
-    maps = (
-        (torch.randn(n_head, T, T, dtype=torch.float64, device=device) * 3)
-        .masked_fill(~allowed, float("-inf"))
-        .softmax(-1)
-    )
+    logits = torch.randn(n_head, T, T, dtype=torch.float64, device=device) * 3
+    maps = logits.masked_fill(~allowed, float("-inf")).softmax(-1)
     on_cpu, single = maps.cpu(), maps.float()
     solvers = {
         "svdvals": lambda: torch.linalg.svdvals(maps),
@@ -69,23 +67,28 @@ def time_solvers(n_head: int, T: int, device: torch.device) -> str:
         timed(lambda solve=solve: solve()[..., :1], device)
         values[name], seconds[name] = timed(solve, device)
     s = values["svdvals"]
-    diff = {name: ((s - v.to(s)).abs() / s[..., :1]).max().item() for name, v in values.items()}
-    return (
-        f"| {T} | {seconds['svdvals']:.2f} | {seconds['on CPU']:.2f} | {seconds['float32']:.2f} | "
-        f"{diff['float32']:.1e} | {seconds['eigvalsh']:.2f} | {diff['eigvalsh']:.1e} |"
-    )
+    return seconds, {name: ((s - v.to(s)).abs() / s[..., :1]).max().item() for name, v in values.items()}
 
 
-def main():
+def time_diagnosis(model: GPT, T: int, seqs: int, device: torch.device) -> tuple[float, float]:
+    """(seconds, peak GB) of lazy_layers.diagnose on `seqs` windows of T random tokens."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    idx = torch.randint(0, model.config.vocab_size, (seqs, T), device=device)
+    _, seconds = timed(lambda: diagnose(model, idx, 1e-2, 0.5), device)
+    return seconds, peak_memory_gb(device)
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="llama-7b", choices=SHAPES)
     p.add_argument("--seq_len", default="256,1024", help="comma-separated window lengths of the diagnosis")
     p.add_argument(
-        "--solver_seq_len", default="256,1024", help="comma-separated map sizes the solvers are timed at"
+        "--solver_seq_len", default="256,1024", help="comma-separated map sizes to time the solvers at"
     )
     p.add_argument("--seqs", type=int, default=8)
     p.add_argument("--device", default="auto")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     device, cfg = resolve_device(args.device), ModelConfig(**SHAPES[args.shape])
     torch.manual_seed(0)
     print(
@@ -95,21 +98,23 @@ def main():
         flush=True,
     )
     for T in map(int, filter(None, args.solver_seq_len.split(","))):
-        print(time_solvers(cfg.n_head, T, device), flush=True)
+        s, diff = time_solvers(cfg.n_head, T, device)
+        print(
+            f"| {T} | {s['svdvals']:.2f} | {s['on CPU']:.2f} | {s['float32']:.2f} | {diff['float32']:.1e} | "
+            f"{s['eigvalsh']:.2f} | {diff['eigvalsh']:.1e} |",
+            flush=True,
+        )
     with torch.device(device):
         model = GPT(cfg).eval()
     print(
         f"\n{args.shape}: {model.num_params() / 1e9:.2f}B parameters in float32 on {device}; "
-        f"{peak_memory_gb(device):.1f} GB peak so far\n| T | sequences | diagnosis s | peak GB "
-        "|\n|---|---|---|---|",
+        f"{peak_memory_gb(device):.1f} GB peak so far\n| T | sequences | diagnosis s | peak GB |\n"
+        "|---|---|---|---|",
         flush=True,
     )
     for T in map(int, filter(None, args.seq_len.split(","))):
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        idx = torch.randint(0, cfg.vocab_size, (args.seqs, T), device=device)
-        _, seconds = timed(lambda idx=idx: diagnose(model, idx, 1e-2, 0.5), device)
-        print(f"| {T} | {args.seqs} | {seconds:.1f} | {peak_memory_gb(device):.1f} |", flush=True)
+        seconds, peak = time_diagnosis(model, T, args.seqs, device)
+        print(f"| {T} | {args.seqs} | {seconds:.1f} | {peak:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

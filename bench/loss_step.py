@@ -49,6 +49,26 @@ def time_ms(fn, logits, targets, repeat):
     return statistics.median(times)
 
 
+def measure(
+    rows: int, vocab: int, repeat: int, repos: list[Path], device: str
+) -> list[tuple[str, float, float]]:
+    """(loss, forward+backward ms, loss value) of each loss on the same random bf16 logits, compiled."""
+    padded = (vocab + 63) // 64 * 64
+    g = torch.Generator(device=device).manual_seed(0)
+    logits = torch.randn(rows, padded, device=device, generator=g).mul(3).bfloat16().requires_grad_()
+    targets = torch.randint(0, vocab, (rows,), device=device, generator=g)
+    losses = {"F.cross_entropy (sliced, float32)": lambda x, t: F.cross_entropy(x[:, :vocab].float(), t)}
+    for repo in [ROOT, *repos]:
+        label = "this checkout" if repo == ROOT else str(repo)
+        ce = cross_entropy_of(repo.resolve())
+        losses[f"CrossEntropy ({label})"] = lambda x, t, ce=ce: ce.apply(x, t, vocab)
+    results = []
+    for name, fn in losses.items():
+        compiled = torch.compile(fn, dynamic=False)
+        results.append((name, time_ms(compiled, logits, targets, repeat), compiled(logits, targets).item()))
+    return results
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=65536)
@@ -62,31 +82,16 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: no CUDA device (check CUDA_VISIBLE_DEVICES), or pass --device cpu for a smoke run")
     padded = (args.vocab + 63) // 64 * 64
-    g = torch.Generator(device=args.device).manual_seed(0)
-    logits = (
-        torch.randn(args.rows, padded, device=args.device, generator=g).mul(3).bfloat16().requires_grad_()
-    )
-    targets = torch.randint(0, args.vocab, (args.rows,), device=args.device, generator=g)
-    V = args.vocab
-    losses = {"F.cross_entropy (sliced, float32)": lambda x, t: F.cross_entropy(x[:, :V].float(), t)}
-    for repo in [ROOT, *map(Path, args.repo)]:
-        label = "this checkout" if repo == ROOT else str(repo)
-        ce = cross_entropy_of(repo.resolve())
-        losses[f"CrossEntropy ({label})"] = lambda x, t, ce=ce: ce.apply(x, t, V)
-    bytes_min = 3 * logits.numel() * 2
+    bytes_min = 3 * args.rows * padded * 2  # read the bf16 logits twice, write their gradient once
     print(
-        f"logits ({args.rows}, {padded}) bf16 = {logits.numel() * 2 / 1e9:.2f} GB; forward+backward, "
-        "compiled, "
-        f"median of {args.repeat}\n| loss | ms | GB/s of the minimum traffic | loss value "
-        "|\n|---|---|---|---|"
+        f"logits ({args.rows}, {padded}) bf16 = {args.rows * padded * 2 / 1e9:.2f} GB; forward+backward, "
+        f"compiled, median of {args.repeat}\n| loss | ms | GB/s of the minimum traffic | loss value |\n"
+        "|---|---|---|---|"
     )
-    for name, fn in losses.items():
-        compiled = torch.compile(fn, dynamic=False)
-        ms = time_ms(compiled, logits, targets, args.repeat)
-        print(
-            f"| {name} | {ms:.2f} | {bytes_min / ms / 1e6:,.0f} | {compiled(logits, targets).item():.5f} |",
-            flush=True,
-        )
+    for name, ms, value in measure(
+        args.rows, args.vocab, args.repeat, list(map(Path, args.repo)), args.device
+    ):
+        print(f"| {name} | {ms:.2f} | {bytes_min / ms / 1e6:,.0f} | {value:.5f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,46 @@ def median(runs):
     return runs[len(runs) // 2], max(r["rss"] for r in runs)
 
 
+def measure_scale(scale: int, work: Path, base: Path, n_base: int, num_proc: int, repeats: int) -> dict:
+    """One scale's row: bare and prepare() rates (medians of alternating runs), their paired ratio, memory."""
+    corpus = work / f"corpus_x{scale}.jsonl"
+    n_docs = write_corpus(corpus, scale) if scale != 1 else n_base
+    out = work / f"out_x{scale}"
+    bare_code = BARE.format(root=str(ROOT), corpus=str(base), scale=scale, threads=num_proc)
+    prep_code = PREPARE.format(root=str(ROOT), corpus=str(corpus), out=str(out), threads=num_proc)
+    bare_runs, prep_runs = [], []
+    for _ in range(repeats):  # alternating, so a busy spell on a shared machine hits both
+        bare_runs.append(run_once([sys.executable, "-c", bare_code]))
+        shutil.rmtree(out, ignore_errors=True)
+        prep_runs.append(run_once([sys.executable, "-c", prep_code]))
+    (bare, bare_rss), (prep, rss) = median(bare_runs), median(prep_runs)
+
+    def rate(run):
+        return run["tokens"] / run["seconds"]
+
+    # each prepare run over the bare run just before it: the least noisy comparison on a shared machine
+    paired = sorted(rate(p) / rate(b) for b, p in zip(bare_runs, prep_runs))
+    assert prep["tokens"] == bare["tokens"], (prep, bare)  # same text, same tokens
+    row = {
+        "scale": scale,
+        "docs": n_docs,
+        "corpus_mb": round(corpus.stat().st_size / 1e6, 1),
+        "tokens": bare["tokens"],
+        "bare_tok_s": rate(bare),
+        "bare_peak_rss_mb": bare_rss / 1e6,
+        "prepare_tok_s": rate(prep),
+        "prepare_cmd_tok_s": prep["tokens"] / prep["wall"],
+        "prepare_peak_rss_mb": rss / 1e6,
+        "ratio": paired[len(paired) // 2],
+        "ratio_range": f"{paired[0]:.2f}-{paired[-1]:.2f}",
+    }
+    row["ratio_cmd"] = row["prepare_cmd_tok_s"] / row["bare_tok_s"]
+    if scale != 1:
+        corpus.unlink()
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/bench_prepare")
@@ -145,74 +185,29 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base = work / "corpus_x1.jsonl"
-    n_base = write_corpus(base, 1)
-    rows = []
+    n_base, rows = write_corpus(base, 1), []
     try:
         for scale in args.scales:
-            corpus = work / f"corpus_x{scale}.jsonl"
-            n_docs = write_corpus(corpus, scale) if scale != 1 else n_base
-            out = work / f"out_x{scale}"
-            bare_cmd = [
-                sys.executable,
-                "-c",
-                BARE.format(root=str(ROOT), corpus=str(base), scale=scale, threads=args.num_proc),
-            ]
-            prep_cmd = [
-                sys.executable,
-                "-c",
-                PREPARE.format(root=str(ROOT), corpus=str(corpus), out=str(out), threads=args.num_proc),
-            ]
-            bare_runs, prep_runs = [], []
-            for _ in range(args.repeats):  # alternating, so a busy spell on a shared machine hits both
-                bare_runs.append(run_once(bare_cmd))
-                shutil.rmtree(out, ignore_errors=True)
-                prep_runs.append(run_once(prep_cmd))
-            (bare, bare_rss), (prep, rss) = median(bare_runs), median(prep_runs)
-            # Each prepare run over the bare run just before it: the least noisy comparison on a shared
-            # machine.
-            paired = sorted(
-                (p["tokens"] / p["seconds"]) / (b["tokens"] / b["seconds"])
-                for b, p in zip(bare_runs, prep_runs)
-            )
-            assert prep["tokens"] == bare["tokens"], (prep, bare)  # same text, same tokens
-            row = {
-                "scale": scale,
-                "docs": n_docs,
-                "corpus_mb": round(corpus.stat().st_size / 1e6, 1),
-                "tokens": bare["tokens"],
-                "bare_tok_s": bare["tokens"] / bare["seconds"],
-                "bare_peak_rss_mb": bare_rss / 1e6,
-                "prepare_tok_s": prep["tokens"] / prep["seconds"],
-                "prepare_cmd_tok_s": prep["tokens"] / prep["wall"],
-                "prepare_peak_rss_mb": rss / 1e6,
-            }
-            row["ratio"] = paired[len(paired) // 2]
-            row["ratio_range"] = f"{paired[0]:.2f}-{paired[-1]:.2f}"
-            row["ratio_cmd"] = row["prepare_cmd_tok_s"] / row["bare_tok_s"]
-            rows.append(row)
+            rows.append(measure_scale(scale, work, base, n_base, args.num_proc, args.repeats))
             print(
-                json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+                json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}),
                 flush=True,
             )
-            if scale != 1:
-                corpus.unlink()
-            shutil.rmtree(out, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(
-        "\n| scale | docs | corpus MB | tokens | bare tok/s | prepare() tok/s | ratio (range) | whole "
-        "command tok/s "
-        "| ratio | bare peak RSS MB | prepare peak RSS MB |"
+        "\n| scale | docs | corpus MB | tokens | bare tok/s | prepare() tok/s | ratio (range) "
+        "| whole command tok/s | ratio | bare peak RSS MB | prepare peak RSS MB |"
     )
     print("|" + "---|" * 11)
     for r in rows:
         print(
             f"| {r['scale']}x | {r['docs']:,} | {r['corpus_mb']} | {r['tokens']:,} | "
-            f"{r['bare_tok_s'] / 1e6:.2f}M | "
-            f"{r['prepare_tok_s'] / 1e6:.2f}M | {r['ratio']:.2f} ({r['ratio_range']}) | "
-            f"{r['prepare_cmd_tok_s'] / 1e6:.2f}M | "
-            f"{r['ratio_cmd']:.2f} | {r['bare_peak_rss_mb']:.0f} | {r['prepare_peak_rss_mb']:.0f} |"
+            f"{r['bare_tok_s'] / 1e6:.2f}M | {r['prepare_tok_s'] / 1e6:.2f}M | "
+            f"{r['ratio']:.2f} ({r['ratio_range']}) | "
+            f"{r['prepare_cmd_tok_s'] / 1e6:.2f}M | {r['ratio_cmd']:.2f} | {r['bare_peak_rss_mb']:.0f} | "
+            f"{r['prepare_peak_rss_mb']:.0f} |"
         )
 
 

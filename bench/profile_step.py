@@ -54,7 +54,7 @@ def kernel_class(name: str) -> str:
     return next((label for label, pattern in CLASSES if re.search(pattern, low)), "other")
 
 
-def main():
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="gpt2-124m", choices=list(bench.SHAPES))
     p.add_argument("--variant", default="m16a1", help="bench/throughput.py's mMaA[-eager][+key=value...]")
@@ -68,31 +68,30 @@ def main():
     args = p.parse_args()
     if args.skip < 1 or args.steps < 1:
         sys.exit("error: --skip and --steps must be at least 1")
-    cuda = torch.cuda.is_available()
-    if not cuda and args.shape != "tiny":
+    if not torch.cuda.is_available() and args.shape != "tiny":
         sys.exit(
-            f"error: no CUDA device for --shape {args.shape} (check CUDA_VISIBLE_DEVICES); only 'tiny' runs "
-            "on CPU"
+            f"error: no CUDA device for --shape {args.shape} (see CUDA_VISIBLE_DEVICES); CPU: --shape tiny"
         )
-    work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_profile_"))
-    work.mkdir(parents=True, exist_ok=True)
-    vocab = bench.SHAPES[args.shape][1]
-    data = bench.synthetic_bins(work / f"bins_{vocab}", vocab)
-    out = Path(tempfile.mkdtemp(dir=work, prefix=f"{args.shape}_{args.variant}_"))
-    argv = bench.train_args(args.shape, args.variant, 1, data, out, log_every=args.skip + args.steps)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    return args
 
+
+def profile_train(args, argv: list[str], cuda: bool):
+    """train.py's main(argv) in this process, profiled from optimizer step --skip for --steps steps, then
+    stopped; returns (the profile, the profiled steps' wall time in seconds)."""
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     steps, marks = 0, {}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(
-        activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
-        schedule=schedule(wait=args.skip - 1, warmup=1, active=args.steps, repeat=1),
+        activities=activities, schedule=schedule(wait=args.skip - 1, warmup=1, active=args.steps)
     ) as prof:
 
         def after_optimizer_step(*_):
             nonlocal steps
             steps += 1
-            # two syncs mark the window, before the profiler's
-            if steps in (args.skip, args.skip + args.steps):
+            if steps in (
+                args.skip,
+                args.skip + args.steps,
+            ):  # two syncs mark the window, before the profiler's
                 sync()  # own start/stop work in prof.step()
                 marks[steps] = time.perf_counter()
             prof.step()
@@ -107,47 +106,63 @@ def main():
             pass
         finally:
             hook.remove()
-    if args.trace:
-        prof.export_chrome_trace(args.trace)
+    return prof, marks[args.skip + args.steps] - marks[args.skip]
 
-    micro, accum, _, _ = bench.parse_variant(args.variant)
-    wall = marks[args.skip + args.steps] - marks[args.skip]
-    tokens = args.steps * micro * accum * train.load_config(argv).block_size
-    events = prof.key_averages()
+
+def kernel_rows(prof, cuda: bool) -> list[tuple[str, float, int]]:
+    """(name, self time in us, calls) of every kernel (CUDA) or aten operator (CPU) that took time."""
     # user annotations (ProfilerStep#N, Optimizer.step#AdamW.step) also show up on the GPU's timeline: they
     # span kernels already counted, so they are left out
     events = [
         e
-        for e in events
+        for e in prof.key_averages()
         if not getattr(e, "is_user_annotation", False)
         and not e.key.startswith(("ProfilerStep", "Optimizer."))
     ]
     if cuda:  # the kernels themselves; failing that, the device time the host-side ops launched
         rows = [
             (e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CUDA
-        ] or [(e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CPU]
+        ]
+        rows = rows or [
+            (e.key, e.self_device_time_total, e.count) for e in events if e.device_type == DeviceType.CPU
+        ]
     else:
         rows = [(e.key, e.self_cpu_time_total, e.count) for e in events if e.key.startswith("aten::")]
-    rows = [r for r in rows if r[1] > 0]
+    return [r for r in rows if r[1] > 0]
+
+
+def main():
+    args = parse_args()
+    cuda = torch.cuda.is_available()
+    work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_profile_"))
+    work.mkdir(parents=True, exist_ok=True)
+    vocab = bench.SHAPES[args.shape][1]
+    data = bench.synthetic_bins(work / f"bins_{vocab}", vocab)
+    out = Path(tempfile.mkdtemp(dir=work, prefix=f"{args.shape}_{args.variant}_"))
+    argv = bench.train_args(args.shape, args.variant, 1, data, out, log_every=args.skip + args.steps)
+    prof, wall = profile_train(args, argv, cuda)
+    if args.trace:
+        prof.export_chrome_trace(args.trace)
+    micro, accum, _, _ = bench.parse_variant(args.variant)
+    tokens = args.steps * micro * accum * train.load_config(argv).block_size
+    rows = kernel_rows(prof, cuda)
     by_class, busy = defaultdict(float), sum(t for _, t, _ in rows) / 1e6
     for name, t, _ in rows:
         by_class[kernel_class(name)] += t / 1e6
-    unit = "GPU kernel" if cuda else "CPU operator self"
+    unit, per_step = ("GPU kernel" if cuda else "CPU operator self"), 1e3 / args.steps
     print(
-        f"\n{args.shape} {args.variant}: {args.steps} steps profiled, {wall / args.steps * 1e3:.1f} ms/step, "
-        f"{tokens / wall:,.0f} tok/s under the profiler; {unit} time {busy / args.steps * 1e3:.1f} ms/step "
+        f"\n{args.shape} {args.variant}: {args.steps} steps profiled, {wall * per_step:.1f} ms/step, "
+        f"{tokens / wall:,.0f} tok/s under the profiler; {unit} time {busy * per_step:.1f} ms/step "
         f"({busy / wall:.0%} of wall)\n"
     )
     print(f"| class | ms/step | share of {unit} time |\n|---|---|---|")
     for label, t in sorted(by_class.items(), key=lambda kv: -kv[1]):
-        print(f"| {label} | {t / args.steps * 1e3:.2f} | {t / busy:.1%} |")
+        print(f"| {label} | {t * per_step:.2f} | {t / busy:.1%} |")
     if cuda and busy < wall:
-        print(f"| (GPU idle: waiting on the host) | {(wall - busy) / args.steps * 1e3:.2f} | - |")
+        print(f"| (GPU idle: waiting on the host) | {(wall - busy) * per_step:.2f} | - |")
     print(f"\ntop {args.top} by time:\n| name | class | ms/step | calls/step |\n|---|---|---|---|")
     for name, t, count in sorted(rows, key=lambda r: -r[1])[: args.top]:
-        print(
-            f"| {name[:90]} | {kernel_class(name)} | {t / 1e3 / args.steps:.2f} | {count / args.steps:.0f} |"
-        )
+        print(f"| {name[:90]} | {kernel_class(name)} | {t / 1e6 * per_step:.2f} | {count / args.steps:.0f} |")
 
 
 if __name__ == "__main__":

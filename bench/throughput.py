@@ -45,8 +45,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from inheritune.data import META_FORMAT  # noqa: E402
+from inheritune.runs import read_log  # noqa: E402
 from model import GPT  # noqa: E402
-from train import load_config, model_config, read_log  # noqa: E402
+from train import load_config, model_config  # noqa: E402
 
 MATMUL_CEILING = 790e12  # bf16 dense, measured on an H200 (8192^3 matmul, random data)
 PEAK = 989e12  # the datasheet number MFU is quoted against
@@ -268,9 +269,8 @@ def check_loss(repo, shape, variants, data, work, steps) -> None:
     base = curves[variants[0]][0]
     print(
         f"\nloss check, {shape}, {steps} steps of {batch} sequences, same seed and data; differences from "
-        f"{variants[0]}:\n| variant | max abs train-loss diff | at step | final train loss | final val loss "
-        "|\n"
-        f"|---|---|---|---|---|"
+        f"{variants[0]}:\n| variant | max abs train-loss diff | at step | final train loss | final val loss |"
+        "\n|---|---|---|---|---|"
     )
     for v, (train, val) in curves.items():
         diff, at = max((abs(loss - base[s]), s) for s, loss in train.items())
@@ -278,7 +278,7 @@ def check_loss(repo, shape, variants, data, work, steps) -> None:
     print("curves:", json.dumps({v: sorted(train.items()) for v, (train, _) in curves.items()}))
 
 
-def main():
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
     p.add_argument("--variants", help="comma-separated mMaA[-eager]; default: each shape's own list")
@@ -288,57 +288,51 @@ def main():
     p.add_argument("--log_every", type=int, default=10, help="steps per timed interval")
     p.add_argument("--intervals", type=int, default=5, help="timed intervals per measurement (median)")
     p.add_argument("--timeout", type=int, default=420, help="seconds per measurement, compile included")
-    p.add_argument(
-        "--check_loss", metavar="DATA", help="real token bins: compare the variants' loss curves instead"
-    )
+    p.add_argument("--check_loss", metavar="DATA", help="real token bins: compare the variants' loss curves")
     p.add_argument("--steps", type=int, default=300, help="--check_loss: training steps")
     p.add_argument("--json", help="append every result here as a JSON line")
     args = p.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_bench_"))
-    work.mkdir(parents=True, exist_ok=True)
-    shapes = args.shapes.split(",")
-    for s in shapes:
+    args.shapes = args.shapes.split(",")
+    for s in args.shapes:
         if s not in SHAPES:
             sys.exit(f"error: unknown shape '{s}'; choose from {', '.join(SHAPES)}")
+    return args
+
+
+def main():
+    args = parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="inheritune_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
     if args.check_loss:
-        for s in shapes:
-            check_loss(
-                Path(args.repo),
-                s,
-                (args.variants or SHAPES[s][2]).split(","),
-                args.check_loss,
-                work,
-                args.steps,
-            )
+        for s in args.shapes:
+            variants = (args.variants or SHAPES[s][2]).split(",")
+            check_loss(Path(args.repo), s, variants, args.check_loss, work, args.steps)
         return
-    for s in shapes:
+    for s in args.shapes:
         f = flops_per_token(s)
         print(f"{s}: {f / 1e9:.3f} GFLOP/token; floor {MATMUL_CEILING / f:,.0f} tok/s per GPU at 790 TFLOP/s")
-    print(
-        "| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |\n"
-        "|---|---|---|---|---|---|---|---|",
-        flush=True,
-    )
-    for s in shapes:
+    print("| shape | variant | GPUs | tok/s (min-max) | MFU | floor tok/s | of floor | peak GB |", flush=True)
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for s in args.shapes:
         data = synthetic_bins(work / f"bins_{SHAPES[s][1]}", SHAPES[s][1])
         for v in (args.variants or SHAPES[s][2]).split(","):
-            r = measure(
-                Path(args.repo), s, v, args.gpus, data, work, args.log_every, args.intervals, args.timeout
-            )
+            timing = args.log_every, args.intervals, args.timeout
+            r = measure(Path(args.repo), s, v, args.gpus, data, work, *timing)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
-            if "error" in r:
-                print(f"| {s} | {v} | {args.gpus} | failed: {r['error'][-300:]!r} |", flush=True)
-                continue
-            print(
-                f"| {s} | {v} | {args.gpus} | {r['tok_per_s']:,.0f} "
-                f"({r['spread'][0]:,.0f}-{r['spread'][1]:,.0f}) | "
-                f"{r['mfu']:.1%} | {r['floor_tok_per_s']:,.0f} | {r['tok_per_s'] / r['floor_tok_per_s']:.0%} "
-                "| "
-                f"{r['peak_mem_gb']:.1f} |",
-                flush=True,
-            )
+            print(table_row(s, v, args.gpus, r), flush=True)
+
+
+def table_row(shape: str, variant: str, gpus: int, r: dict) -> str:
+    if "error" in r:
+        return f"| {shape} | {variant} | {gpus} | failed: {r['error'][-300:]!r} |"
+    low, high = r["spread"]
+    return (
+        f"| {shape} | {variant} | {gpus} | {r['tok_per_s']:,.0f} ({low:,.0f}-{high:,.0f}) | {r['mfu']:.1%} | "
+        f"{r['floor_tok_per_s']:,.0f} | {r['tok_per_s'] / r['floor_tok_per_s']:.0%} | "
+        f"{r['peak_mem_gb']:.1f} |"
+    )
 
 
 if __name__ == "__main__":

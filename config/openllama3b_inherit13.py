@@ -1,7 +1,8 @@
 # Inheritune on OpenLLaMA-3B v1 (26 layers): inherit the first 13 (~1.5B), train 8 epochs of a 1B-token set.
 # Reference: the HF folder of openlm-research/open_llama_3b (config.json + weights), downloaded beforehand.
-# python prepare_owt.py --source <your 1B-token corpus> --tokenizer checkpoints/open_llama_3b --out
-# data/openllama_1b torchrun --nproc_per_node=1 train.py config/openllama3b_inherit13.py
+# python prepare_owt.py --source <your 1B-token corpus> --tokenizer checkpoints/open_llama_3b \
+#     --out data/openllama_1b
+# torchrun --nproc_per_node=1 train.py config/openllama3b_inherit13.py
 out_dir = "out/openllama3b_inherit13"
 data_dir = "data/openllama_1b"
 init_from = "inherit"

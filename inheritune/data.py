@@ -94,6 +94,17 @@ def fetch(data_dir, split: str, starts, block_size: int, device: torch.device, m
     return xy[:, :-1], xy[:, 1:]
 
 
+def open_for_training(data_dir, block_size: int, eval_tokens: int) -> tuple[dict, int]:
+    """(meta.json, the train split's token count) of bins checked against what a run needs: one training
+    window, and eval_tokens of val windows."""
+    meta = read_meta(data_dir)
+    n_train = len(open_split(data_dir, "train", meta))
+    if n_train <= block_size + 1:
+        raise UserError(f"train.bin has {n_train} tokens, fewer than one block of {block_size}")
+    val_windows(len(open_split(data_dir, "val", meta)), block_size, eval_tokens)
+    return meta, n_train
+
+
 def train_windows(seed: int, step: int, n_tokens: int, block_size: int, n: int) -> np.ndarray:
     """Start offsets of the n training windows of one optimizer step: a function of (seed, step) only, so the
     step number is the whole data position (any world size sees the same batches; a resumed run repeats

@@ -29,8 +29,7 @@ def lm_eval_installed() -> bool:
     return TemplateLM is not None
 
 
-# ----------------------------------------------------------------------------------------------- packed
-# forward
+# ----------------------------------------------------------------------------------- packed forward
 
 
 def head_log_probs(model, h):
@@ -128,8 +127,7 @@ def batch_tensors(rows, device):
     return idx.to(device), pos.to(device), mask.to(device)
 
 
-# ----------------------------------------------------------------------------------------------- lm-eval
-# model
+# ------------------------------------------------------------------------------------ lm-eval model
 
 
 class InherituneLM(TemplateLM or object):

@@ -107,8 +107,16 @@ def any_rank(rt: Runtime, flag: bool) -> bool:
 
 
 class StopRequested:
-    """SIGTERM -> finish the current step, checkpoint, exit (agreed over ranks, so no rank waits forever)."""
+    """SIGTERM -> finish the current step, checkpoint, exit (agreed over ranks, so no rank waits forever). A
+    context manager: the process's previous SIGTERM handler is back once the run ends, so a run started from
+    Python (demo.py, a test, a notebook) leaves no handler behind for the processes it forks later."""
 
     def __init__(self):
         self.flag = False
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)

@@ -1,20 +1,16 @@
-"""What every script shares and that needs no torch: user errors, the CLI wrapper, config files and
---key=value overrides on a dataclass (with --help and range checks), atomic writes, loss plots."""
+"""What every script shares and that needs no torch: user errors, the CLI wrapper, config keys declared as
+dataclass fields (`setting`: default, help and accepted values), config files and --key=value overrides onto
+them, atomic writes, loss plots, hub names."""
 
 import ast
 import difflib
-import inspect
-import io
-import json
-import math
 import os
 import re
 import sys
 import tempfile
-import textwrap
-import tokenize
+import time
 import types
-from dataclasses import MISSING, fields
+from dataclasses import field, fields
 from pathlib import Path
 
 
@@ -25,11 +21,16 @@ class UserError(Exception):
 def cli(main) -> None:
     """Run a script's main(); a UserError becomes one line on stderr and exit code 1. Under torchrun only rank
     0 prints it: every check before training sees the same inputs on every rank, and the checks during
-    training decide on all-reduced values, so the ranks fail together with the same message."""
+    training decide on all-reduced values, so the ranks fail together with the same message. torchrun stops
+    every rank as soon as one exits, so the other ranks wait (torchrun stops them within moments) and leave
+    rank 0 the time to say why."""
     try:
         main()
     except UserError as e:
-        sys.exit(f"error: {e}" if os.environ.get("RANK", "0") == "0" else 1)
+        if os.environ.get("RANK", "0") == "0":
+            sys.exit(f"error: {e}")
+        time.sleep(30)
+        sys.exit(1)
 
 
 def coerce(key: str, value, annotation):
@@ -103,42 +104,61 @@ def apply_config_args(cfg, argv: list[str], example: str, usage: str):
     return cfg
 
 
+def setting(default, help: str, *, choices=None, at_least=None, above=None, below=None):
+    """A config key, as a dataclass field: its default, its line in --help, and what it accepts: one of
+    `choices`, or a range (>= at_least or > above, and < below; an optional key left at None passes)."""
+    rules = {"choices": choices, "at_least": at_least, "above": above, "below": below}
+    return field(default=default, metadata={"help": help, **rules})
+
+
 def config_help(cls, usage: str) -> str:
-    """--help: usage, then every key with its default and meaning, grouped as the dataclass groups them. The
-    class's source is the one place the keys are documented: each field's end-of-line comment, and section
-    comments."""
-    defaults = {
-        f.name: f"{f.default:g}" if isinstance(f.default, float) else f.default
-        for f in fields(cls)
-        if f.default is not MISSING
-    }
-    lines = [usage, ""]
-    for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(inspect.getsource(cls))).readline):
-        if tok.type == tokenize.COMMENT:
-            field, text = re.match(r"\s*(\w+)\s*:", tok.line), tok.string.lstrip("#").strip()
-            if field is None:  # a section comment
-                lines.append(f"{text}:")
-            elif field[1] in defaults:
-                lines.append(f"  --{field[1]}={defaults[field[1]]}".ljust(34) + f" {text}")
+    """--help: usage, then every key with its default and meaning, in the dataclass's order, under the titles
+    of its SECTIONS ({first key of a section: title})."""
+    lines, sections = [usage], getattr(cls, "SECTIONS", {})
+    for f in fields(cls):
+        if f.name in sections:
+            lines += ["", f"{sections[f.name]}:"]
+        default = f"{f.default:g}" if isinstance(f.default, float) else f.default
+        lines.append(
+            f"  --{f.name}={default}".ljust(34) + f" {f.metadata.get('help', '')}{accepts(f.metadata)}"
+        )
     return "\n".join(lines)
 
 
-def check_settings(cfg, choices: dict[str, tuple], ranges: dict[str, str]) -> None:
-    """Each key's value among its choices, or inside its interval written as in mathematics: '[1, inf)', '(0,
-    inf)', '[0, 1)'. None (an optional key left unset) passes an interval."""
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise UserError(f"{key}={getattr(cfg, key)!r}; use one of {', '.join(map(str, allowed))}")
-    for key, interval in ranges.items():
-        value = getattr(cfg, key)
-        low, high = map(float, interval[1:-1].split(","))
-        if value is None or (
-            (value >= low if interval[0] == "[" else value > low)
-            and (value <= high if interval[-1] == "]" else value < high)
-        ):
-            continue
-        bound = f"{'>=' if interval[0] == '[' else '>'} {low:g}" if math.isinf(high) else f"in {interval}"
-        raise UserError(f"{key}={value!r} is out of range: it must be {bound}")
+def accepts(rules) -> str:
+    """What a key accepts, as --help states it after the key's meaning: "; one of a, b", "; >= 1", or ""."""
+    if rules.get("choices") is not None:
+        return f"; one of {', '.join(map(str, rules['choices']))}"
+    bounded = any(rules.get(k) is not None for k in ("at_least", "above", "below"))
+    return f"; {range_text(rules)}" if bounded else ""
+
+
+def check_settings(cfg) -> None:
+    """Each key's value against its field's rules (see `setting`): among its choices, inside its range."""
+    for f in fields(cfg):
+        value, rules = getattr(cfg, f.name), f.metadata
+        if rules.get("choices") is not None and value not in rules["choices"]:
+            raise UserError(f"{f.name}={value!r}; use one of {', '.join(map(str, rules['choices']))}")
+        if value is not None and out_of_range(value, rules):
+            raise UserError(f"{f.name}={value!r} is out of range: it must be {range_text(rules)}")
+
+
+def out_of_range(value, rules) -> bool:
+    """Whether value breaks a bound of the rules (at_least, above, below)."""
+    low, above, below = rules.get("at_least"), rules.get("above"), rules.get("below")
+    return (
+        (low is not None and value < low)
+        or (above is not None and value <= above)
+        or (below is not None and value >= below)
+    )
+
+
+def range_text(rules) -> str:
+    """'>= 1', '> 0' or 'in [0, 1)': a range as the error message states it."""
+    closed, low = (True, rules["at_least"]) if rules.get("at_least") is not None else (False, rules["above"])
+    if rules.get("below") is None:
+        return f"{'>=' if closed else '>'} {low:g}"
+    return f"in {'[' if closed else '('}{low:g}, {rules['below']:g})"
 
 
 def check_can_create(folder) -> None:
@@ -181,18 +201,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def read_log(path) -> list[dict]:
-    """A run's log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut
-    short by a kill is dropped: resuming rewrites it)."""
-    records = []
-    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            break
-    return records
 
 
 def pyplot(path):

@@ -1,7 +1,11 @@
 """Shared fixtures and helpers: tiny random transformers models built from configs (never downloaded), logits
-parity helpers, a small random GPT, Shakespeare bins."""
+parity helpers, a small random GPT, Shakespeare bins, and train.py runs in this process or in another."""
 
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# One thread, here and in every process a test starts: 2-core machines run the suite, and a test that shares
+# the cores with its own subprocesses slows down many times over with a thread pool per process.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
+
+import train  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 
 TOL = 1e-4  # logits parity with transformers, float32
@@ -140,6 +150,18 @@ def llama3_rope_freqs(c, head_dim):
     return torch.tensor(factors)
 
 
+# What llama.cpp's converter calls each tensor of a LLaMA-shaped transformers model (written here
+# independently of weights.py's tables): the whole-model tensors, and each layer's modules.
+GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+              "lm_head.weight": "output.weight"}  # fmt: skip
+GGUF_LAYER_NAMES = {
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+}  # fmt: skip
+
+
 def write_gguf(hf, path, dtype):
     """A GGUF as llama.cpp's converter writes it, for a LLaMA (llama), Qwen2 or Qwen3 transformers model."""
     import gguf
@@ -148,6 +170,30 @@ def write_gguf(hf, path, dtype):
     arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}[c.model_type]
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     writer = gguf.GGUFWriter(str(path), arch)
+    write_gguf_metadata(writer, c, head_dim)
+    for name, t in hf.state_dict().items():
+        if name == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        if name.startswith("model.layers."):
+            i, rest = name.split(".")[2], ".".join(name.split(".")[3:])
+            module, kind = rest.rsplit(".", 1)
+            gguf_name = f"blk.{i}.{GGUF_LAYER_NAMES[module]}.{kind}"
+            if arch == "llama" and module == "self_attn.q_proj":
+                t = rotary_interleave(t, c.num_attention_heads)
+            if arch == "llama" and module == "self_attn.k_proj":
+                t = rotary_interleave(t, c.num_key_value_heads)
+        else:
+            gguf_name = GGUF_NAMES[name]
+        writer.add_tensor(gguf_name, t.numpy().astype(dtype if t.dim() == 2 else "float32"))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_gguf_metadata(writer, c, head_dim: int) -> None:
+    import gguf
+
     writer.add_block_count(c.num_hidden_layers)
     writer.add_context_length(c.max_position_embeddings)
     writer.add_embedding_length(c.hidden_size)
@@ -166,42 +212,6 @@ def write_gguf(hf, path, dtype):
         writer.add_tensor("rope_freqs.weight", llama3_rope_freqs(c, head_dim).numpy().astype("float32"))
     writer.add_bos_token_id(c.bos_token_id)
     writer.add_eos_token_id(c.eos_token_id)
-    names = {
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight",
-    }
-    per_layer = {
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
-        "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
-        "self_attn.q_norm": "attn_q_norm",
-        "self_attn.k_norm": "attn_k_norm",
-    }
-    for name, t in hf.state_dict().items():
-        if name == "lm_head.weight" and c.tie_word_embeddings:
-            continue
-        if name.startswith("model.layers."):
-            i, rest = name.split(".")[2], ".".join(name.split(".")[3:])
-            module, kind = rest.rsplit(".", 1)
-            gguf_name = f"blk.{i}.{per_layer[module]}.{kind}"
-            if arch == "llama" and module == "self_attn.q_proj":
-                t = rotary_interleave(t, c.num_attention_heads)
-            if arch == "llama" and module == "self_attn.k_proj":
-                t = rotary_interleave(t, c.num_key_value_heads)
-        else:
-            gguf_name = names[name]
-        writer.add_tensor(gguf_name, t.numpy().astype(dtype if t.dim() == 2 else "float32"))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 @pytest.fixture(scope="session")
@@ -251,7 +261,7 @@ def small_bins(tmp_path_factory):
     return root / "data"
 
 
-# ------------------------------------------------------------------ logits parity helpers and a random model
+# --------------------------------------------------------- logits parity helpers and a random model
 
 
 def hf_logits(hf_model, tokens):
@@ -293,3 +303,87 @@ def random_model(arch, **kw):
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
+
+
+def truncated_reference_logits(hf, layers, tokens):
+    """The reference's own forward through only the selected blocks, then its own final norm and head."""
+    body = hf.transformer if hasattr(hf, "transformer") else hf.model
+    full = body.h if hasattr(body, "h") else body.layers
+    try:
+        if hasattr(body, "h"):
+            body.h = torch.nn.ModuleList(full[i] for i in layers)
+        else:
+            body.layers = torch.nn.ModuleList(full[i] for i in layers)
+        with torch.no_grad():
+            return hf(tokens, use_cache=False).logits
+    finally:
+        if hasattr(body, "h"):
+            body.h = full
+        else:
+            body.layers = full
+
+
+# --------------------------------------------------------------------------------------- train.py runs
+
+TINY = ["--arch=gpt2", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",
+        "--micro_batch_size=2", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=5",
+        "--eval_tokens=2048", "--log_interval=5", "--eval_interval=10", "--checkpoint_interval=10",
+        "--device=cpu"]  # fmt: skip
+# train.py's float8 path on a CPU (torch._scaled_mm runs there too, slowly): tests/fp8_on_cpu.py lifts the GPU
+# requirement. One block (4 Linears) and a small val budget keep its runs short.
+FP8_ON_CPU = {"args": ["--fp8=True", "--dtype=bfloat16", "--n_layer=1", "--eval_tokens=256"],
+              "script": "tests/fp8_on_cpu.py", "converted": "fp8_on_cpu: 4 Float8Linear"}  # fmt: skip
+PLAIN = {"args": [], "script": "train.py", "converted": None}
+
+
+def train_here(*args) -> None:
+    """train.py's main(args) in this process: what a test of the settings, the data or the loop needs."""
+    train.main([str(a) for a in args])
+
+
+def run_train(*args, torchrun=0, check=True, background=None, restarts=0, env=None, path=PLAIN):
+    """train.py in a process of its own, or under torchrun with `torchrun` ranks (path=FP8_ON_CPU: its float8
+    path); background=<file> starts it and returns the Popen. For what needs a process: ranks, kills, exit
+    codes."""
+    launcher = [sys.executable]
+    if torchrun:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+        launcher += [f"--max_restarts={restarts}"]
+    cmd = [*launcher, path["script"], *map(str, args), *path["args"]]
+    env = {**os.environ, **(env or {})}
+    if background:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=open(background, "w"), stderr=subprocess.STDOUT, env=env
+        )
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        if path["converted"]:  # every rank converted its model: the test did not quietly run in bf16
+            assert r.stdout.count(path["converted"]) == max(torchrun, 1), r.stdout
+    return r
+
+
+def wait_for(predicate, proc, timeout: float, what: str) -> None:
+    """Poll until predicate() holds; fail if the process ends or the time runs out first."""
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline and proc.poll() is None, f"{what}: the run ended or timed out first"
+        time.sleep(0.02)
+
+
+def run_log(out_dir) -> tuple[dict, list[dict]]:
+    """(the run's config, its log records) from out_dir/log.jsonl."""
+    lines = [json.loads(x) for x in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
+    return lines[0]["config"], lines[1:]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in ("tok_per_s", "mfu")} for r in records]
+
+
+@pytest.fixture(scope="session")
+def reference(small_bins, tmp_path_factory):
+    """A 4-layer GPT-2 trained from scratch on the small bins: the growth loop's reference."""
+    out = tmp_path_factory.mktemp("ref")
+    train_here(*TINY, "--n_layer=4", f"--data_dir={small_bins}", "--max_iters=60", f"--out_dir={out}")
+    return out / "ckpt.pt"

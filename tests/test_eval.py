@@ -4,6 +4,7 @@ local tasks)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,7 +13,8 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import ROOT, tiny_hf_llama, write_gguf
+import eval as eval_script
+from conftest import ROOT, TINY, run_log, tiny_hf_llama, train_here, write_gguf
 from eval import PAPER_SUITE, expand_tasks, load_for_eval, load_tasks, results_table, run_tasks
 from inheritune.lm import InherituneLM, pack_requests
 from inheritune.tokenizer import load_tokenizer
@@ -24,20 +26,16 @@ TASKS = str(ROOT / "tests" / "tasks")
 # short, so the local tasks' contexts and paragraphs run past it (left truncation, rolling windows)
 BLOCK = 32
 GPT2_BLOCK = 16  # GPT-2's larger vocabulary needs fewer tokens for the same text
-OFFLINE_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+OFFLINE_ENV = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def offline_one_thread():
-    """Nothing here may reach the hub; tiny models run faster on one thread and are immune to a busy second
-    core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def offline():
+    """Nothing here may reach the hub."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_DATASETS_OFFLINE", "1")
         mp.setenv("HF_HUB_OFFLINE", "1")
         yield
-    torch.set_num_threads(threads)
 
 
 def random_gpt(arch, vocab_size, std, seed=0, block_size=BLOCK, **kw):
@@ -144,7 +142,7 @@ def scores(results):
     }
 
 
-# ------------------------------------------------------------------------------------------- parity with HFLM
+# --------------------------------------------------------------------------------- parity with HFLM
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -180,8 +178,7 @@ def test_batch_size_does_not_change_results(llama):
     assert scores(one) == pytest.approx(scores(eight), rel=1e-5)  # other batch shapes: other float32 kernels
 
 
-# ------------------------------------------------------------------------------------------- scoring and
-# generation
+# --------------------------------------------------------------------------- scoring and generation
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
@@ -280,7 +277,7 @@ def test_bos_is_prepended_where_the_tokenizer_prepends_it(tmp_path, small_bins, 
     )
 
 
-# ------------------------------------------------------------------------------------------- tasks and tables
+# --------------------------------------------------------------------------------- tasks and tables
 
 
 def test_paper_suite_expands_to_its_tasks_and_shots():
@@ -342,7 +339,7 @@ def test_missing_include_path_is_named(tmp_path):
         load_tasks([("inheritune_mc", None)], str(tmp_path / "nowhere"))
 
 
-# ------------------------------------------------------------------------------------------- checkpoints
+# -------------------------------------------------------------------------------------- checkpoints
 
 
 def test_tokenizer_is_found_for_every_kind_of_checkpoint(tmp_path, llama_dir):
@@ -370,53 +367,23 @@ def test_tokenizer_is_found_for_every_kind_of_checkpoint(tmp_path, llama_dir):
 
 
 def run_eval(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "eval.py", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=OFFLINE_ENV,
-        timeout=timeout,
-    )
+    """eval.py in a process of its own, offline."""
+    command = [sys.executable, "eval.py", *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=OFFLINE_ENV, timeout=timeout)
 
 
-def test_cli_on_a_train_checkpoint_val_loss_and_tasks(tmp_path, small_bins):
+def eval_here(*args) -> None:
+    eval_script.main([str(a) for a in args])
+
+
+def test_cli_on_a_train_checkpoint_val_loss_and_tasks(tmp_path, small_bins, capsys):
     """train.py's checkpoint: the tokenizer comes from its data, the val loss equals the one train.py logged
     for the same weights, and the task table prints a chance column."""
     run_dir = tmp_path / "run"
-    train = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "--arch=gpt2",
-            "--n_layer=2",
-            "--n_head=2",
-            "--n_embd=32",
-            "--block_size=32",
-            "--batch_size=4",
-            "--micro_batch_size=2",
-            "--max_iters=4",
-            "--warmup_iters=1",
-            "--eval_tokens=1024",
-            "--eval_interval=4",
-            "--log_interval=2",
-            "--checkpoint_interval=4",
-            "--device=cpu",
-            f"--data_dir={small_bins}",
-            f"--out_dir={run_dir}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=OFFLINE_ENV,
-    )
-    assert train.returncode == 0, train.stderr[-2000:]
-    logged = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()][-1]
-    r = run_eval(
-        "--ckpt",
-        run_dir,
-        "--val_data",
-        small_bins,
+    short = ["--batch_size=4", "--max_iters=4", "--warmup_iters=1", "--eval_tokens=1024", "--eval_interval=4"]
+    train_here(*TINY, *short, f"--data_dir={small_bins}", f"--out_dir={run_dir}")
+    logged = run_log(run_dir)[1][-1]
+    tasks = [
         "--tasks",
         "inheritune_mc,inheritune_gen",
         "--include_path",
@@ -424,17 +391,17 @@ def test_cli_on_a_train_checkpoint_val_loss_and_tasks(tmp_path, small_bins):
         "--limit",
         6,
         "--log_samples",
-        "--out",
-        tmp_path / "results.json",
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    ]
+    capsys.readouterr()
+    eval_here("--ckpt", run_dir, "--val_data", small_bins, *tasks, "--out", tmp_path / "results.json")
+    stdout = capsys.readouterr().out
     out = json.loads((tmp_path / "results.json").read_text())
-    # other batch shapes than training's evaluation (float32 kernels reduce in their own order): ulps, not
-    # 1e-5
+    # the same weights and windows, evaluated in other batches than training's (micro_batch_size 2 against
+    # eval.py's 16): float32 kernels that reduce in their own order, ulps apart
     assert out["val"]["val_loss"] == pytest.approx(logged["val_loss"], rel=1e-5)
     assert out["val"]["block_size"] == 32 and out["val"]["eval_tokens"] == 1024
-    assert "tokenizer hf:" in r.stdout and "val loss" in r.stdout
-    assert "| inheritune_mc | 0 | acc,none |" in r.stdout and "above chance?" in r.stdout
+    assert "tokenizer hf:" in stdout and "val loss" in stdout
+    assert "| inheritune_mc | 0 | acc,none |" in stdout and "above chance?" in stdout
     picked = [
         max(range(len(d["resps"])), key=lambda i: d["resps"][i][0][0]) == d["target"]
         for d in out["samples"]["inheritune_mc"]
@@ -444,9 +411,9 @@ def test_cli_on_a_train_checkpoint_val_loss_and_tasks(tmp_path, small_bins):
 
 
 def test_cli_paper_suite_offline_fails_fast_with_one_line(llama_dir):
-    """With the hub out of reach and no cache, the first paper task stops the run with one line naming the
-    fixes; every other paper task name resolved in lm-eval's index first (an unknown one would be reported
-    instead)."""
+    """In a fresh process with the hub out of reach and no cache, the first paper task stops the run with one
+    line naming the fixes; every other paper task name resolved in lm-eval's index first (an unknown one would
+    be reported instead)."""
     start = time.time()
     r = run_eval("--ckpt", llama_dir, "--tasks", "paper")
     assert r.returncode == 1
@@ -456,18 +423,10 @@ def test_cli_paper_suite_offline_fails_fast_with_one_line(llama_dir):
     assert time.time() - start < 120
 
 
-def test_cli_needs_something_to_do(llama_dir):
-    r = run_eval("--ckpt", llama_dir)
-    assert (
-        r.returncode == 1
-        and r.stderr.strip()
-        == "error: nothing to do: pass --tasks (e.g. paper, or piqa,boolq) and/or --val_data DIR"
-    )
-
-
 @pytest.mark.parametrize(
     "args,message",
     [
+        ([], "nothing to do: pass --tasks (e.g. paper, or piqa,boolq) and/or --val_data DIR"),
         (["--limit", "-3", "--tasks", "inheritune_mc"], "--limit -3.0: must be positive"),
         (["--batch_size", "0", "--tasks", "inheritune_mc"], "--batch_size 0: must be positive"),
         (["--val_data", "BINS", "--block_size", "4096"], "--block_size 4096 is longer than"),
@@ -475,6 +434,7 @@ def test_cli_needs_something_to_do(llama_dir):
             ["--val_data", "BINS", "--eval_tokens", "16", "--block_size", "32"],
             "eval_tokens=16 is less than one window",
         ),
+        (["--tasks", "inheritune_mcq"], "unknown task 'inheritune_mcq'; did you mean 'inheritune_mc'?"),
         pytest.param(
             ["--device", "cuda", "--tasks", "inheritune_mc"],
             "use device=cpu",
@@ -482,30 +442,25 @@ def test_cli_needs_something_to_do(llama_dir):
         ),
     ],
 )
-def test_cli_bad_settings_get_one_line(llama_dir, small_bins, tmp_path, args, message):
+def test_cli_bad_settings_are_refused_before_anything_is_written(
+    llama_dir, small_bins, tmp_path, args, message
+):
     args = [str(small_bins) if a == "BINS" else a for a in args]
-    r = run_eval("--ckpt", llama_dir, *args, "--include_path", TASKS, "--out", tmp_path / "r.json")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr[-2000:]
+    with pytest.raises(UserError, match=re.escape(message)):
+        eval_here("--ckpt", llama_dir, *args, "--include_path", TASKS, "--out", tmp_path / "r.json")
     assert not (tmp_path / "r.json").exists()
 
 
-def test_val_loss_needs_no_lm_eval_and_tasks_say_how_to_get_it(llama_dir, small_bins):
+def test_val_loss_needs_no_lm_eval_and_tasks_say_how_to_get_it(llama_dir, small_bins, monkeypatch):
     code = (
         "import runpy, sys; sys.modules['lm_eval'] = None; sys.argv = ['eval.py', *sys.argv[1:]]; "
         "runpy.run_path('eval.py', run_name='__main__')"
     )
-    without = [sys.executable, "-c", code, "--ckpt", str(llama_dir)]
-    r = subprocess.run(
-        [*without, "--val_data", str(small_bins), "--eval_tokens", "1024", "--block_size", "32"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=OFFLINE_ENV,
-    )
+    val = ["--val_data", str(small_bins), "--eval_tokens", "1024", "--block_size", "32"]
+    command = [sys.executable, "-c", code, "--ckpt", str(llama_dir), *val]
+    r = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=OFFLINE_ENV)
     assert r.returncode == 0 and "val loss" in r.stdout, r.stderr[-2000:]
-    r = subprocess.run(
-        [*without, "--tasks", "inheritune_mc"], cwd=ROOT, capture_output=True, text=True, env=OFFLINE_ENV
-    )
-    assert r.returncode == 1 and r.stderr.strip() == (
-        "error: --tasks needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)"
-    ), r.stderr
+    monkeypatch.setattr(eval_script, "lm_eval_installed", lambda: False)
+    message = "--tasks needs lm-evaluation-harness: pip install -e '.[eval]' (lm-eval==0.4.13)"
+    with pytest.raises(UserError, match=re.escape(message)):
+        eval_here("--ckpt", llama_dir, "--tasks", "inheritune_mc")

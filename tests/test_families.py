@@ -9,10 +9,20 @@ import shutil
 
 import pytest
 import torch
-from test_inherit import truncated_reference_logits
-from test_train import TINY, read_log, run_train
 
-from conftest import HF_MODELS, TOL, hf_logits, max_diff, our_logits, tiny_hf, write_gguf
+from conftest import (
+    HF_MODELS,
+    TINY,
+    TOL,
+    hf_logits,
+    max_diff,
+    our_logits,
+    run_log,
+    tiny_hf,
+    train_here,
+    truncated_reference_logits,
+    write_gguf,
+)
 from inheritune.util import UserError
 from model import GPT, ModelConfig
 from weights import HF_CLASSES, load_model, save_hf
@@ -174,16 +184,9 @@ def test_training_from_each_family_lowers_the_loss(kind, small_bins, tmp_path):
     reference = load_model(ref).config
     for init in ("inherit", "scratch"):
         out = tmp_path / init
-        run_train(
-            *TINY,
-            f"--data_dir={small_bins}",
-            f"--out_dir={out}",
-            f"--init_from={init}",
-            f"--ref={ref}",
-            "--n_layer=2",
-            "--max_iters=20",
-        )
-        config, records = read_log(out)
+        args = f"--init_from={init}", f"--ref={ref}", "--n_layer=2", "--max_iters=20"
+        train_here(*TINY, f"--data_dir={small_bins}", f"--out_dir={out}", *args)
+        config, records = run_log(out)
         losses = [r["val_loss"] for r in records if "val_loss" in r]
         assert losses[-1] < losses[0] - 0.1, losses
         trained = load_model(out).config

@@ -1,11 +1,12 @@
 """fp8.py on CPU (torch._scaled_mm runs there too): the scaling and casting against an independent float64
 emulation, the gradients, the model conversion and its checkpoints, and train.py's refusals."""
 
+import re
+
 import pytest
 import torch
-from test_train import TINY, run_train
 
-from conftest import random_model
+from conftest import TINY, random_model, train_here
 from inheritune.fp8 import E4M3, E5M2, Float8Linear, Float8Matmul, convert_to_float8, to_float8
 from inheritune.util import UserError
 from weights import load_model, save_checkpoint
@@ -56,14 +57,14 @@ def test_forward_and_backward_equal_float64_products_of_the_float8_operands():
 
 def test_converted_model_trains_and_its_checkpoint_loads_as_a_plain_model(tmp_path):
     model = convert_to_float8(
-        random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train(), 128
+        random_model("llama", n_embd=64, intermediate_size=96, vocab_size=512).train(), 64
     )
     kinds = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert kinds.pop("lm_head") == "Linear" and set(kinds.values()) == {"Float8Linear"}
-    x = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(2))
+    x = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(2))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(15):
+    for _ in range(6):  # float8 matmuls on a CPU are slow; the loss falls ~1.5 in 6 steps
         loss = model(x, torch.roll(x, -1, 1))
         loss.backward()
         optimizer.step()
@@ -120,8 +121,6 @@ def test_sizes_not_divisible_by_16_are_refused():
     ],
 )
 def test_train_refuses_fp8_where_it_cannot_run(args, message, small_bins, tmp_path):
-    r = run_train(
-        *TINY, f"--data_dir={small_bins}", f"--out_dir={tmp_path / 'out'}", "--fp8=True", *args, check=False
-    )
-    assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    with pytest.raises(UserError, match=re.escape(message)):
+        train_here(*TINY, f"--data_dir={small_bins}", f"--out_dir={tmp_path / 'out'}", "--fp8=True", *args)
     assert not (tmp_path / "out").exists()

@@ -1,14 +1,12 @@
 """inherit.py: logits against an independent truncated reference, audit completeness, laziness, bad inputs."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-import torch.nn as nn
 
-from conftest import ROOT, tiny_hf_gpt2, tiny_hf_llama, write_gguf
+import inherit
+from conftest import tiny_hf_gpt2, tiny_hf_llama, truncated_reference_logits, write_gguf
 from inherit import inherit_layers, parse_layers
 from inheritune.util import UserError
 from weights import load_model, open_weights
@@ -25,24 +23,6 @@ def refs(tmp_path_factory):
         hf.save_pretrained(root / name)
     write_gguf(models["llama"], root / "llama.gguf", "float32")
     return root, models
-
-
-def truncated_reference_logits(hf, layers, tokens):
-    """The reference's own forward through only the selected blocks, then its own final norm and head."""
-    body = hf.transformer if hasattr(hf, "transformer") else hf.model
-    full = body.h if hasattr(body, "h") else body.layers
-    try:
-        if hasattr(body, "h"):
-            body.h = nn.ModuleList(full[i] for i in layers)
-        else:
-            body.layers = nn.ModuleList(full[i] for i in layers)
-        with torch.no_grad():
-            return hf(tokens, use_cache=False).logits
-    finally:
-        if hasattr(body, "h"):
-            body.h = full
-        else:
-            body.layers = full
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -160,20 +140,18 @@ def test_parse_layers():
     assert parse_layers("5,1", 36) == [5, 1]
 
 
-# ------------------------------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------------------------------- CLI
 
 
 def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "inherit.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True
-    )
+    inherit.main([str(a) for a in args])
 
 
-def test_cli_writes_checkpoint_with_provenance_and_prints_audit(refs, tmp_path, tokens):
+def test_cli_writes_checkpoint_with_provenance_and_prints_audit(refs, tmp_path, tokens, capsys):
     root, _ = refs
-    r = run_cli("--ref", root / "gpt2", "--n_layer", 3, "--out", tmp_path / "small.pt")
-    assert r.returncode == 0, r.stderr
-    assert "wpe.weight" in r.stdout and "transformer.wpe.weight" in r.stdout and "h.2.*" in r.stdout
+    run_cli("--ref", root / "gpt2", "--n_layer", 3, "--out", tmp_path / "small.pt")
+    out = capsys.readouterr().out
+    assert "wpe.weight" in out and "transformer.wpe.weight" in out and "h.2.*" in out
     ckpt = torch.load(tmp_path / "small.pt", weights_only=True)
     assert set(ckpt["inherit"]["sources"]) == set(ckpt["model"]) and ckpt["inherit"]["layers"] == [0, 1, 2]
     assert ckpt["inherit"]["reference"]["fingerprint"] and ckpt["inherit"]["reference"]["bytes"] > 0
@@ -195,8 +173,8 @@ def test_cli_writes_checkpoint_with_provenance_and_prints_audit(refs, tmp_path, 
 )
 def test_cli_bad_layer_choices(refs, tmp_path, args, message):
     root, _ = refs
-    r = run_cli("--ref", root / "llama", *args, "--out", tmp_path / "x.pt")
-    assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    with pytest.raises(UserError, match=message):
+        run_cli("--ref", root / "llama", *args, "--out", tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -209,6 +187,6 @@ def test_cli_unreadable_reference_and_unwritable_out(refs, tmp_path):
         (root / "llama", tmp_path / "junk.pt" / "x.pt", "junk.pt is a file, not a folder"),
         (root / "llama", tmp_path, "is a folder: give a file path"),
     ]:
-        r = run_cli("--ref", ref, "--n_layer", 2, "--out", out)
-        assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, (message, r.stderr)
+        with pytest.raises(UserError, match=message):
+            run_cli("--ref", ref, "--n_layer", 2, "--out", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt"]

@@ -21,7 +21,16 @@ METHOD = {
     "demo": 5,
 }
 # The package's modules, by layer: they import only the package's lower layers, never the method.
-PLUMBING = {"util": 0, "runtime": 1, "data": 1, "tokenizer": 1, "fp8": 1, "lm": 1}
+PLUMBING = {
+    "util": 0,
+    "runtime": 1,
+    "data": 1,
+    "tokenizer": 1,
+    "fp8": 1,
+    "lm": 1,
+    "runs": 1,
+    "tensor_files": 1,
+}
 MAX_FUNCTION_LINES = 60
 
 
@@ -62,6 +71,17 @@ def test_imports_point_down():
             assert PLUMBING[other] < layer, f"inheritune/{name}.py imports inheritune/{other}.py"
     users = [p.name for p in python_files() if "prepare_owt" in imports(p) and p.parent.name != "tests"]
     assert users in ([], ["prepare_throughput.py"])  # the writer is run, not imported
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
 
 
 def test_installing_adds_the_package_and_no_module_named_like_the_scripts(tmp_path):

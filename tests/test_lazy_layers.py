@@ -3,17 +3,18 @@ against transformers' own (output_attentions, eager), and the command end to end
 
 import json
 import math
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, tiny_hf, tiny_hf_llama
+import lazy_layers
+from conftest import random_model, tiny_hf, tiny_hf_llama
+from inheritune.util import UserError
 from lazy_layers import attention_maps, attention_stats, diagnose
 from model import GPT, ModelConfig
-from weights import load_model
+from weights import load_model, save_checkpoint
 
 T, WIDTH = 16, 32
 
@@ -117,25 +118,22 @@ def test_diagnose_finds_the_lazy_layer_and_suggests_the_depth_before_it():
     assert report["layers"][1]["rank_max"] == 1 and report["layers"][0]["rank_max"] == T
 
 
-def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_path):
-    from conftest import random_model
-    from weights import save_checkpoint
-
+def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_path, capsys):
     ref = tmp_path / "ref.pt"
     save_checkpoint(ref, random_model("llama", vocab_size=512, block_size=64))
 
     def run(*args):
-        command = [sys.executable, "lazy_layers.py", "--ref", str(ref), *map(str, args)]
-        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        lazy_layers.main(["--ref", str(ref), *map(str, args)])
 
-    r = run("--data", small_bins, "--out", tmp_path / "out", "--seqs", 3, "--seq_len", 32, "--device", "cpu")
-    assert r.returncode == 0, r.stderr
+    run("--data", small_bins, "--out", tmp_path / "out", "--seqs", 3, "--seq_len", 32, "--device", "cpu")
     report = json.loads((tmp_path / "out" / "lazy_layers.json").read_text())
     assert len(report["layers"]) == 2 and len(report["layers"][0]["heads"]["rank"]) == 4
     assert report["settings"]["seq_len"] == 32 and report["reference"]["fingerprint"]
-    # a process's RSS
-    assert report["cost"]["seconds"] >= 0 and 0.01 < report["cost"]["peak_cpu_memory_gb"] < 100
-    assert "suggested starting depth" in r.stdout and math.isfinite(report["layers"][1]["mass_mean"])
+    assert report["reference"]["path"] == str(ref)  # as given: the report stays readable on another machine
+    assert report["cost"]["seconds"] >= 0 and 0.01 < report["cost"]["peak_cpu_memory_gb"] < 100  # the RSS
+    assert "suggested starting depth" in capsys.readouterr().out and math.isfinite(
+        report["layers"][1]["mass_mean"]
+    )
     assert (tmp_path / "out" / "lazy_layers.png").stat().st_size > 0
     for args, words in (
         (["--seq_len", 65], "longer than the reference's context of 64"),
@@ -143,6 +141,6 @@ def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_pat
         (["--data", tmp_path / "nothing"], "no such file or folder"),
         (["--rank_tol", 1e-7], "--rank_tol in [1e-6, 1)"),
     ):
-        r = run("--data", small_bins, "--out", tmp_path / "bad", "--seq_len", 32, *args)
-        assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        with pytest.raises(UserError, match=re.escape(words)):
+            run("--data", small_bins, "--out", tmp_path / "bad", "--seq_len", 32, *args)
         assert not (tmp_path / "bad").exists()

@@ -21,22 +21,36 @@ def test_parity_with_transformers_safetensors(kind, tmp_path, tokens):
         assert model.lm_head.weight is model.wte.weight
 
 
-def test_forward_returns_every_position_and_padding_never_wins():
+def test_forward_returns_every_position_and_generation_never_picks_padding():
+    """Greedy generation appends the argmax of the model's own logits over the real vocabulary, step by step;
+    top-k sampling draws only among the k most likely tokens. Padding rows that would win every time if they
+    were ever scored are never picked."""
     model = random_model("gpt2")  # vocab 1000, padded to 1024
     assert model.wte.weight.shape[0] == 1024
     with torch.no_grad():
-        model.lm_head.weight[1000:] = 50.0  # padding rows that would dominate if they were ever scored
-    x = torch.randint(0, 1000, (3, 10))
+        model.lm_head.weight[1000:] = 50.0
+    x = torch.randint(0, 1000, (3, 10), generator=torch.Generator().manual_seed(0))
     assert model(x).shape == (3, 10, 1000)
-    assert model.generate(x, 5, temperature=0).max() < 1000
-    assert model.generate(x, 5, temperature=1.0, top_k=5).max() < 1000
+    expected = x
+    with torch.no_grad():  # the same forward passes generate() makes, on the same prefixes
+        for _ in range(5):
+            expected = torch.cat([expected, model(expected)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(model.generate(x, 5, temperature=0), expected)
+    torch.manual_seed(0)
+    sampled = model.generate(x, 20, temperature=1.0, top_k=5)
+    assert sampled.shape == (3, 30) and torch.equal(sampled[:, :10], x)
+    with torch.no_grad():
+        for t in range(10, 30):
+            top5 = model(sampled[:, :t])[:, -1].topk(5).indices
+            assert (top5 == sampled[:, t, None]).any(-1).all(), t
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_training_loss_and_gradients_match_cross_entropy_over_the_real_vocabulary(dtype):
     """The training loss (CrossEntropy: softmax rebuilt from the 16-bit logits in backward) is F.cross_entropy
     on the unpadded logits: same loss, same gradient for every parameter; padding columns and ignored targets
-    count for nothing, eager and compiled."""
+    count for nothing, eager and with the head and loss compiled (train.py's compile_scope=blocks; the whole
+    model compiled is checked in tests/test_train.py)."""
     torch.manual_seed(0)
     model = random_model("gpt2")  # vocab 1000, padded to 1024
     with torch.no_grad():
@@ -59,7 +73,10 @@ def test_training_loss_and_gradients_match_cross_entropy_over_the_real_vocabular
     # float32: eager and compiled kernels reduce in their own orders, a few ulps of a loss near 7 (ulp 4.8e-7)
     # apart on any CPU; counting a padding column or an ignored target would move it by > 1e-3
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    for loss_fn in (lambda: model(x, y), torch.compile(lambda: model(x, y))):
+    compiled_loss = torch.compile(
+        model.loss, dynamic=False
+    )  # the head and CrossEntropy, as train.py compiles
+    for loss_fn in (lambda: model(x, y), lambda: compiled_loss(model.hidden_states(x), y)):
         loss, grads = loss_and_grads(loss_fn)
         assert abs(loss - reference[0]) < tol
         for name, g in grads.items():

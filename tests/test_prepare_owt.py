@@ -194,22 +194,17 @@ def cli(*args, env=None, **kw):
     )
 
 
-def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
+def test_bad_output_and_tokenizer_are_refused(tmp_path):
     write_jsonl(tmp_path / "c.jsonl", make_docs(20))
     (tmp_path / "file").write_text("x")
-    result = cli("--source", tmp_path / "c.jsonl", "--out", tmp_path / "file" / "sub", "--quiet")
-    assert (
-        result.returncode == 1
-        and result.stderr.startswith("error: cannot create")
-        and result.stderr.count("\n") == 1
+    with pytest.raises(UserError, match="^cannot create"):
+        prepare(str(tmp_path / "c.jsonl"), str(tmp_path / "file" / "sub"), progress=False)
+    message = (
+        "unknown tokenizer 'gpt5': use 'gpt2', a tokenizer.json, a model folder holding one, or a .gguf file"
     )
-    result = cli("--source", tmp_path / "c.jsonl", "--out", tmp_path / "o", "--tokenizer", "gpt5", "--quiet")
-    assert (
-        result.returncode == 1
-        and result.stderr
-        == "error: unknown tokenizer 'gpt5': use 'gpt2', a tokenizer.json, "
-        "a model folder holding one, or a .gguf file\n"
-    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        prepare(str(tmp_path / "c.jsonl"), str(tmp_path / "o"), tokenizer="gpt5", progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -296,32 +291,11 @@ def test_unreachable_hub_fails_fast_with_the_offline_way_out(tmp_path):
     assert not (tmp_path / "owt").exists()
 
 
-def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypatch):
-    docs = make_docs(15000, seed=1, words=200)  # ~8 MB: a few seconds of work in many small chunks
-    source = write_jsonl(tmp_path / "big.jsonl", docs)
-    run(source, tmp_path / "whole", val_fraction=0.01)
-    args = [
-        "--source",
-        source,
-        "--out",
-        tmp_path / "resumed",
-        "--val_fraction",
-        0.01,
-        "--block_size",
-        8,
-        "--num_proc",
-        2,
-        "--chunk_mb",
-        0.1,
-        "--checkpoint_every",
-        0,
-        "--quiet",
-    ]
-    progress = tmp_path / "resumed" / "progress.json"
-
+def interrupt_after_ten_chunks(args: list[str], monkeypatch) -> None:
+    """Ctrl-C at a chosen point of the run (not whenever a poll sees progress): after its tenth chunk."""
     tokenized = prepare_owt.tokenized
 
-    def ctrl_c_after_ten_chunks(*a, **kw):  # Ctrl-C at a chosen point of the run, not whenever a poll sees it
+    def ctrl_c_after_ten_chunks(*a, **kw):
         for i, result in enumerate(tokenized(*a, **kw)):
             if i == 10:
                 raise KeyboardInterrupt
@@ -329,29 +303,40 @@ def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypa
 
     monkeypatch.setattr(prepare_owt, "tokenized", ctrl_c_after_ten_chunks)
     with pytest.raises(SystemExit, match="^interrupted: rerun the same command to resume$"):
-        prepare_owt.main(list(map(str, args)))
+        prepare_owt.main(args)
     monkeypatch.undo()
-    interrupted_at = json.loads(progress.read_text())["next_doc"]
 
+
+def kill_past(args: list[str], progress, next_doc: int) -> None:
+    """The command in a process of its own, SIGKILLed with its workers once it checkpointed past next_doc."""
+    command = [sys.executable, str(ROOT / "prepare_owt.py"), *args]
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "prepare_owt.py"), *map(str, args)],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
-    # then SIGKILL (main process and workers) once it checkpointed past that point
     deadline = time.time() + 60
     while (
         time.time() < deadline
         and proc.poll() is None
-        and json.loads(progress.read_text())["next_doc"] == interrupted_at
+        and json.loads(progress.read_text())["next_doc"] == next_doc
     ):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
-    # not finished before the kill
-    assert proc.wait() == -signal.SIGKILL, (proc.returncode, proc.stderr.read())
+    assert proc.wait() == -signal.SIGKILL, (
+        proc.returncode,
+        proc.stderr.read(),
+    )  # not finished before the kill
+
+
+def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypatch, capsys):
+    docs = make_docs(15000, seed=1, words=200)  # ~8 MB: a few seconds of work in many small chunks
+    source = write_jsonl(tmp_path / "big.jsonl", docs)
+    run(source, tmp_path / "whole", val_fraction=0.01)
+    args = ["--source", source, "--out", tmp_path / "resumed", "--val_fraction", 0.01, "--block_size", 8,
+            "--num_proc", 2, "--chunk_mb", 0.1, "--checkpoint_every", 0, "--quiet"]  # fmt: skip
+    args, progress = [str(a) for a in args], tmp_path / "resumed" / "progress.json"
+    interrupt_after_ten_chunks(args, monkeypatch)
+    interrupted_at = json.loads(progress.read_text())["next_doc"]
+    kill_past(args, progress, interrupted_at)
     done = json.loads(progress.read_text())["next_doc"]
     assert 0 < interrupted_at < done < len(docs)
     assert (
@@ -360,9 +345,9 @@ def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypa
     )
     with pytest.raises(UserError, match="no meta.json"):
         read_meta(tmp_path / "resumed")
-    result = cli(*args)
-    assert result.returncode == 0, result.stderr
-    assert "resuming at document" in result.stdout
+    capsys.readouterr()
+    prepare_owt.main(args)
+    assert "resuming at document" in capsys.readouterr().out
     for s in ("train", "val"):
         assert (tmp_path / "resumed" / f"{s}.bin").read_bytes() == (
             tmp_path / "whole" / f"{s}.bin"
@@ -472,12 +457,11 @@ def test_binary_data_is_refused_but_an_occasional_bad_byte_passes(tmp_path, gpt2
     (tmp_path / "src" / "a.txt").write_text(text, encoding="utf-8")
     (tmp_path / "src" / "b.txt.gz").write_bytes(gzip.compress(bytes(range(256)) * 4))  # NUL bytes
     (tmp_path / "src" / "c.txt").write_text(text, encoding="utf-8")
-    result = cli(
-        "--source", tmp_path / "src", "--out", tmp_path / "out", "--block_size", 8, "--num_proc", 1, "--quiet"
-    )
-    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"error: {tmp_path / 'src' / 'b.txt.gz'} is not UTF-8 text")
-    assert result.stderr.endswith("remove it from --source\n") and not (tmp_path / "out").exists()
+    with pytest.raises(
+        UserError, match=f"^{re.escape(str(tmp_path / 'src' / 'b.txt.gz'))} is not UTF-8 text"
+    ):
+        prepare(str(tmp_path / "src"), str(tmp_path / "out"), block_size=8, num_proc=1, progress=False)
+    assert not (tmp_path / "out").exists()
     # Latin-1, not UTF-8: over 1% of the bytes undecodable (no NUL), refused too.
     (tmp_path / "latin.txt").write_bytes(("déjà vu, à la française. " * 40).encode("latin-1"))
     with pytest.raises(UserError, match="latin.txt is not UTF-8 text"):

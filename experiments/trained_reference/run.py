@@ -40,63 +40,21 @@ def jobs(
         (f"random6_s{s}", train("random6", f"--seed={s}", f"--out_dir={OUT}/random6_s{s}"), []) for s in seeds
     ]
     for seq_len in lazy_seq_lens:
-        out.append(
-            (
-                f"lazy_ref12_{seq_len}",
-                py
-                + [
-                    "lazy_layers.py",
-                    "--ref",
-                    ref,
-                    "--data",
-                    DATA,
-                    "--seq_len",
-                    str(seq_len),
-                    "--out",
-                    f"{OUT}/lazy_ref12_{seq_len}",
-                ],
-                ["ref12"],
-            )
+        command = (
+            f"lazy_layers.py --ref {ref} --data {DATA} --seq_len {seq_len} --out {OUT}/lazy_ref12_{seq_len}"
         )
+        out.append((f"lazy_ref12_{seq_len}", py + command.split(), ["ref12"]))
     for s in seeds:
         out.append((f"grow6_s{s}", train("grow6", f"--seed={s}", f"--out_dir={OUT}/grow6_s{s}"), ["ref12"]))
     for s in seeds:
         init = f"{OUT}/paper6_init_s{s}.pt"
-        out.append(
-            (
-                f"paper6_init_s{s}",
-                py
-                + [
-                    "inherit.py",
-                    "--ref",
-                    ref,
-                    "--n_layer",
-                    "6",
-                    "--reinit",
-                    "wpe,ln_f",
-                    "--seed",
-                    str(s),
-                    "--out",
-                    init,
-                ],
-                ["ref12"],
-            )
-        )
-        out.append(
-            (
-                f"paper6_s{s}",
-                train("paper6", f"--seed={s}", f"--ref={init}", f"--out_dir={OUT}/paper6_s{s}"),
-                [f"paper6_init_s{s}"],
-            )
-        )
-    out += [
-        (
-            f"random6_2x_s{s}",
-            train("random6_2x", f"--seed={s}", f"--out_dir={OUT}/random6_2x_s{s}"),
-            ["ref12"],
-        )
-        for s in seeds
-    ]
+        command = f"inherit.py --ref {ref} --n_layer 6 --reinit wpe,ln_f --seed {s} --out {init}"
+        out.append((f"paper6_init_s{s}", py + command.split(), ["ref12"]))
+        paper6 = train("paper6", f"--seed={s}", f"--ref={init}", f"--out_dir={OUT}/paper6_s{s}")
+        out.append((f"paper6_s{s}", paper6, [f"paper6_init_s{s}"]))
+    for s in seeds:
+        random6_2x = train("random6_2x", f"--seed={s}", f"--out_dir={OUT}/random6_2x_s{s}")
+        out.append((f"random6_2x_s{s}", random6_2x, ["ref12"]))
     return out
 
 

@@ -20,7 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from growth import score, verdict  # noqa: E402
-from inheritune.util import atomic_write, pyplot, read_log  # noqa: E402
+from inheritune.runs import read_log  # noqa: E402
+from inheritune.util import atomic_write, pyplot  # noqa: E402
 from model import GPT  # noqa: E402
 from train import TrainConfig, model_config  # noqa: E402
 
@@ -93,20 +94,23 @@ def main():
     args = p.parse_args()
     if args.runs:
         runs = Path(args.runs)
-        study = {
-            "rows": {
-                label: {"with_reference": with_ref, "runs": [read_run(f) for f in sorted(runs.glob(pattern))]}
-                for label, (pattern, with_ref) in ROWS.items()
-            },
-            "growth": read_growth(runs),
+        rows = {
+            label: {"with_reference": with_ref, "runs": [read_run(f) for f in sorted(runs.glob(pattern))]}
+            for label, (pattern, with_ref) in ROWS.items()
         }
+        study = {"rows": rows, "growth": read_growth(runs)}
     else:
         study = json.loads(Path(args.curves).read_text())
     if args.save:
-        atomic_write(
-            Path(args.save), lambda tmp: Path(tmp).write_text(json.dumps(study, separators=(",", ":")))
-        )
-    rows = study["rows"]
+        text = json.dumps(study, separators=(",", ":"))
+        atomic_write(Path(args.save), lambda tmp: Path(tmp).write_text(text))
+    print_rows(study["rows"])
+    print_growth(study["growth"])
+    if args.png:
+        plot(study["rows"], args.png)
+
+
+def print_rows(rows: dict) -> None:
     ref_flops = rows["reference, 12 layers"]["runs"][0]["flops"]
     print("| run | seeds | steps | step-0 val | final val | mean of last 3 | training PFLOPs |")
     print("|---|---|---|---|---|---|---|")
@@ -120,7 +124,10 @@ def main():
             f"{flops / 1e15:.0f}{plus} |"
         )
     print()
-    for g in study["growth"]:
+
+
+def print_growth(growth: list) -> None:
+    for g in growth:
         tried = ", ".join(
             f"{r['n_layer']}L {r['score']:.4f} ({r['margin']:+.4f}, {'matches' if r['matches'] else 'worse'})"
             for r in g["rounds"]
@@ -128,41 +135,38 @@ def main():
         chosen = next((r["n_layer"] for r in g["rounds"] if r["matches"]), None)
         print(
             f"growth loop, seed {g['seed']}: reference {g['reference_score']:.4f} ({g['statistic']}, "
-            f"k={g['k']}); "
-            f"{tried}; chose {chosen if chosen else 'no depth'}"
+            f"k={g['k']}); {tried}; chose {chosen if chosen else 'no depth'}"
         )
-    if study["growth"]:
-        first = [g["rounds"][0]["score"] for g in study["growth"]]
-        v = verdict(first, study["growth"][0]["reference_score"], study["growth"][0]["tolerance"])
+    if growth:
+        first = [g["rounds"][0]["score"] for g in growth]
+        v = verdict(first, growth[0]["reference_score"], growth[0]["tolerance"])
+        noise = ", within seed noise" if v["within_noise"] else ", outside seed noise (2 standard errors)"
         print(
             f"deciding on the mean of the {len(first)} seeds (grow_seeds={len(first)}): score "
-            f"{v['score']:.4f} ± "
-            f"{v['seed_sd']:.4f}, margin {v['margin']:+.4f}, {'matches' if v['matches'] else 'worse'}"
-            f"{', within seed noise' if v['within_noise'] else ', outside seed noise (2 standard errors)'}"
+            f"{v['score']:.4f} ± {v['seed_sd']:.4f}, margin {v['margin']:+.4f}, "
+            f"{'matches' if v['matches'] else 'worse'}{noise}"
         )
-    if args.png and (plt := pyplot(args.png)) is not None:
-        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-        for ax, first_step in zip(axes, (0, 2000)):
-            for i, (label, row) in enumerate(rows.items()):
-                for j, run in enumerate(row["runs"]):
-                    steps, vals = zip(*[(s, v) for s, v in run["curve"] if s >= first_step])
-                    ax.plot(
-                        steps,
-                        vals,
-                        color=f"C{i}",
-                        alpha=0.8,
-                        ls="--" if i == 0 else "-",
-                        label=label if j == 0 else None,
-                    )
-            ax.set_xlabel("step")
-            ax.set_ylabel("val loss")
-            ax.grid(alpha=0.3)
-        axes[0].set_ylim(2.1, 4.0)
-        axes[1].set_ylim(2.18, 2.42)
-        axes[1].set_title("from step 2000")
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.png, dpi=110)
+
+
+def plot(rows: dict, png: str) -> None:
+    if (plt := pyplot(png)) is None:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, first_step in zip(axes, (0, 2000)):
+        for i, (label, row) in enumerate(rows.items()):
+            for j, run in enumerate(row["runs"]):
+                steps, vals = zip(*[(s, v) for s, v in run["curve"] if s >= first_step])
+                style = {"color": f"C{i}", "alpha": 0.8, "ls": "--" if i == 0 else "-"}
+                ax.plot(steps, vals, **style, label=label if j == 0 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel("val loss")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(2.1, 4.0)
+    axes[1].set_ylim(2.18, 2.42)
+    axes[1].set_title("from step 2000")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 # The GPT-2 offline-English study (experiments/offline_gpt2/README.md): the reference, a 12-layer GPT-2 (width
 # 512) trained from scratch on ~29M tokens of English that needs no network
-# (experiments/offline_gpt2/offline_english.py -> prepare_owt.py --val_fraction 0.02). python train.py
-# experiments/offline_gpt2/config/offline_ref12.py
+# (experiments/offline_gpt2/offline_english.py -> prepare_owt.py --val_fraction 0.02).
+# python train.py experiments/offline_gpt2/config/offline_ref12.py
 out_dir = "out/offline_ref12"
 data_dir = "data/offline_english"
 n_layer = 12

@@ -1,0 +1,54 @@
+"""A run folder's records and the rule for continuing a run: log.jsonl written and read back, and the recipe
+a run (or a growth loop) must keep to continue. train.py and growth.py share them."""
+
+import json
+from pathlib import Path
+
+from inheritune.util import UserError, atomic_write
+
+# Keys with no effect on what is learned (beyond rounding): a run may continue with them changed.
+RESUMABLE_CHANGES = {
+    "out_dir", "init_from", "device", "dtype", "compile", "compile_mode", "compile_scope", "attention",
+    "micro_batch_size", "log_interval", "eval_interval", "checkpoint_interval", "peak_flops",
+}  # fmt: skip
+
+
+def recipe_of(config: dict) -> dict:
+    """What a run learns from: its config without the keys it may change and still continue."""
+    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+
+
+def check_same_recipe(cfg, saved: dict, what: str, may_change=RESUMABLE_CHANGES) -> None:
+    """A run (or a growth loop) continues only with the recipe it began with (data, batch, schedule, seed)."""
+    changed = [
+        f"{k}={getattr(cfg, k)!r} (was {v!r})"
+        for k, v in saved.items()
+        if k not in may_change and getattr(cfg, k, v) != v
+    ]
+    if changed:
+        raise UserError(
+            f"{what} was made with other settings: {', '.join(changed)}; rerun it with its own settings "
+            f"(its log.jsonl's first line), choose another out_dir, or delete it to start over"
+        )
+
+
+def write_log(path, records: list[dict]) -> None:
+    """The whole log.jsonl, replaced atomically (a checkpoint and its log always agree)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
+
+
+def append_log(path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(path) -> list[dict]:
+    """A run's log.jsonl: a {"config": ...} header, then one record per evaluation or logged step (a line cut
+    short by a kill is dropped: resuming rewrites it)."""
+    records = []
+    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records

@@ -1,0 +1,190 @@
+"""train.py as processes: one process against DDP ranks (2 and 3, plain and float8), bit-identical resume
+after SIGKILL, torchrun restarting a killed rank, SIGTERM, and a bad input reported once under torchrun."""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FP8_ON_CPU, PLAIN, ROOT, TINY, run_log, run_train, train_here, wait_for, without_timing
+from inheritune.data import read_meta
+from inheritune.runtime import Runtime
+from train import build_model, load_config
+from weights import load_model
+
+
+def assert_same_updates(args, run_a, run_b):
+    """Two runs of one recipe whose gradients were summed in another order (ranks, DDP buckets) learned the
+    same update, up to float32 rounding. Not element by element: Adam divides each gradient by its own running
+    scale, so an element whose gradient is all rounding noise (near-cancelling sums) may step either way, by
+    whatever the CPU's kernels round. Per tensor, the difference of the two runs' updates is ~1e-5 of the
+    update's norm (measured: 2-3 ranks, 10-40 steps); a run that trains on a third of the batch wrongly is off
+    by 0.3-0.6. 1e-3 sits between."""
+    cfg = load_config(args)
+    rt = Runtime(0, 1, torch.device("cpu"), contextlib.nullcontext())
+    initial, _ = build_model(cfg, read_meta(cfg.data_dir)["vocab_size"], rt, None)
+    w0, a, b = initial.state_dict(), load_model(run_a).state_dict(), load_model(run_b).state_dict()
+    for name in w0:
+        assert (a[name] - b[name]).norm() <= 1e-3 * (a[name] - w0[name]).norm(), name
+
+
+# 3 ranks: the paper's, and the card's, GPU count
+@pytest.mark.parametrize(
+    "ranks,batch_size,path", [(2, 8, PLAIN), (3, 12, PLAIN), (2, 8, FP8_ON_CPU)], ids=["2", "3", "2-fp8"]
+)
+def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size, path):
+    # bias=False: GPT-2's key bias has an exactly zero gradient (softmax ignores a shift shared by every key),
+    # so Adam steps it by pure rounding noise, which no tolerance derived from float32 bounds. fp8: each
+    # micro-batch's float8 scales are its own whichever rank runs it; only the gradients' summation order
+    # differs
+    common = [
+        *TINY,
+        f"--data_dir={small_bins}",
+        "--max_iters=10",
+        f"--batch_size={batch_size}",
+        "--bias=False",
+    ]
+    run_train(*common, f"--out_dir={tmp_path / 'one'}", path=path)
+    ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks, path=path)
+    cfg1, log1 = run_log(tmp_path / "one")
+    cfg2, log2 = run_log(tmp_path / "two")
+    assert cfg1["batch_size"] == cfg2["batch_size"] == batch_size  # the global batch does not depend on world
+    assert (
+        f"{batch_size} x 32 tokens/step = {ranks} ranks x 2 x {batch_size // (2 * ranks)} accum" in ddp.stdout
+    )
+    assert [r["step"] for r in log1] == [r["step"] for r in log2]
+    for a, b in zip(log1, log2):  # losses of near-equal weights: agree to ~1e-7 relative, 1e-4 leaves room
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (a, b)
+    assert_same_updates([*common, *path["args"]], tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.parametrize("path,steps,batch", [(PLAIN, 150, 8), (FP8_ON_CPU, 14, 4)], ids=["plain", "fp8"])
+def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path, path, steps, batch):
+    common = [*TINY, f"--data_dir={small_bins}", f"--max_iters={steps}", f"--batch_size={batch}"]
+    common += ["--checkpoint_interval=7"]
+    run_train(*common, f"--out_dir={tmp_path / 'straight'}", path=path)
+    proc = run_train(
+        *common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt", path=path
+    )
+    ckpt, log = tmp_path / "killed" / "ckpt.pt", tmp_path / "killed" / "log.jsonl"
+    wait_for(
+        lambda: ckpt.exists() and log.exists() and '"step": 10,' in log.read_text(), proc, 120, "step 10"
+    )
+    proc.send_signal(signal.SIGKILL)  # after the step-7 checkpoint, before the last
+    proc.wait()
+    assert 7 <= torch.load(ckpt, weights_only=True)["step"] < steps
+    stale = tmp_path / "killed" / ".ckpt.pt.x1y2z3.tmp"  # what a kill in the middle of a save leaves behind
+    stale.write_bytes(b"partial")
+    run_train(*common, f"--out_dir={tmp_path / 'killed'}", path=path)  # the same command again: it continues
+    assert not stale.exists()
+    a, b = (
+        torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True),
+        torch.load(ckpt, weights_only=True),
+    )
+    assert a["step"] == b["step"] == steps
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert without_timing(run_log(tmp_path / "straight")[1]) == without_timing(
+        run_log(tmp_path / "killed")[1]
+    )
+
+
+def torchrun_worker(launcher_pid: int, local_rank: int) -> int:
+    for pid in subprocess.run(
+        ["pgrep", "-P", str(launcher_pid)], capture_output=True, text=True
+    ).stdout.split():
+        if f"LOCAL_RANK={local_rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            return int(pid)
+    raise AssertionError(f"no worker with LOCAL_RANK={local_rank} under torchrun pid {launcher_pid}")
+
+
+def test_torchrun_restart_after_a_killed_rank_resumes(small_bins, tmp_path):
+    common = [
+        *TINY,
+        f"--data_dir={small_bins}",
+        "--batch_size=12",
+        "--max_iters=40",
+        "--checkpoint_interval=7",
+        "--bias=False",
+    ]
+    train_here(*common, f"--out_dir={tmp_path / 'straight'}")  # one process: the same run (test above)
+    env = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    output = tmp_path / "killed.txt"
+    proc = run_train(
+        *common, f"--out_dir={tmp_path / 'killed'}", torchrun=3, restarts=1, env=env, background=output
+    )
+    log = tmp_path / "killed" / "log.jsonl"
+    wait_for(lambda: log.exists() and '"step": 15,' in log.read_text(), proc, 120, "step 15")
+    os.kill(torchrun_worker(proc.pid, local_rank=1), signal.SIGKILL)  # after the step-14 checkpoint
+    assert proc.wait(timeout=300) == 0, output.read_text()[-3000:]
+    assert "holds this command's run at step 14: continuing it" in output.read_text()
+    assert re.search(r"resume: .* steps [1-9]\d* -> 40", output.read_text())  # continued, not started over
+    a = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "ckpt.pt", weights_only=True)
+    assert a["step"] == b["step"] == 40
+    # not bit-identical: the uninterrupted run is one process, and DDP regroups its gradient buckets after a
+    # (re)start's first step, which changes the order in which the ranks' gradients are summed, and the
+    # pending train loss resumes as the ranks' float32 mean
+    assert_same_updates(common, tmp_path / "straight", tmp_path / "killed")
+    straight = without_timing(run_log(tmp_path / "straight")[1])
+    killed = without_timing(run_log(tmp_path / "killed")[1])
+    assert [r["step"] for r in straight] == [r["step"] for r in killed]
+    for x, y in zip(straight, killed):
+        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-4) for k in x), (x, y)
+
+
+def test_torchrun_restarts_refused_on_the_shared_store(small_bins, tmp_path):
+    env = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "0"}
+    r = run_train(
+        *TINY,
+        f"--data_dir={small_bins}",
+        f"--out_dir={tmp_path}",
+        torchrun=2,
+        restarts=1,
+        check=False,
+        env=env,
+    )
+    assert r.returncode != 0 and "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun" in r.stdout + r.stderr
+
+
+def test_sigterm_saves_a_checkpoint(small_bins, tmp_path):
+    out = tmp_path / "run"
+    proc = run_train(
+        *TINY,
+        f"--data_dir={small_bins}",
+        "--max_iters=100000",
+        "--checkpoint_interval=100000",
+        f"--out_dir={out}",
+        background=tmp_path / "out.txt",
+    )
+    wait_for(lambda: (out / "log.jsonl").exists(), proc, 60, "the run's start")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    output = (tmp_path / "out.txt").read_text()
+    assert proc.returncode == 143 and "SIGTERM: checkpoint at step" in output, output
+    assert 0 < torch.load(out / "ckpt.pt", weights_only=True)["step"] < 100000
+
+
+@pytest.mark.skipif((ROOT / "out" / "gpt2_large" / "ckpt.pt").exists(), reason="the reference exists here")
+def test_error_untrained_reference_names_its_config_once_under_torchrun(small_bins, tmp_path):
+    r = run_train(
+        ROOT / "config" / "gpt2_large_inherit18.py",
+        f"--data_dir={small_bins}",
+        "--device=cpu",
+        "--compile=False",
+        f"--out_dir={tmp_path / 'x'}",
+        torchrun=2,
+        check=False,
+    )
+    assert r.returncode != 0 and (r.stdout + r.stderr).count("error:") == 1, r.stdout + r.stderr
+    assert "train it first (torchrun --nproc_per_node=N train.py config/gpt2_large.py writes it)" in r.stderr
+    assert not (tmp_path / "x").exists()
