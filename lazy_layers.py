@@ -88,9 +88,9 @@ def attention_maps(model, idx):
 
 
 def squared_singular_values(p: torch.Tensor) -> torch.Tensor:
-    """Of each float64 matrix (..., T, T), largest first, as the eigenvalues of P P^T: svdvals' values to
-    ~2e-8 of the largest, and on a GPU 11-22x faster than its SVD (bench/lazy_layers_cost.py); the squaring is
-    why --rank_tol stops at 1e-6."""
+    """Of each float64 matrix (..., T, T), largest first, as the eigenvalues of P P^T: svdvals' values (to
+    float64 precision of the squares) at a fraction of an SVD's time on a GPU (bench/lazy_layers_cost.py,
+    experiments/lazy_layers/cost_llama7b.md); the squaring is why --rank_tol stops at 1e-6."""
     return torch.linalg.eigvalsh(p @ p.mT).flip(-1).clamp(min=0)
 
 

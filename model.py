@@ -249,7 +249,7 @@ class CrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (N, padded V) 16-bit logits against N targets (-100 = ignored) over the first
     vocab_size columns: F.cross_entropy's float32 math, but backward rebuilds softmax - one_hot from the
     16-bit logits and each row's float32 log-sum-exp. F.cross_entropy keeps an (N, V) float32 log-softmax for
-    its backward instead: under torch.compile that cost ~3x the memory traffic, 16% of a GPT-2 124M step.
+    its backward instead, several times the memory traffic under torch.compile (docs/PERFORMANCE.md).
     Targets must be < vocab_size (train.py's check_bins makes sure); one in the padding gives an infinite
     loss."""
 

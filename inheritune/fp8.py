@@ -5,8 +5,7 @@ computed afresh from its own absolute maximum at every use (dynamic tensorwise s
 no state in the checkpoint). The head and the embeddings stay in bf16; weights, optimizer state and
 checkpoints keep their usual dtype, and a model trained this way loads and evaluates as a plain GPT. Hopper
 and Ada GPUs (compute capability 8.9+) run float8 matmuls at twice the bf16 rate; the scaling and casting are
-left for torch.compile to fuse into the kernels around them (without compile, not measured). On an H200 the
-paper's 1.5B shape trains 1.29x faster than in bf16, compiled (docs/PERFORMANCE.md)."""
+left for torch.compile to fuse into the kernels around them. What it gains: docs/PERFORMANCE.md."""
 
 import torch
 import torch.nn as nn
