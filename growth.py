@@ -80,9 +80,7 @@ def growth_state(cfg, rt, reference) -> dict:
         settings = asdict(cfg)
         state.update(recipe=recipe_of(settings), reference=cfg.ref, reference_layers=reference.config.n_layer)
         state.update(reference_side(reference, settings, read_meta(cfg.data_dir), cfg.grow_last_k))
-        if (
-            state["reference_score"] is None
-        ):  # no comparable curve in its log: its final weights, evaluated now
+        if state["reference_score"] is None:  # no comparable curve in its log: evaluate its final weights
             state["reference_score"] = reference_val_loss(cfg, rt, reference)
     save_growth_state(state, cfg, rt)
     if rt.master:

@@ -109,9 +109,10 @@ def hub_corpus(source, text_field, num_proc):
         import datasets
         import pyarrow as pa
 
+        # keep_in_memory=False: read() streams the dataset's Arrow cache files
         ds = datasets.load_dataset(
             name, revision=revision or None, split="train", num_proc=num_proc, keep_in_memory=False
-        )  # read() streams its Arrow cache files
+        )
     except Exception as e:  # no network, no `datasets`, no such dataset: the same ways out
         raise UserError(
             f"could not load {name} ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}): it needs "

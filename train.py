@@ -173,9 +173,7 @@ def check_attention(cfg: TrainConfig, model: ModelConfig) -> None:
             f"block_size={cfg.block_size} exceeds the model's sliding window of {window}, which needs an "
             f"explicit mask that attention={cfg.attention} does not take; use attention=auto"
         )
-    if (
-        cfg.attention == "cudnn" and model.head_dim % 8
-    ):  # otherwise "Invalid backend" in the middle of compiling
+    if cfg.attention == "cudnn" and model.head_dim % 8:  # else "Invalid backend" in the middle of compiling
         raise UserError(
             f"attention=cudnn needs a head dimension divisible by 8; this model's is {model.head_dim}: "
             f"use attention=auto"
@@ -305,9 +303,8 @@ def resumed_run(cfg: TrainConfig, rt: Runtime) -> RunState:
     step = ckpt["step"]
     if step > cfg.max_iters:
         raise UserError(f"{path} is at step {step}, past max_iters={cfg.max_iters}")
-    check_bins(
-        cfg.data_dir, model.config.vocab_size, ckpt["data"]["meta"]["tokenizer"]["hash"]
-    )  # as it began
+    began_with = ckpt["data"]["meta"]["tokenizer"]["hash"]  # a run resumes on the tokenization it began with
+    check_bins(cfg.data_dir, model.config.vocab_size, began_with)
     optimizer = make_optimizer(model, cfg, rt.device)
     optimizer.load_state_dict(ckpt["optimizer"])
     # the log as it was at the checkpoint: the steps after it are about to be redone identically
@@ -322,9 +319,10 @@ def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested, reference: Weights
     """One training run from cfg.init_from to max_iters; returns its log records (every rank gets them).
     reference: the opened `ref`, which a new run starts from."""
     meta, n_train = open_for_training(cfg.data_dir, cfg.block_size, cfg.eval_tokens)
-    state = (
-        resumed_run(cfg, rt) if cfg.init_from == "resume" else new_run(cfg, rt, meta["vocab_size"], reference)
-    )
+    if cfg.init_from == "resume":
+        state = resumed_run(cfg, rt)
+    else:
+        state = new_run(cfg, rt, meta["vocab_size"], reference)
     check_attention(cfg, state.model.config)
     run = Run(cfg, rt, state, meta, n_train)
     run.begin()
@@ -428,25 +426,15 @@ class Run:
         record.update(tok_per_s=round(tok_s, 1), mfu=round(mfu, 5))
         if rt.device.type == "cuda":  # the training steps' peak: reset at the start and after each eval
             record["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2)
-        self.log(
-            record, f"step {step}: loss {train_loss:.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, MFU {mfu:.1%}"
-        )
+        message = f"step {step}: loss {train_loss:.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, MFU {mfu:.1%}"
+        self.log(record, message)
         self.t_last, self.pending_loss = time.time(), torch.zeros((), device=rt.device)
 
     def evaluate(self, step: int) -> None:
         """The val loss on the fixed windows, logged; a non-finite one stops the run."""
         cfg, rt = self.cfg, self.rt
-        batch = cfg.micro_batch_size
-        loss = val_loss(
-            self.eval_model,
-            cfg.data_dir,
-            cfg.block_size,
-            cfg.eval_tokens,
-            batch,
-            rt.autocast,
-            rt.rank,
-            rt.world,
-        )
+        windows = cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size
+        loss = val_loss(self.eval_model, *windows, rt.autocast, rt.rank, rt.world)
         if not math.isfinite(loss):
             raise UserError(f"val loss is {loss} at step {step}: stopping; {self.last_good()}")
         record = {"step": step, "tokens": self.tokens(step), "val_loss": loss}

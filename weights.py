@@ -327,14 +327,17 @@ def gguf_config(path, fields: dict, tensors: dict) -> ModelConfig:
         vocab_size=int(tensors["token_embd.weight"].shape[-1]),
         block_size=of("context_length"),
         tie_embeddings="output.weight" not in tensors,
-        norm_eps=float(
-            f"{of('attention.layer_norm_rms_epsilon'):.6g}"
-        ),  # float32 in the file: 9.99999975e-06
+        norm_eps=round_float32(of("attention.layer_norm_rms_epsilon")),
         rope_theta=theta,
         rope_scaling=rope_scaling,
         bos_token_id=meta("tokenizer.ggml.bos_token_id"),
         eos_token_id=meta("tokenizer.ggml.eos_token_id"),
     )
+
+
+def round_float32(x: float) -> float:
+    """A float32 read from a file as the decimal it was written from: 9.99999975e-06 -> 1e-05."""
+    return float(f"{x:.6g}")
 
 
 def llama3_scaling_of(path, freq_factors: torch.Tensor, head_dim: int, theta: float) -> dict:

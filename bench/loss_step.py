@@ -50,9 +50,10 @@ def time_ms(fn, logits, targets, repeat):
 
 
 def measure(
-    rows: int, vocab: int, repeat: int, repos: list[Path], device: str
+    rows: int, vocab: int, repeat: int, repos: list[Path], device: str, backend: str = "inductor"
 ) -> list[tuple[str, float, float]]:
-    """(loss, forward+backward ms, loss value) of each loss on the same random bf16 logits, compiled."""
+    """(loss, forward+backward ms, loss value) of each loss on the same random bf16 logits, compiled with
+    `backend` (inductor: the kernels train.py runs; aot_eager: the same tracing, no kernels generated)."""
     padded = (vocab + 63) // 64 * 64
     g = torch.Generator(device=device).manual_seed(0)
     logits = torch.randn(rows, padded, device=device, generator=g).mul(3).bfloat16().requires_grad_()
@@ -64,7 +65,7 @@ def measure(
         losses[f"CrossEntropy ({label})"] = lambda x, t, ce=ce: ce.apply(x, t, vocab)
     results = []
     for name, fn in losses.items():
-        compiled = torch.compile(fn, dynamic=False)
+        compiled = torch.compile(fn, dynamic=False, backend=backend)
         results.append((name, time_ms(compiled, logits, targets, repeat), compiled(logits, targets).item()))
     return results
 

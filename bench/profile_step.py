@@ -88,11 +88,9 @@ def profile_train(args, argv: list[str], cuda: bool):
         def after_optimizer_step(*_):
             nonlocal steps
             steps += 1
-            if steps in (
-                args.skip,
-                args.skip + args.steps,
-            ):  # two syncs mark the window, before the profiler's
-                sync()  # own start/stop work in prof.step()
+            # two syncs mark the window, before the profiler's own start/stop work in prof.step()
+            if steps in (args.skip, args.skip + args.steps):
+                sync()
                 marks[steps] = time.perf_counter()
             prof.step()
             if steps == args.skip + args.steps:

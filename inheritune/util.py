@@ -119,9 +119,8 @@ def config_help(cls, usage: str) -> str:
         if f.name in sections:
             lines += ["", f"{sections[f.name]}:"]
         default = f"{f.default:g}" if isinstance(f.default, float) else f.default
-        lines.append(
-            f"  --{f.name}={default}".ljust(34) + f" {f.metadata.get('help', '')}{accepts(f.metadata)}"
-        )
+        key = f"  --{f.name}={default}".ljust(34)
+        lines.append(f"{key} {f.metadata.get('help', '')}{accepts(f.metadata)}")
     return "\n".join(lines)
 
 

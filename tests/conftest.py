@@ -45,24 +45,16 @@ def tiny_hf_gpt2(**overrides):
     return randomize(GPT2LMHeadModel(GPT2Config(**{**kw, **overrides})))
 
 
+# The LLaMA-shaped tiny models in transformers' names: 3 layers, width 64, 4 heads (2 for keys, values).
+TINY_LLAMA = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=96, vocab_size=1000, max_position_embeddings=64, rms_norm_eps=1e-5,
+                  tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)  # fmt: skip
+
+
 def tiny_hf_llama(**overrides):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    kw = dict(
-        num_hidden_layers=3,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=96,
-        vocab_size=1000,
-        max_position_embeddings=64,
-        rope_theta=5000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return randomize(LlamaForCausalLM(LlamaConfig(**{**kw, **overrides})))
+    return randomize(LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, "rope_theta": 5000.0, **overrides})))
 
 
 def tiny_hf(family, **overrides):
@@ -72,19 +64,7 @@ def tiny_hf(family, **overrides):
     heads."""
     import transformers
 
-    kw = dict(
-        num_hidden_layers=3,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=96,
-        vocab_size=1000,
-        max_position_embeddings=64,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    kw = dict(TINY_LLAMA)
     kw.update(
         {
             "llama3": dict(

@@ -402,10 +402,11 @@ def test_cli_on_a_train_checkpoint_val_loss_and_tasks(tmp_path, small_bins, caps
     assert out["val"]["block_size"] == 32 and out["val"]["eval_tokens"] == 1024
     assert "tokenizer hf:" in stdout and "val loss" in stdout
     assert "| inheritune_mc | 0 | acc,none |" in stdout and "above chance?" in stdout
+    # the reported accuracy comes from this model's scores
     picked = [
         max(range(len(d["resps"])), key=lambda i: d["resps"][i][0][0]) == d["target"]
         for d in out["samples"]["inheritune_mc"]
-    ]  # the reported accuracy comes from this model's scores
+    ]
     assert out["results"]["inheritune_mc"]["acc,none"] == pytest.approx(sum(picked) / len(picked))
     assert out["n-samples"]["inheritune_gen"]["effective"] == 6
 

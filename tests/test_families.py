@@ -5,13 +5,17 @@ variants refused by name."""
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from conftest import (
     HF_MODELS,
+    ROOT,
     TINY,
     TOL,
     hf_logits,
@@ -27,6 +31,9 @@ from inheritune.util import UserError
 from model import GPT, ModelConfig
 from weights import HF_CLASSES, load_model, save_hf
 
+# Llama 3.x's RoPE rescaling as every Llama 3.x sets it (llama.cpp stores it as rope_freqs)
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
 FAMILIES = ["llama3", "llama_linear", "mistral", "qwen2", "qwen2_untied", "qwen3"]
 ARCH = {
     "llama3": "llama",
@@ -95,17 +102,7 @@ def test_llama3_rope_scaling_is_read_from_either_transformers_spelling(refs, tmp
 @pytest.mark.parametrize("kind", ["llama3", "llama_linear", "qwen2", "qwen3"])
 def test_gguf_parity(kind, tmp_path, tokens):
     if kind == "llama3":  # llama.cpp stores the rescaling as rope_freqs; every Llama 3.x uses these settings
-        hf = tiny_hf(
-            "llama3",
-            rope_parameters={
-                "rope_type": "llama3",
-                "rope_theta": 500000.0,
-                "factor": 32.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 8192,
-            },
-        )
+        hf = tiny_hf("llama3", rope_parameters=LLAMA3_ROPE)
     else:
         hf = HF_MODELS[kind]()
     write_gguf(hf, tmp_path / "tiny.gguf", "float32")
@@ -123,14 +120,7 @@ def test_gguf_parity(kind, tmp_path, tokens):
 def test_gguf_rope_freqs_other_than_llama3_are_refused(tmp_path):
     hf = tiny_hf(
         "llama3",
-        rope_parameters={
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 32.0,
-            "low_freq_factor": 2.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        },
+        rope_parameters={**LLAMA3_ROPE, "low_freq_factor": 2.0},
     )
     write_gguf(hf, tmp_path / "odd.gguf", "float32")
     with pytest.raises(UserError, match="rope_freqs are not Llama 3's"):
@@ -246,13 +236,8 @@ def test_sliding_window_holds_in_packed_evaluation(refs):
 
 def test_reference_by_hub_name_through_the_cache_offline(refs, small_bins, tmp_path):
     """ref="org/model" resolves through the HF cache (here one laid out by hand, as huggingface_hub lays it
-    out); offline, a name not in the cache is one line naming the two ways out. No network is touched."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
+    out); offline, a name not in the cache is one line naming the two ways out. No network is touched. In
+    processes of their own: huggingface_hub reads its cache settings once, at import."""
     root, _ = refs
     cache = tmp_path / "hub"
     snapshot = cache / "models--tiny-org--tiny-qwen3" / "snapshots" / ("a" * 40)
@@ -260,44 +245,30 @@ def test_reference_by_hub_name_through_the_cache_offline(refs, small_bins, tmp_p
     shutil.copy(small_bins.parent / "tokenizer.json", snapshot)
     (cache / "models--tiny-org--tiny-qwen3" / "refs").mkdir()
     (cache / "models--tiny-org--tiny-qwen3" / "refs" / "main").write_text("a" * 40)
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+    def offline(*command):
+        env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+        return subprocess.run(
+            [sys.executable, *map(str, command)], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+
     code = "import weights\nfrom inheritune import util\n"
     code += "util.cli(lambda: print(weights.load_model({!r}).config.arch))"
-    r = subprocess.run(
-        [sys.executable, "-c", code.format("tiny-org/tiny-qwen3")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    r = offline("-c", code.format("tiny-org/tiny-qwen3"))
     assert r.returncode == 0 and r.stdout.strip() == "qwen3", r.stderr
-    r = subprocess.run(
-        [sys.executable, "-c", code.format("tiny-org/not-cached")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    r = offline("-c", code.format("tiny-org/not-cached"))
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "not in the Hugging Face cache" in r.stderr and "pass a local HF model folder" in r.stderr
     (tmp_path / "text.txt").write_text("Words of a small corpus, repeated for the bins. " * 400)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "prepare_owt.py",
-            "--source",
-            str(tmp_path / "text.txt"),
-            "--tokenizer",
-            "tiny-org/tiny-qwen3",
-            "--out",
-            str(tmp_path / "bins"),
-            "--quiet",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    bins = [
+        "--source",
+        tmp_path / "text.txt",
+        "--tokenizer",
+        "tiny-org/tiny-qwen3",
+        "--out",
+        tmp_path / "bins",
+    ]
+    r = offline("prepare_owt.py", *bins, "--quiet")
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "bins" / "meta.json").read_text())
     assert meta["tokenizer"]["spec"] == "tiny-org/tiny-qwen3"  # the name, loadable on another machine's cache

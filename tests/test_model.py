@@ -73,9 +73,7 @@ def test_training_loss_and_gradients_match_cross_entropy_over_the_real_vocabular
     # float32: eager and compiled kernels reduce in their own orders, a few ulps of a loss near 7 (ulp 4.8e-7)
     # apart on any CPU; counting a padding column or an ignored target would move it by > 1e-3
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    compiled_loss = torch.compile(
-        model.loss, dynamic=False
-    )  # the head and CrossEntropy, as train.py compiles
+    compiled_loss = torch.compile(model.loss, dynamic=False)  # the head and CrossEntropy, as train.py does
     for loss_fn in (lambda: model(x, y), lambda: compiled_loss(model.hidden_states(x), y)):
         loss, grads = loss_and_grads(loss_fn)
         assert abs(loss - reference[0]) < tol

@@ -321,10 +321,7 @@ def kill_past(args: list[str], progress, next_doc: int) -> None:
     ):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, (
-        proc.returncode,
-        proc.stderr.read(),
-    )  # not finished before the kill
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()  # not finished before the kill
 
 
 def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypatch, capsys):
