@@ -201,12 +201,15 @@ def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeou
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{shape}_{variant}_{gpus}gpu_"))
     proc = launch(repo, gpus, train_args(shape, variant, gpus, data, out, log_every), out / "stdout.txt")
     deadline, timed = time.time() + timeout, []
-    while time.time() < deadline and proc.poll() is None:
-        timed = [r for r in records(out) if "tok_per_s" in r]
-        if len(timed) > intervals:
-            break
-        time.sleep(1)
-    kill(proc)
+    # the run, in a session of its own, is killed whatever stops the wait (a Ctrl-C, a closed stdout)
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            timed = [r for r in records(out) if "tok_per_s" in r]
+            if len(timed) > intervals:
+                break
+            time.sleep(1)
+    finally:
+        kill(proc)
     result = {
         "shape": shape,
         "variant": variant,
@@ -256,7 +259,11 @@ def check_loss(repo, shape, variants, data, work, steps) -> None:
             min_lr=6e-5,
         )
         proc = launch(repo, 1, args, out / "stdout.txt")
-        failed = proc.wait()
+        try:
+            failed = proc.wait()
+        finally:  # a Ctrl-C here stops the run too: it runs in a session of its own
+            if proc.poll() is None:
+                kill(proc)
         # the curve is in the log; at 1.5B a checkpoint holds ~23 GB
         (out / "ckpt.pt").unlink(missing_ok=True)
         if failed:
