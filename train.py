@@ -32,7 +32,7 @@ from growth import grow
 from inherit import inherit_layers
 from inheritune.data import EVAL_TOKENS, check_bins, fetch, open_for_training, train_windows, val_loss
 from inheritune.fp8 import check_fp8_device, convert_to_float8
-from inheritune.runs import RESUMABLE_CHANGES, append_log, check_same_recipe, read_log, write_log
+from inheritune.runs import append_log, check_same_recipe, continue_or_refuse, read_log, write_log
 from inheritune.runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
 from inheritune.tensor_files import safe_torch_load
 from inheritune.util import (
@@ -502,26 +502,6 @@ class Run:
 # --------------------------------------------------------------------------------------------------- main
 
 
-def continue_or_refuse(cfg: TrainConfig, rt: Runtime) -> TrainConfig:
-    """Rerunning a command never destroys work: when out_dir already holds a checkpoint, the same command (a
-    rerun, a requeued job, a torchrun restart) continues that run, and any other command is refused."""
-    path = Path(cfg.out_dir) / "ckpt.pt"
-    if cfg.init_from == "resume" and not cfg.grow and not path.exists():
-        raise UserError(
-            f"init_from=resume but {path} does not exist; start with init_from=scratch or inherit"
-        )
-    if cfg.grow or cfg.init_from == "resume" or not path.exists():
-        return cfg  # the growth loop continues its rounds itself
-    ckpt = safe_torch_load(path)
-    saved = ckpt.get("train_config") if isinstance(ckpt, dict) else None
-    if saved is None:
-        raise UserError(f"{path} exists and is not a train.py run's checkpoint; choose another out_dir")
-    check_same_recipe(cfg, saved, f"{path} (a run at step {ckpt['step']})", RESUMABLE_CHANGES - {"init_from"})
-    if rt.master:
-        print(f"{path} holds this command's run at step {ckpt['step']}: continuing it", flush=True)
-    return replace(cfg, init_from="resume")
-
-
 def check_reference_exists(ref: str | None) -> None:
     """A missing reference is usually one not trained yet: name the shipped config that writes it. A hub name
     is fetched into the HF cache now, before anything is built."""
@@ -548,7 +528,7 @@ def main(argv=None):
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.attention)
     if cfg.fp8:
         check_fp8_device(rt.device)
-    cfg = continue_or_refuse(cfg, rt)
+    cfg = continue_or_refuse(cfg, rt.master)
     # the reference is opened once, and what it holds is read lazily by the steps that need it
     needs_reference = cfg.ref is not None and (cfg.grow or cfg.init_from != "resume")
     reference = open_weights(cfg.ref) if needs_reference else None

@@ -1,9 +1,12 @@
-"""A run folder's records and the rule for continuing a run: log.jsonl written and read back, and the recipe
-a run (or a growth loop) must keep to continue. train.py and growth.py share them."""
+"""A run folder's records and the rules for continuing a run: log.jsonl written and read back, the recipe a
+run (or a growth loop) must keep to continue, and what a rerun of a command does. train.py and growth.py share
+them."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+from inheritune.tensor_files import safe_torch_load
 from inheritune.util import UserError, atomic_write
 
 # Keys with no effect on what is learned (beyond rounding): a run may continue with them changed.
@@ -30,6 +33,27 @@ def check_same_recipe(cfg, saved: dict, what: str, may_change=RESUMABLE_CHANGES)
             f"{what} was made with other settings: {', '.join(changed)}; rerun it with its own settings "
             f"(its log.jsonl's first line), choose another out_dir, or delete it to start over"
         )
+
+
+def continue_or_refuse(cfg, master: bool):
+    """train.py's config as it should run: rerunning a command never destroys work. When out_dir already holds
+    a checkpoint, the same command (a rerun, a requeued job, a torchrun restart) continues that run
+    (init_from=resume), and any other command is refused."""
+    path = Path(cfg.out_dir) / "ckpt.pt"
+    if cfg.init_from == "resume" and not cfg.grow and not path.exists():
+        raise UserError(
+            f"init_from=resume but {path} does not exist; start with init_from=scratch or inherit"
+        )
+    if cfg.grow or cfg.init_from == "resume" or not path.exists():
+        return cfg  # the growth loop continues its rounds itself
+    ckpt = safe_torch_load(path)
+    saved = ckpt.get("train_config") if isinstance(ckpt, dict) else None
+    if saved is None:
+        raise UserError(f"{path} exists and is not a train.py run's checkpoint; choose another out_dir")
+    check_same_recipe(cfg, saved, f"{path} (a run at step {ckpt['step']})", RESUMABLE_CHANGES - {"init_from"})
+    if master:
+        print(f"{path} holds this command's run at step {ckpt['step']}: continuing it", flush=True)
+    return replace(cfg, init_from="resume")
 
 
 def write_log(path, records: list[dict]) -> None:
