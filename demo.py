@@ -9,13 +9,13 @@ in minutes on 2 cores — through the same scripts and code paths as the GPU run
   5. train.py config/demo_random4.py    baseline: 4 layers from random init, same steps
   6. a table and out/demo/demo.png
 
-    python demo.py            # or: make demo   (a rerun starts over: out/demo is replaced)
+    python demo.py            # or: make demo
 
 Writes data/demo_shakespeare/ (tokenizer and bins) and out/demo/: ref8/, inherit/ (growth.json, growth.png and
-a folder per round), random4/ and demo.png, all under the working directory."""
+a folder per round), random4/ and demo.png, all under the working directory. A rerun deletes nothing: finished
+runs are kept and an interrupted one continues (delete out/demo's run folders to train them afresh)."""
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +25,7 @@ import train
 from growth import score, verdict
 from inheritune.data import shakespeare_files
 from inheritune.runs import read_log
-from inheritune.util import UserError, cli, plot_curves
+from inheritune.util import UserError, atomic_write, cli, plot_curves
 
 # as the demo configs say: under the cwd
 DATA, OUT, VOCAB = Path("data/demo_shakespeare"), Path("out/demo"), 1024
@@ -46,8 +46,7 @@ def train_tokenizer(path: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train([str(f) for f in shakespeare_files()], trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path))
+    atomic_write(path, lambda tmp: tok.save(str(tmp)))  # a rerun trusts a tokenizer.json that is there
 
 
 def prepare(tokenizer: Path) -> None:
@@ -69,38 +68,43 @@ def val_curve(out_dir: Path) -> list[list]:
     return [[r["step"], r["val_loss"]] for r in read_log(out_dir / "log.jsonl") if "val_loss" in r]
 
 
+# (key, step title, config, run folder under out/demo)
+RUNS = (
+    ("reference", "3. reference: 8 layers from scratch", "demo_ref8.py", "ref8"),
+    ("inherit", "4. Inheritune v2 growth loop from 4 layers", "demo_inherit4.py", "inherit"),
+    ("random", "5. baseline: 4 layers from random init", "demo_random4.py", "random4"),
+)
+
+
 def main():
-    shutil.rmtree(OUT, ignore_errors=True)
     tokenizer = DATA / "tokenizer.json"
-    times = {
-        "tokenizer": step(
+    times, continued = {}, {key for key, _, _, folder in RUNS if (OUT / folder).exists()}
+    if not tokenizer.exists():  # trained once: the bins and the runs made with it stay valid
+        times["tokenizer"] = step(
             f"1. BPE tokenizer ({VOCAB} tokens) on the plays", lambda: train_tokenizer(tokenizer)
-        ),
-        "prepare": step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer)),
-    }
-    for key, title, config in (
-        ("reference", "3. reference: 8 layers from scratch", "demo_ref8.py"),
-        ("inherit", "4. Inheritune v2 growth loop from 4 layers", "demo_inherit4.py"),
-        ("random", "5. baseline: 4 layers from random init", "demo_random4.py"),
-    ):
+        )
+    times["prepare"] = step("2. prepare_owt.py --source shakespeare", lambda: prepare(tokenizer))
+    for key, title, config, _ in RUNS:
+        title += " (continuing the earlier demo's run)" if key in continued else ""
         times[key] = step(title, lambda config=config: train.main([str(HERE / "config" / config)]))
-    report(times)
+    report(times, continued)
 
 
-def report(times: dict) -> None:
+def report(times: dict, continued: set) -> None:
     """Step 6: every model's curve scored as the growth loop scores it, as a table and a plot."""
     cfg = train.load_config([str(HERE / "config" / "demo_inherit4.py")])
     growth = json.loads((OUT / "inherit" / "growth.json").read_text())
     ref_score, k = growth["reference_score"], growth["k"]
     random_curve = val_curve(OUT / "random4")
     random_matches = verdict([score(random_curve, k)], ref_score, cfg.grow_tolerance)["matches"]
-    rows = [("reference (scratch)", 8, val_curve(OUT / "ref8"), "-", times["reference"])]
+    seconds = {key: f"{times[key]:.0f} s" + (" (continued)" if key in continued else "") for key, *_ in RUNS}
+    rows = [("reference (scratch)", 8, val_curve(OUT / "ref8"), "-", seconds["reference"])]
     for r in growth["rounds"]:
         call = "matches" if r["matches"] else "worse: grow"
-        rows.append((f"inherited, round {r['round']}", r["n_layer"], r["runs"][0]["val_curve"], call, None))
-    rows.append(
-        ("random init (scratch)", 4, random_curve, "matches" if random_matches else "worse", times["random"])
-    )
+        curve = r["runs"][0]["val_curve"]
+        rows.append((f"inherited, round {r['round']}", r["n_layer"], curve, call, "(in growth loop)"))
+    random_call = "matches" if random_matches else "worse"
+    rows.append(("random init (scratch)", 4, random_curve, random_call, seconds["random"]))
     step_tokens = cfg.batch_size * cfg.block_size
     print(
         f"\n=== 6. results: every model trained {cfg.max_iters} steps x {step_tokens} tokens = "
@@ -117,14 +121,13 @@ def report(times: dict) -> None:
         "verdict",
     ]
     print(f"| {' | '.join(columns)} | time |\n" + "|---" * (len(columns) + 1) + "|")
-    for name, layers, curve, call, seconds in rows:
-        when = f"{seconds:.0f} s" if seconds else "(in growth loop)"
+    for name, layers, curve, call, when in rows:
         print(
             f"| {name} | {layers} | {curve[0][1]:.3f} | {curve[-1][1]:.3f} | {score(curve, k):.3f} | "
             f"{ref_score:.3f} | {call} | {when} |"
         )
     rounds, total = len(growth["rounds"]), sum(times.values())
-    print(f"\ngrowth loop: {times['inherit']:.0f} s for {rounds} round(s); total {total:.0f} s")
+    print(f"\ngrowth loop: {seconds['inherit']} for {rounds} round(s); total {total:.0f} s")
     curves = {
         f"{name.split(' (')[0].split(',')[0]} ({layers} layers)": curve for name, layers, curve, *_ in rows
     }
@@ -133,4 +136,4 @@ def report(times: dict) -> None:
 
 
 if __name__ == "__main__":
-    cli(main)
+    cli(main, interrupted="interrupted: rerun the same command to continue")

@@ -31,7 +31,7 @@ from inheritune.data import EVAL_TOKENS, check_bins, val_loss
 from inheritune.lm import InherituneLM, lm_eval_installed
 from inheritune.runtime import resolve_device
 from inheritune.tokenizer import load_tokenizer
-from inheritune.util import UserError, atomic_write, cli
+from inheritune.util import UserError, atomic_write, check_new_output, cli
 from weights import load_model, open_weights, opened, tokenizer_spec_of
 
 # The paper's evaluation (Sanyal et al. 2024): lm-eval task, few-shot examples, the metric it reports, and
@@ -262,7 +262,7 @@ def eval_val_loss(model, ckpt, data_dir, tok, block_size=None, eval_tokens=None,
     block_size = block_size or min(run.get("block_size", model.config.block_size), model.config.block_size)
     eval_tokens = eval_tokens or run.get("eval_tokens", EVAL_TOKENS)
     # float32, no TF32: the plain numbers
-    loss = val_loss(model, data_dir, block_size, eval_tokens, batch_size)
+    loss = val_loss(model, data_dir, block_size, eval_tokens, batch_size, vocab_size=model.config.vocab_size)
     return {"val_loss": loss, "val_ppl": math.exp(loss), "block_size": block_size, "eval_tokens": eval_tokens}
 
 
@@ -280,7 +280,8 @@ def parse_args(argv):
     p.add_argument("--batch_size", type=int, default=16, help="sequences per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", help="float32 or bfloat16 weights")
-    p.add_argument("--out", help="write lm-eval's results dict (and val loss) here as JSON")
+    p.add_argument("--out", help="write lm-eval's results dict (and val loss) here as JSON; a new file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--log_samples", action="store_true", help="keep every document's requests and responses")
     p.add_argument("--bootstrap_iters", type=int, default=1000, help="bootstrap samples for non-mean stderrs")
     p.add_argument("--val_data", help="token bins folder (prepare_owt.py): val loss on train.py's windows")
@@ -294,6 +295,8 @@ def parse_args(argv):
         if value is not None and value < least:
             raise UserError(f"--{name} {value}: must be {'at least 0' if least == 0 else 'positive'}")
     resolve_device(args.device)
+    if args.out:  # before any evaluation: a path it cannot write should not cost one
+        check_new_output(Path(args.out), args.overwrite, example="results.json")
     return args
 
 

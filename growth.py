@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from statistics import mean, stdev
 
-from inheritune.data import check_bins, read_meta, val_loss
+from inheritune.data import check_bins, check_same_bins, read_meta, val_loss
 from inheritune.runs import check_same_recipe, read_log, recipe_of
 from inheritune.util import UserError, atomic_write, plot_curves
 from weights import load_model, opened
@@ -53,8 +53,10 @@ def grow(cfg, rt, stop, reference, train) -> dict:
         )
         save_growth_state(state, cfg, rt)
         n_layer = max_layer if n_layer < max_layer < n_layer + cfg.grow_step else n_layer + cfg.grow_step
+    state["result"] = loop_result(state, max_layer, cfg.grow_tolerance)
+    save_growth_state(state, cfg, rt)
     if rt.master:
-        print(growth_table(state, cfg.grow_tolerance))
+        print(growth_table(state))
         plot_growth(state, Path(cfg.out_dir) / "growth.png")
     return state
 
@@ -63,9 +65,14 @@ def deepest_round(cfg, reference) -> int:
     """The loop's depth limit (grow_max_layer, at most the reference's depth); n_layer checked against it."""
     ref_depth = reference.config.n_layer
     max_layer = min(cfg.grow_max_layer or ref_depth, ref_depth)
-    if not 1 <= cfg.n_layer <= max_layer:
+    if cfg.n_layer > ref_depth:
         raise UserError(
-            f"n_layer={cfg.n_layer} is outside 1..{max_layer} (the reference has {ref_depth} layers)"
+            f"n_layer={cfg.n_layer} is outside 1..{ref_depth} (the reference has {ref_depth} layers)"
+        )
+    if cfg.n_layer > max_layer:
+        raise UserError(
+            f"n_layer={cfg.n_layer} is deeper than grow_max_layer={cfg.grow_max_layer}, the loop's last "
+            f"depth: raise grow_max_layer or lower n_layer"
         )
     return max_layer
 
@@ -76,10 +83,13 @@ def growth_state(cfg, rt, reference) -> dict:
     path = Path(cfg.out_dir) / "growth.json"
     state = json.loads(path.read_text()) if path.exists() else {"rounds": []}
     check_same_recipe(cfg, state.get("recipe", {}), path)  # rounds and the target mean something under one
+    if "data" in state:  # ... and on one set of bins
+        check_same_bins(cfg.data_dir, state["data"], path)
     if "reference_score" not in state:
-        settings = asdict(cfg)
-        state.update(recipe=recipe_of(settings), reference=cfg.ref, reference_layers=reference.config.n_layer)
-        state.update(reference_side(reference, settings, read_meta(cfg.data_dir), cfg.grow_last_k))
+        settings, data = asdict(cfg), read_meta(cfg.data_dir)
+        state.update(recipe=recipe_of(settings), data=data, reference=cfg.ref)
+        state.update(reference_layers=reference.config.n_layer)
+        state.update(reference_side(reference, settings, data, cfg.grow_last_k))
         if state["reference_score"] is None:  # no comparable curve in its log: evaluate its final weights
             state["reference_score"] = reference_val_loss(cfg, rt, reference)
     save_growth_state(state, cfg, rt)
@@ -104,9 +114,8 @@ def reference_val_loss(cfg, rt, reference) -> float:
     check_bins(cfg.data_dir, model.config.vocab_size, reference.tokenizer_hash)
     model.crop_block_size(cfg.block_size)
     batch = cfg.micro_batch_size
-    return val_loss(
-        model, cfg.data_dir, cfg.block_size, cfg.eval_tokens, batch, rt.autocast, rt.rank, rt.world
-    )
+    windows = cfg.data_dir, cfg.block_size, cfg.eval_tokens, batch
+    return val_loss(model, *windows, rt.autocast, rt.rank, rt.world, model.config.vocab_size)
 
 
 # ---------------------------------------------------------------------------------------------- the verdict
@@ -208,7 +217,7 @@ def round_record(number: int, n_layer: int, steps: int, runs: list, reference_sc
 # ----------------------------------------------------------------------------------------------- the record
 
 
-def growth_table(state: dict, tolerance: float) -> str:
+def growth_table(state: dict) -> str:
     """The rounds as a markdown table: depth, seeds, scores, the margin to the reference and the call."""
     lines = [
         f"statistic: {state['statistic']} (k={state['k']}), because {state['why']}",
@@ -224,12 +233,26 @@ def growth_table(state: dict, tolerance: float) -> str:
             f"| {r['n_layer']} | {len(r['runs'])} | {finals} | {r['score']:.4f} | {sd} | "
             f"{state['reference_score']:.4f} | {r['margin']:+.4f} | {call} |"
         )
-    if state["rounds"] and not state["rounds"][-1]["matches"]:
-        lines.append(
-            f"no depth up to the limit reached the reference's {state['reference_score']:.4f} "
-            f"(+ tolerance {tolerance:g})"
-        )
+    if "result" in state:
+        lines.append(state["result"]["summary"])
     return "\n".join(lines)
+
+
+def loop_result(state: dict, max_layer: int, tolerance: float) -> dict:
+    """growth.json's answer, in a sentence too: the depth that matched, or plainly that none did."""
+    rounds = state["rounds"]
+    if rounds and rounds[-1]["matches"]:
+        r = rounds[-1]
+        summary = (
+            f"depth {r['n_layer']} matches the reference (round {r['round']}, margin {r['margin']:+.4f})"
+        )
+        return {"matched_depth": r["n_layer"], "summary": summary}
+    best = min(rounds, key=lambda r: r["margin"])
+    summary = (
+        f"no depth up to {max_layer} matched the reference's {state['reference_score']:.4f} (+ tolerance "
+        f"{tolerance:g}); the closest was depth {best['n_layer']}, {best['margin']:+.4f} from it"
+    )
+    return {"matched_depth": None, "summary": summary}
 
 
 def plot_growth(state: dict, path) -> None:

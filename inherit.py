@@ -8,7 +8,8 @@ The new model gets the reference's token embedding, position embedding (GPT-2), 
 norm and the head. The paper's published code copies only the blocks and the head, leaving GPT-2's wpe/ln_f
 and LLaMA's embedding/norm random; here every tensor has a recorded source, and a tensor left freshly
 initialised is an error unless asked for with --reinit. REF is anything weights.load_model reads; only the
-needed tensors are read."""
+needed tensors are read. --out must be a new file unless --overwrite says to replace it, and is never a file
+of the reference."""
 
 import argparse
 import hashlib
@@ -18,20 +19,21 @@ from pathlib import Path
 
 import torch
 
-from inheritune.util import UserError, check_can_create, cli
+from inheritune.util import UserError, check_new_output, cli
 from model import GPT, empty_model
 from weights import load_tensors, opened, save_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def parse_layers(spec: str, ref_depth: int) -> list[int]:
-    """'0-11' | '0,2,4' | '0-5,30-35' | '-2,-1' -> reference layer indices, in the order given."""
+def parse_layers(spec: str, ref_depth: int, flag: str = "--layers ") -> list[int]:
+    """'0-11' | '0,2,4' | '0-5,30-35' | '-2,-1' -> reference layer indices, in the order given. flag: how the
+    user wrote the spec (inherit.py's --layers, train.py's inherit_layers), for the messages."""
     layers = []
     for part in spec.split(","):
         m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?", part)
         if not m:
-            raise UserError(f"bad layer spec '{part}' in --layers {spec}; use e.g. 0-11, 0,2,4 or 0-5,30-35")
+            raise UserError(f"bad layer spec '{part}' in {flag}{spec}; use e.g. 0-11, 0,2,4 or 0-5,30-35")
         ends = [int(g) + ref_depth if int(g) < 0 else int(g) for g in m.groups() if g is not None]
         for i in ends:
             if not 0 <= i < ref_depth:
@@ -43,23 +45,19 @@ def parse_layers(spec: str, ref_depth: int) -> list[int]:
         layers += range(first, last + 1) if first <= last else range(first, last - 1, -1)
     if repeated := sorted({i for i in layers if layers.count(i) > 1}):
         raise UserError(
-            f"layers {repeated} are selected more than once in --layers {spec}; each block is copied once"
+            f"layers {repeated} are selected more than once in {flag}{spec}; each block is copied once"
         )
     return layers
 
 
-def select_layers(
-    ref_depth: int, n_layer: int | None = None, layers: str | list[int] | None = None
-) -> list[int]:
-    """The reference layers to inherit: the first n_layer (the paper), or an explicit selection."""
+def select_layers(ref_depth: int, n_layer=None, layers=None, flag: str = "--layers ") -> list[int]:
+    """The reference layers to inherit: the first n_layer (the paper), or an explicit selection (a spec string
+    or a list of indices)."""
     if (n_layer is None) == (layers is None):
         raise UserError("give exactly one of n_layer (the first N blocks) or layers (e.g. 0-11)")
     if layers is not None:
-        return (
-            parse_layers(layers, ref_depth)
-            if isinstance(layers, str)
-            else parse_layers(",".join(map(str, layers)), ref_depth)
-        )
+        spec = layers if isinstance(layers, str) else ",".join(map(str, layers))
+        return parse_layers(spec, ref_depth, flag)
     if not 1 <= n_layer <= ref_depth:
         raise UserError(f"n_layer={n_layer} is outside 1..{ref_depth} (the reference's depth)")
     return list(range(n_layer))
@@ -154,9 +152,10 @@ def tensor_sources(weights, config, selected: list[int], reinit: tuple[str, ...]
     for name, ref_name in mapping.items():
         sources[name] = weights.sources(ref_name)
         if missing := [s for s in sources[name] if s not in weights.file_names]:
+            module = name.rsplit(".", 1)[0]
             raise UserError(
-                f"the reference has no tensor {missing[0]} for {name}; pass --reinit "
-                f"{name.rsplit('.', 1)[0]} to initialise it fresh on purpose"
+                f"the reference has no tensor {missing[0]} for {name}; to initialise {module} fresh on "
+                f"purpose, run inherit.py --reinit {module} (and train its output with init_from=pretrained)"
             )
     return mapping, sources
 
@@ -200,31 +199,38 @@ def compact(layers: list[int]) -> str:
     return ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs)
 
 
+def check_out(out: Path, ref: str, overwrite: bool) -> None:
+    """--out names a new file, or an existing one --overwrite replaces; never a file of the reference."""
+    ref_path, target = Path(ref).resolve(), out.resolve()
+    if target == ref_path or (target.exists() and target.is_relative_to(ref_path)):
+        raise UserError(
+            f"--out {out} is a file of the reference, which inherit.py never writes; choose another"
+        )
+    check_new_output(out, overwrite, example="inherited.pt")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ref", required=True, help="reference: project .pt, HF model folder or .gguf")
-    p.add_argument("--out", required=True, help="output project checkpoint (.pt)")
+    p.add_argument(
+        "--out", required=True, help="output project checkpoint (.pt); a new file unless --overwrite"
+    )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--n_layer", type=int, help="inherit the first N blocks (the paper)")
     group.add_argument("--layers", help="explicit blocks, e.g. 0-11, 0,2,4,6, 0-5,30-35, -2,-1")
     p.add_argument("--reinit", default="", help="comma-separated modules to initialise fresh, e.g. lm_head")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: the reference's)")
     p.add_argument("--seed", type=int, default=0, help="seed for --reinit")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never the reference)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder: give a file path, e.g. {out / 'inherited.pt'}")
-    check_can_create(out.parent)
+    check_out(out, args.ref, args.overwrite)
     reinit = tuple(r.strip() for r in args.reinit.split(",") if r.strip())
-    model, provenance = inherit_layers(
-        args.ref,
-        n_layer=args.n_layer,
-        layers=args.layers,
-        reinit=reinit,
-        dtype=DTYPES.get(args.dtype),
-        seed=args.seed,
-    )
+    layers = {"n_layer": args.n_layer, "layers": args.layers}
+    dtype = DTYPES.get(args.dtype)
+    model, provenance = inherit_layers(args.ref, **layers, reinit=reinit, dtype=dtype, seed=args.seed)
     print(format_audit(provenance))
+    # atomic: an existing --out is replaced only once all is written
     save_checkpoint(out, model, inherit=provenance)
     print(f"wrote {out} ({model.num_params() / 1e6:.1f}M params, {out.stat().st_size / 1e6:,.1f} MB)")
 

@@ -202,12 +202,17 @@ def parse_args(argv):
         "--lazy_mass", type=float, default=0.5, help="mean single-key mass from which a layer is lazy"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     args = p.parse_args(argv)
     if args.seqs < 1 or args.seq_len < 2 or not 1e-6 <= args.rank_tol < 1 or not 0 < args.lazy_mass <= 1:
         raise UserError(
             "--seqs must be >= 1, --seq_len >= 2, --rank_tol in [1e-6, 1) and --lazy_mass in (0, 1]"
         )
     check_can_create(args.out)
+    if (Path(args.out) / "lazy_layers.json").exists() and not args.overwrite:
+        raise UserError(
+            f"--out {args.out} holds a report already; choose another folder, or pass --overwrite"
+        )
     return args
 
 

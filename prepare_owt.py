@@ -10,7 +10,9 @@ eval.py.
 Val holds the ceil(val_fraction * n_docs) documents with the smallest (seed, index) hashes (nanoGPT's 4,007 of
 OpenWebText's 8,013,769); a corpus of one document (say input.txt) is split by tokens, its last val_fraction
 to val. Text must be UTF-8 (a NUL, or over 1% of bytes undecodable, is refused as binary). Memory stays
-bounded; rerunning an interrupted command resumes it, and a failed one leaves --out as it found it."""
+bounded; rerunning an interrupted command resumes it, and a failed one leaves --out as it found it. Finished
+bins already in --out are kept: the same command again does nothing, and another replaces them only with
+--overwrite."""
 
 import argparse
 import bz2
@@ -66,10 +68,19 @@ def parquet_file(path, text_field):
         import pyarrow.parquet as pq
     except ImportError:
         raise UserError(f"{path}: reading .parquet needs pyarrow: `pip install -e '.[data]'`") from None
-    schema = (pf := pq.ParquetFile(path)).schema_arrow
-    if text_field not in schema.names or "string" not in str(schema.field(text_field).type):
+    import pyarrow as pa
+
+    try:
+        schema = (pf := pq.ParquetFile(path)).schema_arrow
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path} is not a readable parquet file ({str(e).splitlines()[0][:120]})") from None
+    columns = ", ".join(schema.names)
+    if text_field not in schema.names:
+        raise UserError(f"{path}: no column {text_field!r} (it has {columns}): set --text_field")
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise UserError(
-            f"{path}: no string column {text_field!r} ({', '.join(schema.names)}): set --text_field"
+            f"{path}: column {text_field!r} holds {kind}, not strings (columns: {columns}): set --text_field"
         )
     return pf
 
@@ -278,9 +289,10 @@ def prepare(
     chunk_mb=1.0,
     checkpoint_every=10.0,
     progress=True,
+    overwrite=False,
 ):
     """Tokenize `source` into out/{train,val}.bin + out/meta.json (out: data/NAME for a named corpus); returns
-    meta."""
+    meta. Finished bins of other settings in `out` are replaced only with overwrite=True."""
     if out is None and source not in ("openwebtext", "shakespeare"):
         raise UserError(f"--out is needed with --source {source}")
     if val_fraction is not None and not 0 < val_fraction < 1:
@@ -300,10 +312,16 @@ def prepare(
             parts, settings, by_tokens, val_docs = open_and_split(
                 source, text_field, num_proc, tok, val_fraction, seed
             )
-            with suppress(UserError):  # UserError: no intact, finished bins there
-                if (finished := read_meta(out)).get("settings") == settings:
+            if (finished := finished_bins(out)) is not None:
+                if finished.get("settings") == settings:
                     print(f"{out} already holds these bins (same source, tokenizer, split): nothing to do")
                     return finished
+                if not overwrite:
+                    raise UserError(
+                        f"{out} holds finished bins of another source, tokenizer or split "
+                        f"({finished.get('source', 'unnamed')}, {finished['tokenizer'].get('name')}): pass "
+                        f"--overwrite to replace them, or choose another --out"
+                    )
             meta = resume_progress(out, bins_meta(tok, tokenizer, settings, by_tokens))
             results = tokenized(parts, meta["next_doc"], val_docs, chunk_mb * (1 << 20), pool, num_proc)
             try:
@@ -316,6 +334,14 @@ def prepare(
         for path in created:  # left empty: this run failed before writing anything worth keeping
             with suppress(OSError):
                 path.rmdir()
+
+
+def finished_bins(out: Path) -> dict | None:
+    """The meta.json of intact, finished bins in out, or None."""
+    try:
+        return read_meta(out)
+    except UserError:
+        return None
 
 
 def open_and_split(source, text_field, num_proc, tok, val_fraction, seed) -> tuple:
@@ -478,10 +504,13 @@ def main(argv=None):
         "--checkpoint_every", type=float, default=10.0, help="seconds between resumable checkpoints"
     )
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar")
-    try:
-        cli(lambda: prepare(**vars(p.parse_args(argv))))
-    except KeyboardInterrupt:
-        sys.exit("interrupted: rerun the same command to resume")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace finished bins of other settings in --out"
+    )
+    cli(
+        lambda: prepare(**vars(p.parse_args(argv))),
+        interrupted="interrupted: rerun the same command to resume",
+    )
 
 
 if __name__ == "__main__":

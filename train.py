@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -29,10 +30,18 @@ import torch
 import torch.distributed as dist
 
 from growth import grow
-from inherit import inherit_layers
-from inheritune.data import EVAL_TOKENS, check_bins, fetch, open_for_training, train_windows, val_loss
+from inherit import inherit_layers, select_layers
+from inheritune.data import (
+    EVAL_TOKENS,
+    check_bins,
+    check_same_bins,
+    fetch,
+    open_for_training,
+    train_windows,
+    val_loss,
+)
 from inheritune.fp8 import check_fp8_device, convert_to_float8
-from inheritune.runs import append_log, check_same_recipe, continue_or_refuse, read_log, write_log
+from inheritune.runs import RunLock, append_log, check_same_recipe, continue_or_refuse, read_log, write_log
 from inheritune.runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
 from inheritune.tensor_files import safe_torch_load
 from inheritune.util import (
@@ -158,6 +167,19 @@ def check_config(cfg: TrainConfig, world: int) -> None:
         raise UserError(f"init_from={cfg.init_from}{with_grow} needs ref=<reference checkpoint>")
     if cfg.grow and cfg.inherit_layers:
         raise UserError("grow=True inherits the first n_layer blocks each round; unset inherit_layers")
+    if cfg.grow and cfg.init_from not in ("scratch", "inherit"):
+        raise UserError(
+            f"grow=True inherits every round from ref, so init_from={cfg.init_from} has no effect: drop it"
+        )
+    for key in ("out_dir", "data_dir"):
+        if not getattr(cfg, key).strip():
+            example = TrainConfig.__dataclass_fields__[key].default
+            raise UserError(f"{key} is empty; name a folder, e.g. {key}={example}")
+    if cfg.warmup_iters > cfg.max_iters:
+        raise UserError(
+            f"warmup_iters={cfg.warmup_iters} is longer than the run (max_iters={cfg.max_iters}): the "
+            f"learning rate would never reach its peak; lower warmup_iters"
+        )
     if cfg.batch_size % (cfg.micro_batch_size * world):
         raise UserError(
             f"batch_size={cfg.batch_size} is not divisible by micro_batch_size={cfg.micro_batch_size} x "
@@ -203,8 +225,14 @@ def build_model(
         torch.manual_seed(cfg.seed)
         model = GPT(shape)
     elif cfg.init_from == "inherit":
-        n_layer = None if cfg.inherit_layers else cfg.n_layer
-        model, provenance = inherit_layers(reference, n_layer, cfg.inherit_layers, dtype=torch.float32)
+        depth = reference.config.n_layer
+        layers = (
+            select_layers(depth, layers=cfg.inherit_layers, flag="inherit_layers=")
+            if cfg.inherit_layers
+            else None
+        )
+        n_layer = None if layers else cfg.n_layer
+        model, provenance = inherit_layers(reference, n_layer, layers, dtype=torch.float32)
         meta["inherit"] = provenance
     else:  # pretrained
         model = load_model(reference, dtype=torch.float32)
@@ -297,6 +325,7 @@ def resumed_run(cfg: TrainConfig, rt: Runtime) -> RunState:
             f"init_from=pretrained ref={path}"
         )
     check_same_recipe(cfg, ckpt["train_config"], path)
+    check_same_bins(cfg.data_dir, ckpt["data"]["meta"], path)
     model = GPT(ModelConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     model.to(rt.device).train()
@@ -341,6 +370,7 @@ class Run:
         self.raw, self.optimizer, self.start = state.model, state.optimizer, state.step
         self.records, self.extra, self.began_as = state.records, state.extra, state.began_as
         self.flops_per_token = self.raw.flops_per_token(cfg.block_size)
+        self.vocab = self.raw.config.vocab_size
         self.model, self.eval_model = prepare_for_training(self.raw, cfg, rt)
         self.accum = cfg.batch_size // (cfg.micro_batch_size * rt.world)
         self.out = Path(cfg.out_dir)
@@ -381,7 +411,7 @@ class Run:
             if saved:
                 self.checkpoint(step)
             if any_rank(self.rt, stop.flag):  # before the eval: SIGKILL follows SIGTERM within seconds
-                self.stop_on_sigterm(step, saved)
+                self.stop_on_signal(step, saved, stop.signal)
             if step % cfg.eval_interval == 0 or step == cfg.max_iters:
                 self.evaluate(step)
             if step >= cfg.max_iters:
@@ -401,7 +431,7 @@ class Run:
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rt.rank, step]).generate_state(1)[0]))
         windows = train_windows(cfg.seed, step, self.n_train, cfg.block_size, cfg.batch_size)
         for micro, starts in enumerate(windows.reshape(rt.world, accum, cfg.micro_batch_size)[rt.rank]):
-            x, y = fetch(cfg.data_dir, "train", starts, cfg.block_size, rt.device, self.data_meta)
+            x, y = fetch(cfg.data_dir, "train", starts, cfg.block_size, rt.device, self.data_meta, self.vocab)
             sync = micro == accum - 1 or rt.world == 1  # all-reduce gradients once, on the last micro-step
             with contextlib.nullcontext() if sync else self.model.no_sync(), rt.autocast:
                 loss = self.model(x, y)
@@ -434,7 +464,7 @@ class Run:
         """The val loss on the fixed windows, logged; a non-finite one stops the run."""
         cfg, rt = self.cfg, self.rt
         windows = cfg.data_dir, cfg.block_size, cfg.eval_tokens, cfg.micro_batch_size
-        loss = val_loss(self.eval_model, *windows, rt.autocast, rt.rank, rt.world)
+        loss = val_loss(self.eval_model, *windows, rt.autocast, rt.rank, rt.world, self.vocab)
         if not math.isfinite(loss):
             raise UserError(f"val loss is {loss} at step {step}: stopping; {self.last_good()}")
         record = {"step": step, "tokens": self.tokens(step), "val_loss": loss}
@@ -470,15 +500,16 @@ class Run:
             )
         return loss
 
-    def stop_on_sigterm(self, step: int, saved: bool) -> None:
+    def stop_on_signal(self, step: int, saved: bool, signum) -> None:
+        """A SIGTERM (on some rank) or a Ctrl-C: the run stops at a step's end, with a checkpoint there."""
         if not saved:
             self.checkpoint(step)
+        interrupted = signum == signal.SIGINT
         if self.rt.master:
-            print(
-                f"SIGTERM: checkpoint at step {step} in {self.ckpt_path}; resume with init_from=resume",
-                flush=True,
-            )
-        sys.exit(143)
+            what = "interrupted (Ctrl-C)" if interrupted else "SIGTERM"
+            where = f"at step {step}: checkpoint in {self.ckpt_path}"
+            print(f"{what} {where}; rerun the same command to continue", flush=True)
+        sys.exit(130 if interrupted else 143)
 
     def last_good(self) -> str:
         """The checkpoint on disk is this run's: a rerun into a used out_dir resumes or is refused."""
@@ -528,17 +559,30 @@ def main(argv=None):
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.attention)
     if cfg.fp8:
         check_fp8_device(rt.device)
-    cfg = continue_or_refuse(cfg, rt.master)
-    # the reference is opened once, and what it holds is read lazily by the steps that need it
-    needs_reference = cfg.ref is not None and (cfg.grow or cfg.init_from != "resume")
-    reference = open_weights(cfg.ref) if needs_reference else None
+    lock = RunLock(cfg.out_dir)
     try:
+        take_run_folder(lock, rt, cfg.out_dir)
+        cfg = continue_or_refuse(cfg, rt.master)
+        # the reference is opened once, and what it holds is read lazily by the steps that need it
+        needs_reference = cfg.ref is not None and (cfg.grow or cfg.init_from != "resume")
+        reference = open_weights(cfg.ref) if needs_reference else None
         with StopRequested() as stop:
             grow(cfg, rt, stop, reference, train) if cfg.grow else train(cfg, rt, stop, reference)
     finally:
+        lock.release()
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
+def take_run_folder(lock: RunLock, rt: Runtime, out_dir: str) -> None:
+    """One train.py command at a time in out_dir: rank 0 holds its lock, and every rank stops if it cannot."""
+    holder = lock.take() if rt.master else None
+    if any_rank(rt, holder is not None):
+        raise UserError(
+            f"out_dir {out_dir} is in use by another train.py run (pid {holder}): wait for it to end, or "
+            f"choose another out_dir"
+        )
+
+
 if __name__ == "__main__":
-    cli(main)
+    cli(main, interrupted="interrupted: rerun the same command to continue")

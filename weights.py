@@ -244,7 +244,13 @@ def _open_hf(folder: Path) -> Weights:
         hf = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}/config.json is unreadable ({e}); is this a HF model folder?") from None
-    config = config_from_hf(hf)
+    try:
+        config = config_from_hf(hf)
+    except KeyError as e:  # a key every config of its model_type has
+        raise UserError(
+            f"{folder}/config.json has no {e.args[0]!r}, which a {hf.get('model_type')} config needs: export "
+            f"the model again (save_pretrained) or complete the file"
+        ) from None
     read, names = hf_tensor_reader(folder)
     if config.arch != "gpt2":
         return Weights(folder, config, read, LLAMA_HF, file_names=names)
@@ -274,7 +280,7 @@ def _open_gguf(path: Path) -> Weights:
     n_head, n_kv_head = config.n_head, config.n_kv_head
 
     def read(name):
-        return read_gguf_tensor(tensors[name]) if name in tensors else missing_tensor(path, name)
+        return read_gguf_tensor(tensors[name], path) if name in tensors else missing_tensor(path, name)
 
     def fix(src, t):  # llama.cpp interleaves the rotary pairs of LLaMA's Q/K rows only (Qwen's as they are)
         if config.arch == "llama" and src.endswith(("attn_q.weight", "attn_k.weight")):
@@ -314,7 +320,7 @@ def gguf_config(path, fields: dict, tensors: dict) -> ModelConfig:
     )
     if "rope_freqs.weight" in tensors:
         rope_scaling = llama3_scaling_of(
-            path, read_gguf_tensor(tensors["rope_freqs.weight"]), head_dim, theta
+            path, read_gguf_tensor(tensors["rope_freqs.weight"], path), head_dim, theta
         )
     return ModelConfig(
         arch=arch,
@@ -361,6 +367,10 @@ def llama3_scaling_of(path, freq_factors: torch.Tensor, head_dim: int, theta: fl
     return scaling
 
 
+# Files people pass by mistake where a checkpoint goes (a config, a script): named as such, not "damaged".
+NOT_CHECKPOINTS = (".py", ".json", ".jsonl", ".txt", ".md", ".yaml", ".yml", ".csv", ".parquet", ".sh")
+
+
 def open_weights(path) -> Weights:
     """Lazy view of any checkpoint we read: a project .pt (or a folder holding ckpt.pt), a HF folder (or its
     hub name, through the HF cache), a .gguf."""
@@ -378,6 +388,12 @@ def open_weights(path) -> Weights:
         )
     if path.suffix == ".gguf":
         return _open_gguf(path)
+    if path.suffix == ".safetensors":
+        raise UserError(f"{path}: a .safetensors file alone has no config; pass the HF folder that holds it")
+    if path.suffix in NOT_CHECKPOINTS:
+        raise UserError(
+            f"{path} is not a checkpoint; pass a project checkpoint (.pt), a HF folder or a .gguf"
+        )
     return _open_project(path)
 
 
@@ -439,10 +455,18 @@ def tokenizer_spec_of(source) -> str:
 
 def reference_tokenizer_hash(source) -> str | None:
     """The hash of the tokenizer a reference expects (its run's data, its own files, or its inherit.py
-    reference); None when it cannot be told (data.check_bins then insists on an equal vocabulary size)."""
+    reference); None when it cannot be told here (data.check_bins then insists on an equal vocabulary size):
+    the checkpoint does not say, or names a tokenizer this machine does not have. A tokenizer that is there
+    but does not load is an error."""
     try:
-        return load_tokenizer(tokenizer_spec_of(source)).hash
+        spec = tokenizer_spec_of(source)
     except UserError:
+        return None
+    try:
+        return load_tokenizer(spec).hash
+    except UserError:
+        if spec != "gpt2" and Path(spec).exists():
+            raise
         return None
 
 
@@ -454,7 +478,14 @@ def save_checkpoint(path, model: nn.Module, **extra) -> None:
     atomically."""
     model = unwrap(model)
     obj = {"config": model.config.to_dict(), "model": model.state_dict(), **extra}
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+    def write(tmp):
+        # through a Python file: a full disk then surfaces as ENOSPC, not as torch's "unexpected pos", and the
+        # archive is not named after the random temporary file (same checkpoint, same bytes)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 HF_FAMILY_KEYS = {

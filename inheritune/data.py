@@ -38,6 +38,7 @@ def read_meta(data_dir):
         raise UserError(f"{path} is not valid JSON ({e}): {rerun}") from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise UserError(f"{path} was not written by this prepare_owt.py (format {META_FORMAT}): {rerun}")
+    check_meta_keys(meta, path, rerun)
     itemsize = np.dtype(meta["dtype"]).itemsize
     for split in SPLITS:
         file, tokens = data_dir / meta[split]["file"], meta[split]["tokens"]
@@ -48,6 +49,24 @@ def read_meta(data_dir):
                 f"{tokens} {meta['dtype']} tokens ({tokens * itemsize} bytes): {rerun}"
             )
     return meta
+
+
+# What train.py, eval.py and lazy_layers.py read of meta.json, and prepare_owt.py writes.
+META_KEYS = {
+    "": ("dtype", "vocab_size", "tokenizer", *SPLITS),
+    "tokenizer": ("name", "hash"),
+    **dict.fromkeys(SPLITS, ("file", "tokens")),
+}
+
+
+def check_meta_keys(meta: dict, path: Path, rerun: str) -> None:
+    for part, keys in META_KEYS.items():
+        where = meta[part] if part else meta
+        if missing := [k for k in keys if not isinstance(where, dict) or k not in where]:
+            name = f"{part}.{missing[0]}" if part else missing[0]
+            raise UserError(f"{path} has no '{name}', which prepare_owt.py writes: {rerun}")
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise UserError(f"{path}: dtype {meta['dtype']!r}; token bins are uint16 or uint32: {rerun}")
 
 
 def check_bins(data_dir, vocab_size, tokenizer_hash=None):
@@ -71,12 +90,39 @@ def check_bins(data_dir, vocab_size, tokenizer_hash=None):
             f"{data_dir} was tokenized with {tok['name']} (vocab {meta['vocab_size']}), but the model has "
             f"a vocabulary of {vocab_size}: {fix}"
         )
+    if meta.get("max_token_id", -1) >= vocab_size:  # prepare_owt.py records the largest id it wrote
+        raise UserError(
+            f"{data_dir} holds token id {meta['max_token_id']}, beyond the model's vocabulary of "
+            f"{vocab_size}: {fix}"
+        )
     return meta
 
 
+def bins_identity(meta: dict) -> dict:
+    """What tells two sets of bins apart: prepare_owt.py's settings (the corpus's fingerprint, tokenizer,
+    split, seed), or for bins written without them the tokenizer's hash and each split's size."""
+    if "settings" in meta:
+        return meta["settings"]
+    return {"tokenizer": meta["tokenizer"].get("hash"), **{s: meta[s]["tokens"] for s in SPLITS}}
+
+
+def check_same_bins(data_dir, began_on: dict, what) -> None:
+    """`what` (a checkpoint, a growth loop) continues only on the bins it began on (began_on: their meta)."""
+    now = bins_identity(read_meta(data_dir))
+    if bins_identity(began_on) != now:
+        source, tokenizer = began_on.get("source", "an unnamed corpus"), began_on["tokenizer"].get("name")
+        raise UserError(
+            f"{data_dir} holds other bins than {what} began on ({source}, tokenizer {tokenizer}): point "
+            f"data_dir at the bins it began on, or start afresh in another out_dir"
+        )
+
+
 def open_split(data_dir, split, meta=None):
-    """The tokens of one split ('train' or 'val') as a read-only memory map."""
+    """The tokens of one split ('train' or 'val') as a read-only memory map (an empty split as an empty array:
+    an empty file cannot be mapped)."""
     meta = meta or read_meta(data_dir)
+    if meta[split]["tokens"] == 0:
+        return np.empty(0, dtype=meta["dtype"])
     return np.memmap(Path(data_dir) / meta[split]["file"], dtype=meta["dtype"], mode="r")
 
 
@@ -85,10 +131,20 @@ def dtype_for_vocab(vocab_size):
     return np.dtype(np.uint16 if vocab_size < 1 << 16 else np.uint32)
 
 
-def fetch(data_dir, split: str, starts, block_size: int, device: torch.device, meta: dict):
-    """(x, y) int64 windows; the memmap is reopened per batch so its pages never pile up in RSS."""
+def fetch(data_dir, split: str, starts, block_size: int, device: torch.device, meta: dict, vocab_size=None):
+    """(x, y) int64 windows; the memmap is reopened per batch so its pages never pile up in RSS. With
+    vocab_size, a token id beyond it stops the run, naming its file and offset (bins whose meta.json records
+    no max_token_id are checked here, as they are read)."""
     data = open_split(data_dir, split, meta)
-    xy = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts]).astype(np.int64))
+    windows = np.stack([data[s : s + block_size + 1] for s in starts])
+    if vocab_size is not None and windows.max() >= vocab_size:
+        row, column = np.argwhere(windows >= vocab_size)[0]
+        offset = int(starts[row]) + int(column)
+        raise UserError(
+            f"{Path(data_dir) / meta[split]['file']} holds token id {windows[row, column]} at token "
+            f"{offset:,}, beyond the model's vocabulary of {vocab_size}: prepare the bins with its tokenizer"
+        )
+    xy = torch.from_numpy(windows.astype(np.int64))
     if device.type == "cuda":
         xy = xy.pin_memory().to(device, non_blocking=True)
     return xy[:, :-1], xy[:, 1:]
@@ -138,16 +194,17 @@ def val_loss(
     autocast=None,
     rank: int = 0,
     world: int = 1,
+    vocab_size: int | None = None,
 ) -> float:
     """Mean next-token loss over the fixed val windows, on the model's device; with world > 1 each rank takes
-    every world-th window and the sums are all-reduced."""
+    every world-th window and the sums are all-reduced. vocab_size: the model's (token ids are checked)."""
     meta = read_meta(data_dir)
     starts = val_windows(len(open_split(data_dir, "val", meta)), block_size, eval_tokens)[rank::world]
     device, was_training = next(model.parameters()).device, model.training
     model.eval()
     total = count = 0.0
     for i in range(0, len(starts), batch_size):
-        x, y = fetch(data_dir, "val", starts[i : i + batch_size], block_size, device, meta)
+        x, y = fetch(data_dir, "val", starts[i : i + batch_size], block_size, device, meta, vocab_size)
         with autocast or contextlib.nullcontext():
             logits = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()

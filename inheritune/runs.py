@@ -1,8 +1,10 @@
-"""A run folder's records and the rules for continuing a run: log.jsonl written and read back, the recipe a
-run (or a growth loop) must keep to continue, and what a rerun of a command does. train.py and growth.py share
-them."""
+"""A run folder's records and the rules for continuing a run: one command at a time in a folder (RunLock),
+log.jsonl written and read back, the recipe a run (or a growth loop) must keep to continue, and what a rerun
+of a command does. train.py and growth.py share them."""
 
+import fcntl
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,3 +78,53 @@ def read_log(path) -> list[dict]:
         except ValueError:
             break
     return records
+
+
+class RunLock:
+    """One command at a time in a run folder: an exclusive lock on folder/.lock, which the operating system
+    drops when its process ends, however it ends. take() creates the folder when it has to; release() removes
+    the lock file, and the folders take() created if nothing else was written to them (a start that failed
+    leaves nothing behind)."""
+
+    def __init__(self, folder):
+        self.folder, self.file, self.created = Path(folder), None, []
+        self.path = self.folder / ".lock"
+
+    def take(self) -> int | None:
+        """None once this process holds the lock; else the holder's pid (0 if it has not written it yet)."""
+        self.created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip()
+                f.close()
+                return int(holder) if holder.isdigit() else 0
+            if self.still_the_lock_file(f):
+                break
+            f.close()  # its last holder removed it between our open and our lock: take the new one
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self.file = f
+        return None
+
+    def still_the_lock_file(self, f) -> bool:
+        try:
+            return os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self.file is None:
+            return
+        self.path.unlink(missing_ok=True)  # before unlocking: a waiter then finds another file and retries
+        self.file.close()
+        self.file = None
+        for folder in self.created:  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

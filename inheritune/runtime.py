@@ -107,16 +107,25 @@ def any_rank(rt: Runtime, flag: bool) -> bool:
 
 
 class StopRequested:
-    """SIGTERM -> finish the current step, checkpoint, exit (agreed over ranks, so no rank waits forever). A
-    context manager: the process's previous SIGTERM handler is back once the run ends, so a run started from
-    Python (demo.py, a test, a notebook) leaves no handler behind for the processes it forks later."""
+    """SIGTERM or Ctrl-C (SIGINT) -> finish the current step, checkpoint, exit (agreed over ranks, so no rank
+    waits forever). A second Ctrl-C interrupts at once. A context manager: the process's previous handlers
+    are back once the run ends, so a run started from Python (demo.py, a test, a notebook) leaves no handler
+    behind for the processes it forks later."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.flag = False
+        self.flag, self.signal = False, None
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "flag", True))
+        self.previous = {s: signal.signal(s, self.request) for s in self.SIGNALS}
         return self
 
+    def request(self, signum, frame):
+        self.flag, self.signal = True, signal.Signals(signum)
+        if signum == signal.SIGINT:  # the next Ctrl-C is Python's own: KeyboardInterrupt
+            signal.signal(signal.SIGINT, self.previous[signal.SIGINT])
+
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)

@@ -100,12 +100,19 @@ def hf_tensor_reader(folder: Path):
     return read, weight_map
 
 
-def read_gguf_tensor(t) -> torch.Tensor:
+def read_gguf_tensor(t, path) -> torch.Tensor:
+    """A tensor of the GGUF at path, dequantised to float32 by the gguf package."""
     import gguf
 
-    return torch.from_numpy(
-        gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1].tolist()).copy()
-    )
+    try:
+        values = gguf.quants.dequantize(t.data, t.tensor_type)
+    except NotImplementedError:
+        kind = gguf.GGMLQuantizationType(t.tensor_type).name
+        raise UserError(
+            f"{path}: tensor {t.name} is {kind}, which the gguf package cannot dequantise; use a file of "
+            f"another quantisation (F16, Q8_0, Q4_K_M, ...) or the model's HF folder"
+        ) from None
+    return torch.from_numpy(values.reshape(t.shape[::-1].tolist()).copy())
 
 
 def missing_tensor(path, name):

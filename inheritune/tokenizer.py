@@ -273,11 +273,20 @@ def load_tokenizer(spec="gpt2"):
     path = Path(resolve_hub_name(spec))
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
-        path = path / "tokenizer.json" if (path / "tokenizer.json").is_file() or len(ggufs) != 1 else ggufs[0]
+        if not (path / "tokenizer.json").is_file() and len(ggufs) != 1:
+            raise UserError(
+                f"tokenizer folder {spec} holds no tokenizer.json (nor a single .gguf); point at the model "
+                "folder that has one, or pass gpt2, a tokenizer.json or a .gguf"
+            )
+        path = path / "tokenizer.json" if (path / "tokenizer.json").is_file() else ggufs[0]
     if path.is_file() and path.suffix == ".gguf":
         return load_gguf(path)
     if path.is_file() and path.suffix == ".json":
         return load_tokenizer_json(path)
+    if not path.exists() and ("/" in str(spec) or path.suffix in (".json", ".gguf")):
+        raise UserError(
+            f"tokenizer {spec}: no such file or folder; pass gpt2, a tokenizer.json, a folder or a .gguf"
+        )
     raise UserError(
         f"unknown tokenizer {spec!r}: use 'gpt2', a tokenizer.json, a model folder holding one, or a .gguf "
         "file"

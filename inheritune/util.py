@@ -3,9 +3,13 @@ dataclass fields (`setting`: default, help and accepted values), config files an
 them, atomic writes, loss plots, hub names."""
 
 import ast
+import contextlib
 import difflib
+import errno
+import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -18,19 +22,33 @@ class UserError(Exception):
     """A bad input the user can fix: scripts print it as one line and exit non-zero."""
 
 
-def cli(main) -> None:
-    """Run a script's main(); a UserError becomes one line on stderr and exit code 1. Under torchrun only rank
-    0 prints it: every check before training sees the same inputs on every rank, and the checks during
-    training decide on all-reduced values, so the ranks fail together with the same message. torchrun stops
-    every rank as soon as one exits, so the other ranks wait (torchrun stops them within moments) and leave
-    rank 0 the time to say why."""
+def cli(main, interrupted: str = "interrupted") -> None:
+    """Run a script's main(); a UserError becomes one line on stderr and exit code 1, a Ctrl-C the line
+    `interrupted` and exit code 130. Under torchrun only rank 0 prints: every check before training sees the
+    same inputs on every rank, and the checks during training decide on all-reduced values, so the ranks fail
+    together with the same message. torchrun stops every rank as soon as one exits, so the other ranks wait
+    (torchrun stops them within moments) and leave rank 0 the time to say why."""
+    master = os.environ.get("RANK", "0") == "0"
     try:
         main()
     except UserError as e:
-        if os.environ.get("RANK", "0") == "0":
+        if master:
+            tell_torchrun(f"error: {e}")
             sys.exit(f"error: {e}")
         time.sleep(30)
         sys.exit(1)
+    except KeyboardInterrupt:
+        if master:
+            print(interrupted, file=sys.stderr)
+        sys.exit(130)
+
+
+def tell_torchrun(line: str) -> None:
+    """Under torchrun, the line again in the error file torchrun reads (TORCHELASTIC_ERROR_FILE): its failure
+    summary, printed last, then shows our line where it would show a traceback."""
+    if path := os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        with contextlib.suppress(OSError):
+            Path(path).write_text(json.dumps({"message": line, "timestamp": str(int(time.time()))}))
 
 
 def coerce(key: str, value, annotation):
@@ -170,8 +188,19 @@ def check_can_create(folder) -> None:
         raise UserError(f"cannot write in {existing} (permission denied); choose another path")
 
 
+def check_new_output(path: Path, overwrite: bool, example: str) -> None:
+    """A script's output file: a path it can create, not a folder, not an existing file unless overwrite."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: give a file path, e.g. {path / example}")
+    if path.exists() and not overwrite:
+        raise UserError(f"--out {path} exists; choose another path, or pass --overwrite to replace it")
+    check_can_create(path.parent)
+
+
 def atomic_write(path, write) -> None:
-    """Call write(tmp_path), then rename onto path: readers never see a half-written file."""
+    """Call write(tmp_path), then rename onto path: readers never see a half-written file, and when the write
+    fails, whatever its error (torch's writer raises RuntimeError on a full disk), path keeps its earlier
+    contents and the temporary file is removed."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,19 +210,35 @@ def atomic_write(path, write) -> None:
         raise UserError(f"cannot write {path} ({e.strerror}); choose a writable output path") from None
     try:
         write(tmp)
-        # mkstemp makes 0600; give the file the permissions a plain open would
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: the permissions a plain open would give
         fd = os.open(tmp, os.O_RDONLY)
         os.fsync(fd)  # on disk before the rename, so a crash cannot leave an empty file under the real name
         os.close(fd)
         os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(
-            f"writing {path} failed ({e.strerror}); free some space or choose another path"
-        ) from None
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(write_failure(path, e)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_failure(path: Path, error: Exception) -> str:
+    """Why writing path failed, in one line: a full disk by name (found in the error's chain, or in the free
+    space left), else the error itself."""
+    chain, cause = [], error
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    full = any(getattr(c, "errno", None) == errno.ENOSPC or "No space left" in str(c) for c in chain)
+    kept = f"{path} keeps its earlier contents" if path.exists() else f"{path} was not written"
+    if full or shutil.disk_usage(path.parent).free < 1 << 20:
+        return f"no space left on the disk of {path.parent}: {kept}; free some space or choose another path"
+    reason = (
+        error.strerror if isinstance(error, OSError) else f"{type(error).__name__}: {error}".split("\n")[0]
+    )
+    return f"writing {path} failed ({reason}): {kept}; choose another path"
 
 
 def _umask() -> int:

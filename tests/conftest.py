@@ -3,11 +3,13 @@ parity helpers, a small random GPT, Shakespeare bins, and train.py runs in this 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,8 +144,9 @@ GGUF_LAYER_NAMES = {
 }  # fmt: skip
 
 
-def write_gguf(hf, path, dtype):
-    """A GGUF as llama.cpp's converter writes it, for a LLaMA (llama), Qwen2 or Qwen3 transformers model."""
+def write_gguf(hf, path, dtype, quantized=None):
+    """A GGUF as llama.cpp's converter writes it, for a LLaMA (llama), Qwen2 or Qwen3 transformers model.
+    quantized: {GGUF tensor name: a gguf.GGMLQuantizationType} written as zero blocks of that type."""
     import gguf
 
     c = hf.config
@@ -164,6 +167,12 @@ def write_gguf(hf, path, dtype):
                 t = rotary_interleave(t, c.num_key_value_heads)
         else:
             gguf_name = GGUF_NAMES[name]
+        if gguf_name in (quantized or {}):
+            kind = quantized[gguf_name]
+            block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+            zeros = np.zeros((t.shape[0], t.shape[1] // block * block_bytes), dtype=np.uint8)
+            writer.add_tensor(gguf_name, zeros, raw_dtype=kind)
+            continue
         writer.add_tensor(gguf_name, t.numpy().astype(dtype if t.dim() == 2 else "float32"))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -301,6 +310,32 @@ def truncated_reference_logits(hf, layers, tokens):
             body.h = full
         else:
             body.layers = full
+
+
+def copy_bins(small_bins, folder, train=None, val=None, **meta):
+    """The small bins copied into folder, with train/val ids replaced (arrays) and meta.json keys replaced (a
+    value of None deletes the key): bins as another tool, or a damaged disk, might leave them."""
+    shutil.copytree(small_bins, folder)
+    document = json.loads((folder / "meta.json").read_text())
+    for split, ids in (("train", train), ("val", val)):
+        if ids is not None:
+            np.asarray(ids, dtype=np.uint16).tofile(folder / f"{split}.bin")
+            document[split]["tokens"] = len(ids)
+    for key, value in meta.items():
+        document.pop(key) if value is None else document.update({key: value})
+    (folder / "meta.json").write_text(json.dumps(document))
+    return folder
+
+
+def tree_hash(folder) -> str:
+    """One hash over the names and bytes of the files under folder (or of one file): equal if none changed."""
+    import hashlib
+
+    digest, folder = hashlib.sha256(), Path(folder)
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else [folder]:
+        if path.is_file():
+            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------- train.py runs

@@ -452,6 +452,23 @@ def test_cli_bad_settings_are_refused_before_anything_is_written(
     assert not (tmp_path / "r.json").exists()
 
 
+def test_cli_an_existing_or_unwritable_out_is_refused_before_evaluating(
+    llama_dir, small_bins, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(
+        eval_script, "eval_val_loss", lambda *a, **k: pytest.fail("evaluated before the checks")
+    )
+    (tmp_path / "results.json").write_text("earlier results")
+    (tmp_path / "file").write_text("x")
+    for out, message in [
+        (tmp_path / "results.json", "results.json exists; choose another path, or pass --overwrite"),
+        (tmp_path / "file" / "r.json", "file is a file, not a folder"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            eval_here("--ckpt", llama_dir, "--val_data", small_bins, "--out", out)
+    assert (tmp_path / "results.json").read_text() == "earlier results"
+
+
 def test_val_loss_needs_no_lm_eval_and_tasks_say_how_to_get_it(llama_dir, small_bins, monkeypatch):
     code = (
         "import runpy, sys; sys.modules['lm_eval'] = None; sys.argv = ['eval.py', *sys.argv[1:]]; "

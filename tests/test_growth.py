@@ -12,7 +12,7 @@ import torch
 
 import train
 import weights
-from conftest import TINY, run_log, run_train, train_here, wait_for
+from conftest import TINY, copy_bins, run_log, run_train, train_here, tree_hash, wait_for
 from growth import reference_curve, score, verdict
 from inherit import inherit_layers
 from inheritune.data import read_meta, val_loss
@@ -46,6 +46,8 @@ def test_every_round_starts_from_the_reference_and_every_depth_is_tried(small_bi
     out, state = every_depth
     rounds = state["rounds"]
     assert [r["n_layer"] for r in rounds] == [1, 2, 3, 4] and not any(r["matches"] for r in rounds)
+    assert state["result"]["matched_depth"] is None  # exhausted: said plainly, in growth.json and on screen
+    assert state["result"]["summary"].startswith("no depth up to 4 matched the reference's")
     assert (out / "growth.png").exists()
     # 20 steps against a reference trained 60: not the reference's recipe, so flagged, and both sides are
     # scored by their final val loss (the reference's evaluated now on the same windows)
@@ -77,6 +79,7 @@ def test_the_loop_stops_at_the_first_matching_depth(small_bins, reference, every
         (k + 1, k == stop_at) for k in range(stop_at + 1)
     ]
     assert curves(stopped) == curves(every_depth[1]["rounds"][: stop_at + 1])
+    assert growth_json(tmp_path)["result"]["matched_depth"] == stop_at + 1
 
 
 def test_a_killed_loop_resumes_its_round_and_ends_as_the_uninterrupted_one(
@@ -109,7 +112,11 @@ def test_the_reference_is_opened_once_for_the_whole_loop(small_bins, reference, 
     open_weights = weights.open_weights
     monkeypatch.setattr(weights, "open_weights", counting)
     monkeypatch.setattr(train, "open_weights", counting)
-    train_here(*grow_args(small_bins, reference, tmp_path, "--grow_tolerance=-100", "--max_iters=2"))
+    train_here(
+        *grow_args(
+            small_bins, reference, tmp_path, "--grow_tolerance=-100", "--max_iters=2", "--warmup_iters=1"
+        )
+    )
     assert len(growth_json(tmp_path)["rounds"]) == 4
     assert opened == [str(reference)]
 
@@ -136,17 +143,39 @@ def test_the_loop_reads_the_reference_curve_from_its_own_log_and_decides_on_the_
 
 
 def test_a_loop_continues_only_under_its_own_recipe(small_bins, reference, tmp_path):
-    train_here(*grow_args(small_bins, reference, tmp_path, "--grow_tolerance=100", "--max_iters=2"))
+    train_here(
+        *grow_args(
+            small_bins, reference, tmp_path, "--grow_tolerance=100", "--max_iters=2", "--warmup_iters=1"
+        )
+    )
     message = re.escape("growth.json was made with other settings: learning_rate=0.01 (was 0.003)")
     with pytest.raises(UserError, match=message):
-        train_here(*grow_args(small_bins, reference, tmp_path, "--max_iters=2", "--learning_rate=1e-2"))
+        train_here(
+            *grow_args(
+                small_bins, reference, tmp_path, "--max_iters=2", "--warmup_iters=1", "--learning_rate=1e-2"
+            )
+        )
+
+
+def test_a_loop_continues_only_on_its_own_bins(small_bins, reference, tmp_path):
+    data = copy_bins(small_bins, tmp_path / "data")
+    extra = "--grow_tolerance=100", "--max_iters=2", "--warmup_iters=1"
+    args = grow_args(data, reference, tmp_path / "loop", *extra)
+    train_here(*args)
+    before = tree_hash(tmp_path / "loop")
+    settings = json.loads((data / "meta.json").read_text())["settings"]
+    shutil.rmtree(data)  # prepared again into the same folder, from another corpus
+    copy_bins(small_bins, data, settings={**settings, "fingerprint": "another corpus"})
+    with pytest.raises(UserError, match="holds other bins than .*growth.json began on"):
+        train_here(*args)
+    assert tree_hash(tmp_path / "loop") == before
 
 
 @pytest.mark.parametrize(
     "extra,message",
     [
         (["--n_layer=5"], "n_layer=5 is outside 1..4"),
-        (["--n_layer=3", "--grow_max_layer=2"], "n_layer=3 is outside 1..2"),
+        (["--n_layer=3", "--grow_max_layer=2"], "n_layer=3 is deeper than grow_max_layer=2"),
     ],
 )
 def test_error_start_deeper_than_the_reference_or_the_limit(small_bins, reference, tmp_path, extra, message):

@@ -92,14 +92,14 @@ def test_reinit_is_explicit_and_audited(refs, tokens):
         inherit_layers(root / "gpt2", n_layer=2, reinit=("h.7",))
 
 
-def test_missing_reference_tensor_is_an_error_naming_reinit(tmp_path, tokens):
+def test_missing_reference_tensor_is_an_error_naming_inherit_reinit(tmp_path, tokens):
     from safetensors.torch import load_file, save_file
 
     tiny_hf_llama(num_hidden_layers=3).save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     del state["lm_head.weight"]
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(UserError, match="--reinit lm_head"):
+    with pytest.raises(UserError, match="run inherit.py --reinit lm_head"):
         inherit_layers(tmp_path, n_layer=2)
     model, prov = inherit_layers(tmp_path, n_layer=2, reinit=("lm_head",))
     assert prov["sources"]["lm_head.weight"] == "reinit"
@@ -190,3 +190,25 @@ def test_cli_unreadable_reference_and_unwritable_out(refs, tmp_path):
         with pytest.raises(UserError, match=message):
             run_cli("--ref", ref, "--n_layer", 2, "--out", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt"]
+
+
+def test_cli_never_replaces_the_reference_nor_an_existing_out_unasked(refs, tmp_path, small_bins):
+    from conftest import TINY, train_here, tree_hash
+
+    root, _ = refs
+    train_here(*TINY, f"--data_dir={small_bins}", "--max_iters=10", f"--out_dir={tmp_path / 'run'}")
+    before = tree_hash(tmp_path / "run")
+    for ref, out in [
+        (tmp_path / "run" / "ckpt.pt", tmp_path / "run" / "ckpt.pt"),
+        (tmp_path / "run", tmp_path / "run" / "ckpt.pt"),
+    ]:
+        with pytest.raises(UserError, match="is a file of the reference, which inherit.py never writes"):
+            run_cli("--ref", ref, "--n_layer", 1, "--out", out, "--overwrite")
+    assert tree_hash(tmp_path / "run") == before  # the trained reference and its optimizer state intact
+    run_cli("--ref", root / "llama", "--n_layer", 2, "--out", tmp_path / "small.pt")
+    kept = tree_hash(tmp_path / "small.pt")
+    with pytest.raises(UserError, match="small.pt exists; choose another path, or pass --overwrite"):
+        run_cli("--ref", root / "llama", "--n_layer", 3, "--out", tmp_path / "small.pt")
+    assert tree_hash(tmp_path / "small.pt") == kept
+    run_cli("--ref", root / "llama", "--n_layer", 3, "--out", tmp_path / "small.pt", "--overwrite")
+    assert load_model(tmp_path / "small.pt").config.n_layer == 3

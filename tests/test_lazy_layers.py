@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lazy_layers
-from conftest import random_model, tiny_hf, tiny_hf_llama
+from conftest import random_model, tiny_hf, tiny_hf_llama, tree_hash
 from inheritune.util import UserError
 from lazy_layers import attention_maps, attention_stats, diagnose
 from model import GPT, ModelConfig
@@ -144,3 +144,21 @@ def test_command_writes_json_and_plot_and_refuses_bad_inputs(small_bins, tmp_pat
         with pytest.raises(UserError, match=re.escape(words)):
             run("--data", small_bins, "--out", tmp_path / "bad", "--seq_len", 32, *args)
         assert not (tmp_path / "bad").exists()
+    before = tree_hash(tmp_path / "out")
+    with pytest.raises(UserError, match="holds a report already; choose another folder, or pass --overwrite"):
+        run("--data", small_bins, "--out", tmp_path / "out", "--seqs", 2, "--seq_len", 16, "--device", "cpu")
+    assert tree_hash(tmp_path / "out") == before
+    run(
+        "--data",
+        small_bins,
+        "--out",
+        tmp_path / "out",
+        "--seqs",
+        2,
+        "--seq_len",
+        16,
+        "--device",
+        "cpu",
+        "--overwrite",
+    )
+    assert json.loads((tmp_path / "out" / "lazy_layers.json").read_text())["settings"]["seq_len"] == 16

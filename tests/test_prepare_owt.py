@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import prepare_owt
-from conftest import ROOT
+from conftest import ROOT, tree_hash
 from inheritune.data import check_bins, dtype_for_vocab, open_split, read_meta, shakespeare_files
 from inheritune.tokenizer import load_tokenizer
 from inheritune.util import UserError
@@ -207,6 +207,13 @@ def test_bad_output_and_tokenizer_are_refused(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def write_parquet(path, columns: dict) -> None:
+    pa = pytest.importorskip("pyarrow")  # parquet needs the `data` extra
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+
+
 @pytest.mark.parametrize(
     "setup, args, message",
     [
@@ -245,7 +252,17 @@ def test_bad_output_and_tokenizer_are_refused(tmp_path):
         (
             lambda d: write_jsonl(d / "c.jsonl", make_docs(40)),
             ["c.jsonl", "--tokenizer", "nope.gguf"],
-            "unknown tokenizer",
+            "tokenizer nope.gguf: no such file or folder",
+        ),
+        (
+            lambda d: (d / "fake.parquet").write_text("a text file under a parquet name\n"),
+            ["fake.parquet"],
+            "fake.parquet is not a readable parquet file",
+        ),
+        (
+            lambda d: write_parquet(d / "ids.parquet", {"text": [1, 2, 3], "body": ["a", "b", "c"]}),
+            ["ids.parquet"],
+            "column 'text' holds int64, not strings \\(columns: text, body\\): set --text_field",
         ),
     ],
 )
@@ -291,7 +308,7 @@ def test_unreachable_hub_fails_fast_with_the_offline_way_out(tmp_path):
     assert not (tmp_path / "owt").exists()
 
 
-def interrupt_after_ten_chunks(args: list[str], monkeypatch) -> None:
+def interrupt_after_ten_chunks(args: list[str], monkeypatch, capsys) -> None:
     """Ctrl-C at a chosen point of the run (not whenever a poll sees progress): after its tenth chunk."""
     tokenized = prepare_owt.tokenized
 
@@ -302,8 +319,12 @@ def interrupt_after_ten_chunks(args: list[str], monkeypatch) -> None:
             yield result
 
     monkeypatch.setattr(prepare_owt, "tokenized", ctrl_c_after_ten_chunks)
-    with pytest.raises(SystemExit, match="^interrupted: rerun the same command to resume$"):
+    with pytest.raises(SystemExit) as exit:
         prepare_owt.main(args)
+    assert (
+        exit.value.code == 130
+        and capsys.readouterr().err == "interrupted: rerun the same command to resume\n"
+    )
     monkeypatch.undo()
 
 
@@ -331,7 +352,7 @@ def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypa
     args = ["--source", source, "--out", tmp_path / "resumed", "--val_fraction", 0.01, "--block_size", 8,
             "--num_proc", 2, "--chunk_mb", 0.1, "--checkpoint_every", 0, "--quiet"]  # fmt: skip
     args, progress = [str(a) for a in args], tmp_path / "resumed" / "progress.json"
-    interrupt_after_ten_chunks(args, monkeypatch)
+    interrupt_after_ten_chunks(args, monkeypatch, capsys)
     interrupted_at = json.loads(progress.read_text())["next_doc"]
     kill_past(args, progress, interrupted_at)
     done = json.loads(progress.read_text())["next_doc"]
@@ -352,13 +373,18 @@ def test_interrupted_and_killed_runs_resume_to_identical_bins(tmp_path, monkeypa
     assert read_meta(tmp_path / "resumed")["train"] == read_meta(tmp_path / "whole")["train"]
 
 
-def test_rerun_of_a_finished_run_does_nothing(tmp_path, capsys):
+def test_rerun_of_a_finished_run_does_nothing_and_other_settings_need_overwrite(tmp_path, capsys):
     source = write_jsonl(tmp_path / "c.jsonl", make_docs(100))
     first = run(source, tmp_path / "out")
-    stamp = (tmp_path / "out" / "train.bin").stat().st_mtime_ns
+    stamp, before = (tmp_path / "out" / "train.bin").stat().st_mtime_ns, tree_hash(tmp_path / "out")
     assert run(source, tmp_path / "out") == first and "nothing to do" in capsys.readouterr().out
     assert (tmp_path / "out" / "train.bin").stat().st_mtime_ns == stamp
-    assert run(source, tmp_path / "out", seed=5)["seed"] == 5  # other settings: prepared again
+    with pytest.raises(
+        UserError, match="holds finished bins of another source, tokenizer or split .*--overwrite"
+    ):
+        run(source, tmp_path / "out", seed=5)  # other settings: the finished bins stay as they were
+    assert tree_hash(tmp_path / "out") == before
+    assert run(source, tmp_path / "out", seed=5, overwrite=True)["seed"] == 5
 
 
 def test_rerun_with_other_arguments_restarts_cleanly(tmp_path):

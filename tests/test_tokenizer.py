@@ -94,9 +94,12 @@ def test_tokenizer_pickles_for_worker_processes(gpt2):
 
 
 def test_unknown_tokenizer_specs_are_user_errors(tmp_path):
-    for spec in ["gpt3", str(tmp_path / "missing.json"), str(tmp_path)]:
-        with pytest.raises(UserError, match="unknown tokenizer"):
-            load_tokenizer(spec)
+    with pytest.raises(UserError, match="unknown tokenizer 'gpt3'"):
+        load_tokenizer("gpt3")
+    with pytest.raises(UserError, match="holds no tokenizer.json"):
+        load_tokenizer(str(tmp_path))
+    with pytest.raises(UserError, match="missing.json: no such file or folder"):
+        load_tokenizer(str(tmp_path / "missing.json"))
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(UserError, match="not a HF tokenizer.json"):
         load_tokenizer(str(tmp_path))

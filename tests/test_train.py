@@ -3,21 +3,26 @@ writes, and bad inputs (tests/test_train_processes.py has what needs processes: 
 
 import json
 import re
+import shutil
 import signal
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import (
     ROOT,
     TINY,
+    copy_bins,
     run_log,
     tiny_hf_gpt2,
     train_here,
+    tree_hash,
 )
 from growth import RECIPE_KEYS
+from inheritune.data import val_windows
 from inheritune.util import HUB_NAME, UserError
 from model import GPT
 from train import TrainConfig, load_config, lr_at, model_config
@@ -77,6 +82,13 @@ def test_config_file_and_typed_overrides(tmp_path):
         (["--batch_size=7"], "batch_size=7 is not divisible by micro_batch_size=8 x world size 1"),
         (["--grow=True", "--ref=x", "--inherit_layers=0,1"], "unset inherit_layers"),
         (["--fp8=True", "--dtype=float32"], "fp8=True trains under bfloat16 autocast"),
+        (["--out_dir="], "out_dir is empty; name a folder"),
+        (["--data_dir= "], "data_dir is empty; name a folder"),
+        (["--grow=True", "--ref=x", "--init_from=pretrained"], "init_from=pretrained has no effect: drop it"),
+        (
+            ["--warmup_iters=200", "--max_iters=100"],
+            "warmup_iters=200 is longer than the run (max_iters=100)",
+        ),
     ],
 )
 def test_config_errors(args, message):
@@ -224,6 +236,7 @@ def test_train_config_records_the_model_trained(small_bins, reference, tmp_path)
         "--n_layer=4",
         "--inherit_layers=0,2",
         "--max_iters=1",
+        "--warmup_iters=0",
         f"--out_dir={tmp_path}",
     )
     written = json.loads((tmp_path / "train_config.json").read_text())
@@ -250,7 +263,9 @@ def test_a_run_from_python_leaves_the_sigterm_handler_as_it_found_it(small_bins,
     """train.main() from Python (demo.py, a notebook) catches SIGTERM only while it runs: a process that
     forks workers afterwards (prepare_owt.py's pool) must still be able to terminate them."""
     before = signal.getsignal(signal.SIGTERM)
-    train_here(*TINY, f"--data_dir={small_bins}", "--max_iters=1", f"--out_dir={tmp_path / 'ok'}")
+    train_here(
+        *TINY, f"--data_dir={small_bins}", "--max_iters=1", "--warmup_iters=0", f"--out_dir={tmp_path / 'ok'}"
+    )
     assert signal.getsignal(signal.SIGTERM) is before
     with pytest.raises(UserError):
         train_here(
@@ -333,3 +348,62 @@ def test_error_resume_without_a_checkpoint(small_bins, tmp_path):
 def test_error_inherit_deeper_than_the_reference(small_bins, reference, tmp_path):
     args = f"--data_dir={small_bins}", f"--ref={reference}", "--init_from=inherit", "--n_layer=9"
     expect_error(tmp_path, *args, message="outside 1..4")
+
+
+# ------------------------------------------------------------------------------------------ nothing lost
+
+
+def test_a_finished_run_is_not_continued_on_other_bins(small_bins, tmp_path):
+    data = copy_bins(small_bins, tmp_path / "data")
+    args = [*TINY, f"--data_dir={data}", f"--out_dir={tmp_path / 'run'}", "--max_iters=10"]
+    train_here(*args)
+    before = tree_hash(tmp_path / "run")
+    settings = json.loads((data / "meta.json").read_text())["settings"]
+    shutil.rmtree(data)  # the same folder, other bins: another corpus fingerprint
+    copy_bins(small_bins, data, settings={**settings, "fingerprint": "another corpus"})
+    with pytest.raises(UserError, match=f"{re.escape(str(data))} holds other bins than .*ckpt.pt began on"):
+        train_here(*args)
+    assert tree_hash(tmp_path / "run") == before
+
+
+def test_token_ids_beyond_the_vocabulary_stop_before_training(small_bins, tmp_path):
+    recorded = copy_bins(small_bins, tmp_path / "recorded", max_token_id=600)  # what prepare_owt.py records
+    expect_error(
+        tmp_path, f"--data_dir={recorded}", message="holds token id 600, beyond the model's vocabulary"
+    )
+    ids = np.full(4096, 7)
+    bad = val_windows(len(ids), block_size=32, eval_tokens=2048)[40] + 3  # a token the first evaluation reads
+    ids[bad] = 600
+    unrecorded = copy_bins(small_bins, tmp_path / "unrecorded", val=ids, max_token_id=None)  # read as it goes
+    message = (
+        f"{unrecorded / 'val.bin'} holds token id 600 at token {bad:,}, beyond the model's vocabulary of 512"
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        train_here(*TINY, "--max_iters=10", f"--data_dir={unrecorded}", f"--out_dir={tmp_path / 'out'}")
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"val": []}, "val.bin has 0 tokens, fewer than eval_tokens=2048"),
+        ({"dtype": None}, "meta.json has no 'dtype', which prepare_owt.py writes"),
+        ({"tokenizer": {"name": "x"}}, "meta.json has no 'tokenizer.hash', which prepare_owt.py writes"),
+        ({"dtype": "int8"}, "dtype 'int8'; token bins are uint16 or uint32"),
+    ],
+    ids=["empty val", "no dtype", "no hash", "dtype"],
+)
+def test_bins_that_prepare_owt_did_not_write_are_refused_by_name(small_bins, tmp_path, change, message):
+    data = copy_bins(small_bins, tmp_path / "data", **change)
+    expect_error(tmp_path, f"--data_dir={data}", message=message)
+
+
+def test_a_broken_tokenizer_json_beside_the_reference_is_an_error(small_bins, tmp_path):
+    tiny_hf_gpt2(vocab_size=512).save_pretrained(tmp_path / "ref")
+    (tmp_path / "ref" / "tokenizer.json").write_text("{broken")
+    args = f"--data_dir={small_bins}", "--init_from=pretrained", f"--ref={tmp_path / 'ref'}"
+    expect_error(tmp_path, *args, message="tokenizer.json is not a HF tokenizer.json")
+
+
+def test_inherit_layers_are_named_as_train_py_takes_them(small_bins, reference, tmp_path):
+    args = f"--data_dir={small_bins}", "--init_from=inherit", f"--ref={reference}", "--inherit_layers=0,0"
+    expect_error(tmp_path, *args, message="selected more than once in inherit_layers=0,0")

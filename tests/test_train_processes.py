@@ -14,7 +14,9 @@ import torch
 
 from conftest import FP8_ON_CPU, PLAIN, ROOT, TINY, run_log, run_train, train_here, wait_for, without_timing
 from inheritune.data import read_meta
+from inheritune.runs import RunLock
 from inheritune.runtime import Runtime
+from inheritune.util import UserError
 from train import build_model, load_config
 from weights import load_model
 
@@ -171,12 +173,51 @@ def test_sigterm_saves_a_checkpoint(small_bins, tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     output = (tmp_path / "out.txt").read_text()
-    assert proc.returncode == 143 and "SIGTERM: checkpoint at step" in output, output
+    assert (
+        proc.returncode == 143
+        and "SIGTERM at step" in output
+        and "rerun the same command to continue" in output
+    ), output
     assert 0 < torch.load(out / "ckpt.pt", weights_only=True)["step"] < 100000
 
 
+def test_one_run_per_folder_ctrl_c_checkpoints_and_a_killed_runs_lock_dies_with_it(small_bins, tmp_path):
+    out = tmp_path / "run"
+    args = *TINY, f"--data_dir={small_bins}", "--max_iters=100000", "--checkpoint_interval=100000"
+    args += (f"--out_dir={out}",)
+    first = run_train(*args, background=tmp_path / "first.txt")
+    wait_for(lambda: (out / "log.jsonl").exists(), first, 60, "the run's start")
+    in_use = f"out_dir {out} is in use by another train.py run (pid {first.pid}): wait for it to end"
+    with pytest.raises(UserError, match=re.escape(in_use)):
+        train_here(*args)
+    ranks = run_train(
+        *args, torchrun=2, check=False
+    )  # under torchrun, rank 0 takes the lock and names its holder
+    assert ranks.returncode != 0 and (ranks.stdout + ranks.stderr).count(in_use) == 2, ranks.stderr
+    first.send_signal(signal.SIGINT)
+    first.wait(timeout=60)
+    output = (tmp_path / "first.txt").read_text()
+    step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
+    stopped = f"interrupted (Ctrl-C) at step {step}: checkpoint in {out / 'ckpt.pt'}; rerun the same command"
+    assert first.returncode == 130 and stopped in output and "Traceback" not in output, output
+    assert not (out / ".lock").exists()
+    second = run_train(*args, background=tmp_path / "second.txt")  # the same command continues the run
+    continuing = f"holds this command's run at step {step}: continuing it"
+    wait_for(lambda: continuing in (tmp_path / "second.txt").read_text(), second, 60, "the rerun's start")
+    second.kill()
+    second.wait(timeout=60)
+    assert (
+        out / ".lock"
+    ).exists()  # left behind by SIGKILL, and locking nothing: the kernel dropped the lock
+    lock = RunLock(out)
+    assert lock.take() is None
+    lock.release()
+
+
 @pytest.mark.skipif((ROOT / "out" / "gpt2_large" / "ckpt.pt").exists(), reason="the reference exists here")
-def test_error_untrained_reference_names_its_config_once_under_torchrun(small_bins, tmp_path):
+def test_error_untrained_reference_is_named_by_rank_0_and_again_last_in_torchruns_summary(
+    small_bins, tmp_path
+):
     r = run_train(
         ROOT / "config" / "gpt2_large_inherit18.py",
         f"--data_dir={small_bins}",
@@ -186,6 +227,10 @@ def test_error_untrained_reference_names_its_config_once_under_torchrun(small_bi
         torchrun=2,
         check=False,
     )
-    assert r.returncode != 0 and (r.stdout + r.stderr).count("error:") == 1, r.stdout + r.stderr
-    assert "train it first (torchrun --nproc_per_node=N train.py config/gpt2_large.py writes it)" in r.stderr
+    line = "error: reference ref=out/gpt2_large/ckpt.pt does not exist: train it first (torchrun "
+    line += "--nproc_per_node=N train.py config/gpt2_large.py writes it)"
+    output = r.stdout + r.stderr
+    assert r.returncode != 0 and output.count(line) == 2, output  # rank 0's line; the other rank says nothing
+    summary = r.stderr[r.stderr.index("Root Cause") :]  # torchrun's summary, printed last, shows it again
+    assert "rank      : 0" in summary and f"traceback : {line}" in summary, summary
     assert not (tmp_path / "x").exists()

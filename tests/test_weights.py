@@ -154,6 +154,38 @@ def test_error_unsafe_pickle_is_refused(tmp_path, capsys):
     assert "must never run" not in capsys.readouterr().out
 
 
+def test_error_a_gguf_tensor_the_gguf_package_cannot_dequantise_is_named(tmp_path):
+    import gguf
+
+    hf = tiny_hf_llama(hidden_size=256)  # Q8_K packs rows in blocks of 256 values
+    write_gguf(
+        hf,
+        tmp_path / "q8k.gguf",
+        "float32",
+        quantized={"blk.1.attn_q.weight": gguf.GGMLQuantizationType.Q8_K},
+    )
+    expect_error(
+        tmp_path / "q8k.gguf", "tensor blk.1.attn_q.weight is Q8_K, which the gguf package cannot dequantise"
+    )
+
+
+def test_error_a_hf_config_without_a_key_its_family_needs(tmp_path):
+    tiny_hf_gpt2().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["n_layer"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    expect_error(tmp_path, "config.json has no 'n_layer', which a gpt2 config needs")
+
+
+def test_error_a_file_that_is_no_checkpoint_is_named_so(tmp_path):
+    (tmp_path / "config.py").write_text("n_layer = 2\n")
+    expect_error(tmp_path / "config.py", "config.py is not a checkpoint; pass a project checkpoint (.pt)")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    expect_error(
+        tmp_path / "model.safetensors", "a .safetensors file alone has no config; pass the HF folder"
+    )
+
+
 def test_error_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     expect_error(tmp_path / "other.pt", "not an inheritune checkpoint")
