@@ -37,8 +37,8 @@ TINY = [
     "--checkpoint_interval=10",
     "--device=cpu",
 ]
-# Not compared: timings, and a checkpoint file's byte fingerprint (a tree whose torch.save writes to a path names
-# the archive after that file, a random temporary name); the tensors themselves are compared.
+# Not compared: timings, and a checkpoint file's byte fingerprint (a tree whose torch.save writes to a path
+# names the archive after that file, a random temporary name); the tensors themselves are compared.
 NOT_COMPARED = {"tok_per_s", "mfu", "peak_mem_gb", "cost", "fingerprint"}
 
 
