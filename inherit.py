@@ -12,7 +12,6 @@ needed tensors are read. --out must be a new file unless --overwrite says to rep
 of the reference."""
 
 import argparse
-import hashlib
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 from inheritune.util import UserError, check_new_output, cli
 from model import GPT, empty_model
-from weights import load_tensors, opened, save_checkpoint
+from weights import checkpoint_identity, load_tensors, opened, save_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,27 +62,6 @@ def select_layers(ref_depth: int, n_layer=None, layers=None, flag: str = "--laye
     return list(range(n_layer))
 
 
-def reference_identity(path) -> dict:
-    """Path, byte size and a fingerprint (sha256 over each file's name, size, first and last MiB) of a
-    checkpoint: cheap even for many GB, and changes whenever the files do in practice."""
-    path = Path(path)
-    files = (
-        sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        if path.is_dir()
-        else [path]
-    )
-    digest, total = hashlib.sha256(), 0
-    for f in files:
-        size = f.stat().st_size
-        total += size
-        digest.update(f"{f.name}:{size}:".encode())
-        with open(f, "rb") as fh:
-            digest.update(fh.read(1 << 20))
-            fh.seek(max(size - (1 << 20), 0))
-            digest.update(fh.read(1 << 20))
-    return {"path": str(path.resolve()), "bytes": total, "fingerprint": digest.hexdigest()[:16]}
-
-
 def inherit_layers(
     ref,
     n_layer: int | None = None,
@@ -114,7 +92,7 @@ def inherit_layers(
         model.init_weights(tuple(reinit))
     load_tensors(model, weights, mapping)  # one tensor at a time: peak memory ~ the output, not the reference
     provenance = {
-        "reference": reference_identity(weights.path),
+        "reference": checkpoint_identity(weights.path),
         "reference_config": weights.config.to_dict(),
         "layers": selected,
         "reinit": fresh,

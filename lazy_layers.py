@@ -32,12 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inherit import reference_identity
 from inheritune.data import check_bins, open_split, read_meta
 from inheritune.runtime import resolve_device
 from inheritune.tokenizer import load_tokenizer
 from inheritune.util import UserError, atomic_write, check_can_create, cli, pyplot
-from weights import load_model, open_weights, reference_tokenizer_hash, tokenizer_spec_of
+from weights import checkpoint_identity, load_model, open_weights, reference_tokenizer_hash, tokenizer_spec_of
 
 
 def load_sequences(data, ref, tokenizer, vocab_size: int, n: int, length: int) -> torch.Tensor:
@@ -239,7 +238,7 @@ def main(argv=None):
         k: getattr(args, k) for k in ("data", "tokenizer", "seqs", "seq_len", "rank_tol", "lazy_mass")
     }
     report = {
-        "reference": reference_identity(reference.path) | {"path": args.ref},  # the path as given: portable
+        "reference": checkpoint_identity(reference.path) | {"path": args.ref},  # the path as given: portable
         "config": model.config.to_dict(),
         "settings": settings | {"device": str(device), "dtype": "float32"},
         "cost": cost,

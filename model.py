@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inheritune.losses import CrossEntropy, DistillationLoss
 from inheritune.util import UserError
 
 # ------------------------------------------------------------------------------------------- config
@@ -245,36 +246,6 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class CrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of (N, padded V) 16-bit logits against N targets (-100 = ignored) over the first
-    vocab_size columns: F.cross_entropy's float32 math, but backward rebuilds softmax - one_hot from the
-    16-bit logits and each row's float32 log-sum-exp. F.cross_entropy keeps an (N, V) float32 log-softmax for
-    its backward instead, several times the memory traffic under torch.compile (docs/PERFORMANCE.md).
-    Targets must be < vocab_size (train.py's check_bins makes sure); one in the padding gives an infinite
-    loss."""
-
-    @staticmethod
-    def forward(ctx, logits, targets, vocab_size: int):
-        padding = torch.arange(logits.shape[-1], device=logits.device) >= vocab_size
-        x = logits.float().masked_fill(padding, float("-inf"))
-        lse = torch.logsumexp(x, dim=-1)
-        valid = targets != -100
-        targets = targets.masked_fill(~valid, 0)
-        count = valid.sum()
-        ctx.save_for_backward(logits, lse, targets, valid, count)
-        ctx.vocab_size = vocab_size
-        return torch.where(valid, lse - x.gather(1, targets[:, None]).squeeze(1), 0.0).sum() / count
-
-    @staticmethod
-    def backward(ctx, grad):
-        logits, lse, targets, valid, count = ctx.saved_tensors
-        column = torch.arange(logits.shape[-1], device=logits.device)
-        p = torch.exp(logits.float() - lse[:, None]).masked_fill(column >= ctx.vocab_size, 0.0)
-        p = torch.where(column == targets[:, None], p - 1.0, p)
-        scale = torch.where(valid, grad / count, 0.0)
-        return (p * scale[:, None]).to(logits.dtype), None, None
-
-
 class GPT(nn.Module):
     """A decoder-only transformer: GPT-2 (learned positions, LayerNorm, GELU) or LLaMA-shaped (RoPE, RMSNorm,
     SwiGLU, GQA)."""
@@ -369,12 +340,16 @@ class GPT(nn.Module):
         x = self.drop(x)
         return x, rope, None if mask is None else mask.reshape(-1, 1, T, T)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, teacher_logits=None, kd_ratio=0.0, kd_temperature=1.0):
         """Logits (B, T, vocab_size) for every position; with targets (-100 = ignore), only the mean loss:
         training never returns the (B, T, vocab) logits, so under torch.compile they live only inside the
-        fused loss."""
+        fused loss. With teacher_logits (B * T, padded V) too, [loss, ce, kd] of distillation from them."""
         h = self.hidden_states(idx)
-        return self.logits(h) if targets is None else self.loss(h, targets)
+        if targets is None:
+            return self.logits(h)
+        if teacher_logits is None:
+            return self.loss(h, targets)
+        return self.distillation_loss(h, targets, teacher_logits, kd_ratio, kd_temperature)
 
     def logits(self, h):
         logits = self.lm_head(h)  # padding rows exist for speed, never as predictions
@@ -385,6 +360,18 @@ class GPT(nn.Module):
     def loss(self, h, targets):
         logits = self.lm_head(h).flatten(0, 1)  # all padded columns: CrossEntropy masks them, no sliced copy
         return CrossEntropy.apply(logits, targets.flatten(), self.config.vocab_size)
+
+    def distillation_loss(self, h, targets, teacher_logits, kd_ratio: float, kd_temperature: float):
+        logits = self.lm_head(h).flatten(0, 1)
+        vocab = self.config.vocab_size
+        return DistillationLoss.apply(
+            logits, teacher_logits, targets.flatten(), vocab, kd_ratio, kd_temperature
+        )
+
+    def padded_logits(self, idx):
+        """(B * T, padded V) logits, the padded columns included: what a distilling student takes from its
+        teacher."""
+        return self.lm_head(self.hidden_states(idx)).flatten(0, 1)
 
     def num_params(self, matmul_only: bool = False) -> int:
         """All parameters, or only those in matrix multiplies (no position table, no untied embedding

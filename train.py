@@ -5,7 +5,8 @@
 
 A run reads as train() from top to bottom: the bins (inheritune/data.py), a new model for init_from (scratch;
 inherit: the first n_layer blocks of `ref`; pretrained: `ref` as it is) or the run's own checkpoint (resume),
-then Run.steps(): checkpoint, evaluate, train one step, log, until max_iters.
+then Run.steps(): checkpoint, evaluate, train one step, log, until max_iters. With kd_ratio > 0 the student
+also learns its teacher's next-token distribution (distill.py). The keys: train_config.py, or --help.
 
 Determinism: the windows of step s are drawn from a generator seeded by (seed, s) and split over ranks and
 micro-steps, and torch's RNG is reseeded from (seed, rank, s) every step, so the step number is the whole data
@@ -14,202 +15,40 @@ uninterrupted one bit for bit (on GPUs up to the nondeterminism of some backward
 """
 
 import contextlib
+import functools
 import json
 import math
-import os
-import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from distill import Teacher, teacher_weights
 from growth import grow
 from inherit import inherit_layers, select_layers
-from inheritune.data import (
-    EVAL_TOKENS,
-    check_bins,
-    check_same_bins,
-    fetch,
-    open_for_training,
-    train_windows,
-    val_loss,
-)
+from inheritune.data import check_bins, check_same_bins, fetch, open_for_training, train_windows, val_loss
 from inheritune.fp8 import check_fp8_device, convert_to_float8
 from inheritune.runs import RunLock, append_log, check_same_recipe, continue_or_refuse, read_log, write_log
 from inheritune.runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
 from inheritune.tensor_files import safe_torch_load
-from inheritune.util import (
-    HUB_NAME,
-    UserError,
-    apply_config_args,
-    atomic_write,
-    check_can_create,
-    check_settings,
-    cli,
-    plot_curves,
-    resolve_hub_name,
-    setting,
+from inheritune.util import UserError, atomic_write, check_can_create, cli, plot_curves
+from model import GPT, ModelConfig
+from train_config import (
+    SHAPE_KEYS,
+    TrainConfig,
+    check_attention,
+    check_reference_exists,
+    load_config,
+    model_config,
 )
-from model import ARCHS, GPT, ModelConfig
 from weights import Weights, load_model, open_weights, save_checkpoint
 
-# ------------------------------------------------------------------------------------------- configuration
-
-INIT_FROM = ("scratch", "resume", "inherit", "pretrained")
-ATTENTION = ("auto", "flash", "cudnn", "efficient", "math")
-DTYPES, SCOPES = ("auto", "float32", "bfloat16"), ("model", "blocks")
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-@dataclass
-class TrainConfig:
-    # where
-    out_dir: str = setting("out", "checkpoint, log, plots; the same command again continues the run")
-    data_dir: str = setting("data/shakespeare", "token bins written by prepare_owt.py")
-    init_from: str = setting(
-        "scratch", "resume: out_dir's run; inherit: from ref; pretrained: ref", choices=INIT_FROM
-    )
-    ref: str | None = setting(None, ".pt, run or HF folder, .gguf or hub name; scratch: its shape at n_layer")
-    inherit_layers: str | None = setting(None, 'blocks to inherit, e.g. "0-5,30-35"; None: the first n_layer')
-    # model
-    arch: str = setting("gpt2", "model family (all but gpt2 are LLaMA-shaped)", choices=ARCHS)
-    n_layer: int = setting(12, "transformer blocks (also the inherited depth)", at_least=1)
-    n_head: int = setting(12, "attention heads", at_least=1)
-    n_kv_head: int | None = setting(None, "key/value heads (grouped-query); None: n_head", at_least=1)
-    head_dim: int | None = setting(None, "per-head width; None: n_embd / n_head", at_least=1)
-    n_embd: int = setting(768, "model width", at_least=1)
-    intermediate_size: int | None = setting(None, "MLP width; None: 4 x (8/3 x) n_embd", at_least=1)
-    block_size: int = setting(1024, "sequence length (an inherited model is cropped to it)", at_least=1)
-    bias: bool | None = setting(None, "biases in linears and norms; None: True for gpt2 only")
-    qkv_bias: bool | None = setting(None, "biases on q, k, v only; None: True for qwen2")
-    qk_norm: bool | None = setting(None, "RMSNorm on each head of q and k; None: True for qwen3")
-    tie_embeddings: bool | None = setting(None, "head shares the token embedding; None: True for gpt2")
-    rope_theta: float = setting(10000.0, "RoPE base (all but gpt2)", above=0)
-    sliding_window: int | None = setting(None, "attend to the last N positions; None: all", at_least=1)
-    dropout: float = setting(0.0, "dropout probability", at_least=0, below=1)
-    # batch
-    batch_size: int = setting(64, "sequences per optimizer step, whatever the world size", at_least=1)
-    micro_batch_size: int = setting(8, "per process; accumulation: batch / (micro x world)", at_least=1)
-    # optimizer and schedule
-    max_iters: int = setting(1000, "optimizer steps", at_least=1)
-    learning_rate: float = setting(6e-4, "peak learning rate, after warmup", at_least=0)
-    min_lr: float = setting(6e-5, "learning rate at the end of the cosine decay", at_least=0)
-    warmup_iters: int = setting(100, "linear warmup steps", at_least=0)
-    lr_decay_iters: int | None = setting(None, "where the cosine reaches min_lr; None: max_iters", at_least=1)
-    weight_decay: float = setting(0.1, "AdamW weight decay on matrices and embeddings", at_least=0)
-    beta1: float = setting(0.9, "AdamW beta1", at_least=0, below=1)
-    beta2: float = setting(0.95, "AdamW beta2", at_least=0, below=1)
-    grad_clip: float = setting(1.0, "gradient norm clip; 0 disables", at_least=0)
-    # evaluation, logging, checkpoints
-    eval_interval: int = setting(100, "steps between val evaluations (also at the end)", at_least=1)
-    eval_tokens: int = setting(EVAL_TOKENS, "fixed val budget: the same windows for every run", at_least=1)
-    log_interval: int = setting(10, "steps between train-loss log lines", at_least=1)
-    checkpoint_interval: int = setting(100, "steps between checkpoints (also at the end)", at_least=1)
-    seed: int = setting(1337, "data order, initialisation and dropout", at_least=0)
-    # system
-    device: str = setting("auto", "auto (cuda if there is one, else cpu), cpu, cuda or cuda:N")
-    dtype: str = setting("auto", "autocast dtype; auto: bfloat16 on cuda, float32 on cpu", choices=DTYPES)
-    compile: bool = setting(False, "torch.compile the model")
-    compile_mode: str | None = setting(None, "torch.compile's mode", choices=COMPILE_MODES)
-    compile_scope: str = setting("model", "model: one graph; blocks: each block apart", choices=SCOPES)
-    attention: str = setting("auto", "SDPA backend on CUDA", choices=ATTENTION)
-    fp8: bool = setting(False, "the blocks' matmuls in float8 (inheritune/fp8.py); compute capability 8.9+")
-    peak_flops: float = setting(989e12, "per device, for MFU (H100/H200 dense bf16)", above=0)
-    # the growth loop
-    grow: bool = setting(False, "the growth loop: inherit n_layer, train, grow until the reference matches")
-    grow_step: int = setting(2, "layers added per round", at_least=1)
-    grow_max_layer: int | None = setting(None, "deepest round; None: the reference's depth", at_least=1)
-    grow_last_k: int = setting(3, "score: mean of the last k val losses (or the final one)", at_least=1)
-    grow_tolerance: float = setting(0.0, "a round matches when its score <= the reference's + tolerance")
-    grow_seeds: int = setting(1, "runs per round (seed, seed+1, ...): decide on their mean", at_least=1)
-
-    SECTIONS: ClassVar[dict] = {  # --help's titles, by the first key of each group
-        "out_dir": "where",
-        "arch": "model (a scratch run without ref builds this shape; the other runs take only n_layer)",
-        "batch_size": "batch: batch_size sequences of block_size tokens per optimizer step",
-        "max_iters": "AdamW, linear warmup, cosine decay",
-        "eval_interval": "evaluation, logging, checkpoints",
-        "device": "system",
-        "grow": "Inheritune v2 growth loop",
-    }
-
-
-USAGE = """usage: python train.py [config.py ...] [--key=value ...]
-       torchrun --nproc_per_node=N train.py [config.py ...] [--key=value ...]     (DDP)
-Config files (Python assigning keys; base = "other.py" builds on another, resolved next to the file) and
---key=value overrides apply left to right onto these defaults:"""
-
-
-def load_config(argv: list[str]) -> TrainConfig:
-    """Config files (plain Python assigning keys) and --key=value overrides, left to right, then checked."""
-    cfg = apply_config_args(TrainConfig(), argv, example="config/shakespeare_tiny.py", usage=USAGE)
-    check_config(cfg, world=int(os.environ.get("WORLD_SIZE", "1")))
-    return cfg
-
-
-def check_config(cfg: TrainConfig, world: int) -> None:
-    """Every key in its range, and the keys that depend on each other (and on the world size) agree."""
-    check_settings(cfg)
-    if cfg.fp8 and cfg.dtype == "float32":
-        raise UserError("fp8=True trains under bfloat16 autocast; use dtype=bfloat16 or dtype=auto")
-    if cfg.dtype == "float32" and cfg.attention in ("flash", "cudnn"):
-        raise UserError(
-            f"attention={cfg.attention} runs in 16-bit only; use dtype=bfloat16 or attention=auto"
-        )
-    if (cfg.init_from in ("inherit", "pretrained") or cfg.grow) and not cfg.ref:
-        with_grow = " with grow" if cfg.grow else ""
-        raise UserError(f"init_from={cfg.init_from}{with_grow} needs ref=<reference checkpoint>")
-    if cfg.grow and cfg.inherit_layers:
-        raise UserError("grow=True inherits the first n_layer blocks each round; unset inherit_layers")
-    if cfg.grow and cfg.init_from not in ("scratch", "inherit"):
-        raise UserError(
-            f"grow=True inherits every round from ref, so init_from={cfg.init_from} has no effect: drop it"
-        )
-    for key in ("out_dir", "data_dir"):
-        if not getattr(cfg, key).strip():
-            example = TrainConfig.__dataclass_fields__[key].default
-            raise UserError(f"{key} is empty; name a folder, e.g. {key}={example}")
-    if cfg.warmup_iters > cfg.max_iters:
-        raise UserError(
-            f"warmup_iters={cfg.warmup_iters} is longer than the run (max_iters={cfg.max_iters}): the "
-            f"learning rate would never reach its peak; lower warmup_iters"
-        )
-    if cfg.batch_size % (cfg.micro_batch_size * world):
-        raise UserError(
-            f"batch_size={cfg.batch_size} is not divisible by micro_batch_size={cfg.micro_batch_size} x "
-            f"world size {world}; change batch_size or micro_batch_size"
-        )
-
-
-def check_attention(cfg: TrainConfig, model: ModelConfig) -> None:
-    """The SDPA kernel asked for can run this model (checked once the model's shape is known)."""
-    window = model.sliding_window
-    if cfg.attention in ("flash", "cudnn") and window is not None and cfg.block_size > window:
-        raise UserError(
-            f"block_size={cfg.block_size} exceeds the model's sliding window of {window}, which needs an "
-            f"explicit mask that attention={cfg.attention} does not take; use attention=auto"
-        )
-    if cfg.attention == "cudnn" and model.head_dim % 8:  # else "Invalid backend" in the middle of compiling
-        raise UserError(
-            f"attention=cudnn needs a head dimension divisible by 8; this model's is {model.head_dim}: "
-            f"use attention=auto"
-        )
-
-
 # ------------------------------------------------------------------------------------- model and optimizer
-
-SHAPE_KEYS = [f.name for f in fields(ModelConfig) if f.name in TrainConfig.__dataclass_fields__]
-
-
-def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    """The shape a from-scratch run trains (bench/throughput.py measures the same)."""
-    return ModelConfig(vocab_size=vocab_size, **{k: getattr(cfg, k) for k in SHAPE_KEYS})
 
 
 def build_model(
@@ -304,6 +143,7 @@ class RunState:
     began_as: TrainConfig  # the config as the run began (its first init_from), for its records
     step: int = 0
     pending_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))  # since the last log record
+    pending_parts: torch.Tensor | None = None  # distilling: the pending [ce, kd] losses
     records: list = field(default_factory=list)  # the log so far
     extra: dict = field(default_factory=dict)  # what the checkpoint carries besides (inherit's provenance)
 
@@ -340,20 +180,25 @@ def resumed_run(cfg: TrainConfig, rt: Runtime) -> RunState:
     log = read_log(Path(cfg.out_dir) / "log.jsonl")[1:]
     records = [r for r in log if r["step"] < step or (r["step"] == step and "lr" in r)]
     began_as = replace(cfg, init_from=ckpt["train_config"]["init_from"])
-    extra = {k: ckpt[k] for k in ("inherit",) if k in ckpt}
-    return RunState(model, optimizer, began_as, step, ckpt["pending_loss"], records, extra)
+    extra = {k: ckpt[k] for k in ("inherit", "distill") if k in ckpt}
+    pending = ckpt["pending_loss"], ckpt.get("pending_parts")
+    return RunState(model, optimizer, began_as, step, *pending, records, extra)
 
 
-def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested, reference: Weights | None = None) -> list[dict]:
+def train(cfg: TrainConfig, rt: Runtime, stop: StopRequested, reference=None, teacher=None) -> list[dict]:
     """One training run from cfg.init_from to max_iters; returns its log records (every rank gets them).
-    reference: the opened `ref`, which a new run starts from."""
+    reference: the opened `ref`, which a new run starts from; teacher: the opened model it distils from."""
     meta, n_train = open_for_training(cfg.data_dir, cfg.block_size, cfg.eval_tokens)
     if cfg.init_from == "resume":
         state = resumed_run(cfg, rt)
     else:
         state = new_run(cfg, rt, meta["vocab_size"], reference)
     check_attention(cfg, state.model.config)
-    run = Run(cfg, rt, state, meta, n_train)
+    if teacher is not None:
+        teacher = Teacher(teacher, cfg, rt)
+        teacher.check_student(state.model, state.extra.get("distill"))
+        state.extra["distill"] = teacher.identity
+    run = Run(cfg, rt, state, meta, n_train, teacher)
     run.begin()
     run.steps(stop)
     if rt.master:
@@ -365,17 +210,25 @@ class Run:
     """A training run's moving parts: the model as trained and as evaluated, its optimizer, the log records,
     the checkpoint, and the train loss pending since the last log record."""
 
-    def __init__(self, cfg: TrainConfig, rt: Runtime, state: RunState, data_meta: dict, n_train: int):
+    def __init__(
+        self, cfg: TrainConfig, rt: Runtime, state: RunState, data_meta: dict, n_train: int, teacher
+    ):
         self.cfg, self.rt, self.data_meta, self.n_train = cfg, rt, data_meta, n_train
         self.raw, self.optimizer, self.start = state.model, state.optimizer, state.step
         self.records, self.extra, self.began_as = state.records, state.extra, state.began_as
-        self.flops_per_token = self.raw.flops_per_token(cfg.block_size)
+        self.teacher = teacher  # distilling: the frozen model whose logits the student learns
+        # the hardware's work per token: the student's training, and the teacher's forward pass
+        teacher_flops = teacher.flops_per_token if teacher else 0
+        self.flops_per_token = self.raw.flops_per_token(cfg.block_size) + teacher_flops
         self.vocab = self.raw.config.vocab_size
         self.model, self.eval_model = prepare_for_training(self.raw, cfg, rt)
         self.accum = cfg.batch_size // (cfg.micro_batch_size * rt.world)
         self.out = Path(cfg.out_dir)
         self.ckpt_path, self.log_path = self.out / "ckpt.pt", self.out / "log.jsonl"
         self.pending_loss = state.pending_loss.to(rt.device)
+        if teacher is not None:
+            parts = state.pending_parts if state.pending_parts is not None else torch.zeros(2)
+            self.pending_parts = parts.to(rt.device)
         self.nonfinite_grads = torch.zeros((), device=rt.device)
         # the resolved config, for people (train_config.json, the log's first line): the shape keys say what
         # was trained, also when the model came from a reference or a checkpoint rather than from those keys
@@ -433,8 +286,9 @@ class Run:
         for micro, starts in enumerate(windows.reshape(rt.world, accum, cfg.micro_batch_size)[rt.rank]):
             x, y = fetch(cfg.data_dir, "train", starts, cfg.block_size, rt.device, self.data_meta, self.vocab)
             sync = micro == accum - 1 or rt.world == 1  # all-reduce gradients once, on the last micro-step
+            teacher_logits = None if self.teacher is None else self.teacher.logits(x)
             with contextlib.nullcontext() if sync else self.model.no_sync(), rt.autocast:
-                loss = self.model(x, y)
+                loss = self.loss(x, y, teacher_logits, accum)
                 (loss / accum).backward()
             self.pending_loss += loss.detach() / accum
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
@@ -443,6 +297,15 @@ class Run:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return lr
+
+    def loss(self, x, y, teacher_logits, accum: int) -> torch.Tensor:
+        """The micro-batch's training loss; distilling, also adds its [ce, kd] parts to the pending ones."""
+        if teacher_logits is None:
+            return self.model(x, y)
+        cfg = self.cfg
+        parts = self.model(x, y, teacher_logits, cfg.kd_ratio, cfg.kd_temperature)
+        self.pending_parts += parts[1:].detach() / accum
+        return parts[0]
 
     def log_train(self, step: int, lr: float) -> None:
         """The train loss since the last record (checked finite), the learning rate and the speed."""
@@ -457,6 +320,11 @@ class Run:
         if rt.device.type == "cuda":  # the training steps' peak: reset at the start and after each eval
             record["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2)
         message = f"step {step}: loss {train_loss:.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, MFU {mfu:.1%}"
+        if self.teacher is not None:  # the two terms, each as its own mean over the steps
+            ce, kd = (v / rt.world / n_steps for v in all_sum(rt, *self.pending_parts.tolist()))
+            record.update(ce_loss=ce, kd_loss=kd)
+            message += f" (ce {ce:.4f}, kd {kd:.4f})"
+            self.pending_parts = torch.zeros(2, device=rt.device)
         self.log(record, message)
         self.t_last, self.pending_loss = time.time(), torch.zeros((), device=rt.device)
 
@@ -468,13 +336,20 @@ class Run:
         if not math.isfinite(loss):
             raise UserError(f"val loss is {loss} at step {step}: stopping; {self.last_good()}")
         record = {"step": step, "tokens": self.tokens(step), "val_loss": loss}
-        self.log(record, f"step {step}: val loss {loss:.4f}")
+        message = f"val loss {loss:.4f}"
+        if self.teacher is not None:
+            record["val_kl"] = self.teacher.val_kl(self.raw, cfg)
+            message += f", KL to the teacher {record['val_kl']:.4f}"
+        self.log(record, f"step {step}: {message}")
         self.reset_peak_memory()
 
     def checkpoint(self, step: int) -> None:
         """Model, optimizer and step (and the log) on disk; every rank resumes with the ranks' mean pending
         train loss."""
         rank_mean_loss = self.check_finite(step) / self.rt.world
+        if self.teacher is not None:
+            parts = [v / self.rt.world for v in all_sum(self.rt, *self.pending_parts.tolist())]
+            self.extra["pending_parts"] = torch.tensor(parts, dtype=self.pending_parts.dtype)
         if self.rt.master:
             save_checkpoint(
                 self.ckpt_path,
@@ -533,25 +408,6 @@ class Run:
 # --------------------------------------------------------------------------------------------------- main
 
 
-def check_reference_exists(ref: str | None) -> None:
-    """A missing reference is usually one not trained yet: name the shipped config that writes it. A hub name
-    is fetched into the HF cache now, before anything is built."""
-    if ref is None or Path(ref).exists():
-        return
-    run_dir = str(Path(ref).parent if Path(ref).suffix == ".pt" else Path(ref))
-    writes = re.compile(rf"^out_dir\s*=\s*[\"']{re.escape(run_dir)}[\"']", re.M)
-    configs = sorted((Path(__file__).parent / "config").glob("*.py"))
-    writers = [c.name for c in configs if writes.search(c.read_text())]
-    if not writers and HUB_NAME.fullmatch(ref) and not Path(ref).parent.exists():
-        resolve_hub_name(ref)
-        return
-    how = f" (torchrun --nproc_per_node=N train.py config/{writers[0]} writes it)" if writers else ""
-    raise UserError(
-        f"reference ref={ref} does not exist: train it first{how}, or set ref to a HF model folder "
-        f"(e.g. GPT-2's), its hub name or a .gguf file"
-    )
-
-
 def main(argv=None):
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     check_can_create(cfg.out_dir)
@@ -566,8 +422,9 @@ def main(argv=None):
         # the reference is opened once, and what it holds is read lazily by the steps that need it
         needs_reference = cfg.ref is not None and (cfg.grow or cfg.init_from != "resume")
         reference = open_weights(cfg.ref) if needs_reference else None
+        run = functools.partial(train, teacher=teacher_weights(cfg, reference))
         with StopRequested() as stop:
-            grow(cfg, rt, stop, reference, train) if cfg.grow else train(cfg, rt, stop, reference)
+            grow(cfg, rt, stop, reference, run) if cfg.grow else run(cfg, rt, stop, reference)
     finally:
         lock.release()
         if dist.is_initialized():

@@ -7,6 +7,7 @@ they need. `save_checkpoint` writes a project checkpoint and `save_hf` a folder 
 atomically."""
 
 import functools
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -426,6 +427,27 @@ def load_tensors(model: GPT, weights: Weights, names) -> None:
                     f"{tuple(t.shape)}, expected {tuple(params[name].shape)} for {name}"
                 )
             params[name].copy_(t)
+
+
+def checkpoint_identity(path) -> dict:
+    """Path, byte size and a fingerprint (sha256 over each file's name, size, first and last MiB) of a
+    checkpoint: cheap even for many GB, and changes whenever the files do in practice."""
+    path = Path(path)
+    files = (
+        sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if path.is_dir()
+        else [path]
+    )
+    digest, total = hashlib.sha256(), 0
+    for f in files:
+        size = f.stat().st_size
+        total += size
+        digest.update(f"{f.name}:{size}:".encode())
+        with open(f, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+            fh.seek(max(size - (1 << 20), 0))
+            digest.update(fh.read(1 << 20))
+    return {"path": str(path.resolve()), "bytes": total, "fingerprint": digest.hexdigest()[:16]}
 
 
 def tokenizer_spec_of(source) -> str:

@@ -90,17 +90,24 @@ SHAPES = {  # train.py overrides; the variants run when --variants is not given 
         "m2a2-eager",
     ),
 }
+# --kd: a student shape -> its teacher's, twice as deep (a random model: speed does not depend on the weights)
+TEACHERS = {"gpt2-774m-18l": "gpt2-774m", "openllama3b-13l": "openllama3b-26l", "tiny-1l": "tiny"}
+SHAPES["gpt2-774m-18l"] = ([*SHAPES["gpt2-774m"][0], "--n_layer=18"], 50257, "m16a4+compile_scope=blocks")
+SHAPES["openllama3b-26l"] = ([*SHAPES["openllama3b-13l"][0], "--n_layer=26"], 32000, "m4a8")
+SHAPES["tiny-1l"] = ([*SHAPES["tiny"][0], "--n_layer=1"], 512, "m2a2-eager")
 VARIANT = re.compile(r"m(\d+)a(\d+)(-eager)?((?:\+\w+=[\w.-]+)*)$")
 
 
-def flops_per_token(shape: str) -> float:
-    """train.py's FLOPs per trained token for a shape (6N + 12*L*d*T), from the model built on the meta
-    device."""
+def meta_model(shape: str) -> GPT:
+    """The shape's model as train.py builds it from scratch, on the meta device (no memory)."""
     overrides, vocab_size, _ = SHAPES[shape]
-    cfg = load_config(overrides)
     with torch.device("meta"):
-        model = GPT(model_config(cfg, vocab_size))
-    return model.flops_per_token(cfg.block_size)
+        return GPT(model_config(load_config(overrides), vocab_size))
+
+
+def flops_per_token(shape: str) -> float:
+    """train.py's FLOPs per trained token for a shape (6N + 12*L*d*T)."""
+    return meta_model(shape).flops_per_token()
 
 
 def synthetic_bins(folder: Path, vocab_size: int, tokens: int = 1 << 24) -> Path:
@@ -194,12 +201,13 @@ def train_args(shape: str, variant: str, gpus: int, data, out, log_every: int = 
     ]
 
 
-def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout) -> dict:
-    """One train.py run at (shape, variant, gpus): the median tok/s of `intervals` log intervals after the
-    first."""
+def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeout, **keys) -> dict:
+    """One train.py run at (shape, variant, gpus), with any further train.py keys: the median tok/s of
+    `intervals` log intervals after the first."""
     micro, accum, eager, _ = parse_variant(variant)
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"{shape}_{variant}_{gpus}gpu_"))
-    proc = launch(repo, gpus, train_args(shape, variant, gpus, data, out, log_every), out / "stdout.txt")
+    args = train_args(shape, variant, gpus, data, out, log_every, **keys)
+    proc = launch(repo, gpus, args, out / "stdout.txt")
     deadline, timed = time.time() + timeout, []
     # the run, in a session of its own, is killed whatever stops the wait (a Ctrl-C, a closed stdout)
     try:
@@ -217,6 +225,7 @@ def measure(repo, shape, variant, gpus, data, work, log_every, intervals, timeou
         "micro": micro,
         "accum": accum,
         "compile": not eager,
+        "kd_ratio": keys.get("kd_ratio", 0),
     }
     if len(timed) < 2:
         tail = (out / "stdout.txt").read_text()[-1500:]
@@ -298,11 +307,23 @@ def parse_args():
     p.add_argument("--check_loss", metavar="DATA", help="real token bins: compare the variants' loss curves")
     p.add_argument("--steps", type=int, default=300, help="--check_loss: training steps")
     p.add_argument("--json", help="append every result here as a JSON line")
+    p.add_argument(
+        "--kd",
+        type=float,
+        metavar="RATIO",
+        help=f"distillation's cost: each variant without and with kd_ratio=RATIO from a random teacher twice "
+        f"the depth, back to back (shapes: {', '.join(TEACHERS)})",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="--kd: measure each pair this many times, alternating"
+    )
     args = p.parse_args()
     args.shapes = args.shapes.split(",")
     for s in args.shapes:
         if s not in SHAPES:
             sys.exit(f"error: unknown shape '{s}'; choose from {', '.join(SHAPES)}")
+        if args.kd is not None and s not in TEACHERS:
+            sys.exit(f"error: --kd measures the student shapes {', '.join(TEACHERS)}; not '{s}'")
     return args
 
 
@@ -314,6 +335,10 @@ def main():
         for s in args.shapes:
             variants = (args.variants or SHAPES[s][2]).split(",")
             check_loss(Path(args.repo), s, variants, args.check_loss, work, args.steps)
+        return
+    if args.kd is not None:
+        for s in args.shapes:
+            distillation_cost(args, s, work)
         return
     for s in args.shapes:
         f = flops_per_token(s)
@@ -329,6 +354,78 @@ def main():
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
             print(table_row(s, v, args.gpus, r), flush=True)
+
+
+def teacher_checkpoint(shape: str, folder: Path) -> Path:
+    """A random model of the teacher shape, in bfloat16, written once per folder."""
+    from model import empty_model
+    from weights import save_checkpoint
+
+    path = folder / f"teacher_{shape}.pt"
+    if not path.exists():
+        overrides, vocab_size, _ = SHAPES[shape]
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = empty_model(model_config(load_config(overrides), vocab_size), device, torch.bfloat16)
+        model.init_weights()
+        save_checkpoint(path, model)
+    return path
+
+
+def distillation_cost(args, shape: str, work: Path) -> None:
+    """Each variant without and with distillation from a teacher twice as deep, back to back (--repeat
+    times); then KD's step-time overhead against its bound, the teacher's forward share of the FLOPs
+    (2 N_teacher + attention, over the student's 6 N + attention), and its peak memory against the plain
+    run's plus the teacher's bfloat16 weights."""
+    teacher = TEACHERS[shape]
+    data = synthetic_bins(work / f"bins_{SHAPES[shape][1]}", SHAPES[shape][1])
+    kd = {"kd_ratio": args.kd, "teacher": teacher_checkpoint(teacher, work)}
+    bound = flops_per_token(teacher) / 3 / flops_per_token(shape)
+    teacher_gb = meta_model(teacher).num_params() * 2 / 2**30
+    print(f"{shape} <- {teacher}: the teacher's forward is {bound:.1%} of the student's training FLOPs")
+    print("| shape | variant | kd_ratio | tok/s (min-max) | peak GB |\n|---|---|---|---|---|", flush=True)
+    results = {}
+    for variant in (args.variants or SHAPES[shape][2]).split(","):
+        for _ in range(args.repeat):
+            for keys in ({}, kd):
+                timing = args.log_every, args.intervals, args.timeout
+                r = measure(Path(args.repo), shape, variant, 1, data, work, *timing, **keys)
+                results.setdefault((variant, bool(keys)), []).append(r)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(r, default=str) + "\n")
+                print(kd_row(r), flush=True)
+    print(
+        "\n| variant | plain tok/s | KD tok/s | step-time overhead | bound | overhead / bound "
+        "| peak GB: plain | KD | plain + teacher's weights | KD / that |\n" + "|---" * 10 + "|"
+    )
+    for variant in (args.variants or SHAPES[shape][2]).split(","):
+        print(kd_summary(variant, results[variant, False], results[variant, True], bound, teacher_gb))
+
+
+def kd_row(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['shape']} | {r['variant']} | {r['kd_ratio']} | failed: {r['error'][-300:]!r} |"
+    low, high = r["spread"]
+    return (
+        f"| {r['shape']} | {r['variant']} | {r['kd_ratio']} | {r['tok_per_s']:,.0f} ({low:,.0f}-{high:,.0f}) "
+        f"| {r['peak_mem_gb']:.1f} |"
+    )
+
+
+def kd_summary(variant: str, plain: list, distilled: list, bound: float, teacher_gb: float) -> str:
+    """One variant's medians over the repeats: KD's step-time overhead against its bound, and its memory."""
+    if any("error" in r for r in plain + distilled):
+        return f"| {variant} | a run failed (see above) |"
+    tok_plain = statistics.median(r["tok_per_s"] for r in plain)
+    tok_kd = statistics.median(r["tok_per_s"] for r in distilled)
+    mem_plain = max(r["peak_mem_gb"] for r in plain)
+    mem_kd = max(r["peak_mem_gb"] for r in distilled)
+    overhead = tok_plain / tok_kd - 1
+    allowed = mem_plain + teacher_gb
+    return (
+        f"| {variant} | {tok_plain:,.0f} | {tok_kd:,.0f} | {overhead:+.1%} | {bound:.1%} | "
+        f"{overhead / bound:.2f} | {mem_plain:.1f} | {mem_kd:.1f} | {allowed:.1f} | {mem_kd / allowed:.2f} |"
+    )
 
 
 def table_row(shape: str, variant: str, gpus: int, r: dict) -> str:

@@ -198,18 +198,28 @@ def val_loss(
 ) -> float:
     """Mean next-token loss over the fixed val windows, on the model's device; with world > 1 each rank takes
     every world-th window and the sums are all-reduced. vocab_size: the model's (token ids are checked)."""
-    meta = read_meta(data_dir)
-    starts = val_windows(len(open_split(data_dir, "val", meta)), block_size, eval_tokens)[rank::world]
     device, was_training = next(model.parameters()).device, model.training
     model.eval()
     total = count = 0.0
-    for i in range(0, len(starts), batch_size):
-        x, y = fetch(data_dir, "val", starts[i : i + batch_size], block_size, device, meta, vocab_size)
+    for x, y in val_batches(data_dir, block_size, eval_tokens, batch_size, device, rank, world, vocab_size):
         with autocast or contextlib.nullcontext():
             logits = model(x)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
         count += y.numel()
     model.train(was_training)
+    return all_reduced_mean(total, count, device, world)
+
+
+def val_batches(data_dir, block_size, eval_tokens, batch_size, device, rank=0, world=1, vocab_size=None):
+    """This rank's (x, y) batches of the fixed val windows (every world-th window)."""
+    meta = read_meta(data_dir)
+    starts = val_windows(len(open_split(data_dir, "val", meta)), block_size, eval_tokens)[rank::world]
+    for i in range(0, len(starts), batch_size):
+        yield fetch(data_dir, "val", starts[i : i + batch_size], block_size, device, meta, vocab_size)
+
+
+def all_reduced_mean(total: float, count: float, device, world: int) -> float:
+    """sum(total) / sum(count) over the ranks, in float64."""
     sums = torch.tensor([total, count], dtype=torch.float64, device=device)
     if world > 1:
         dist.all_reduce(sums)

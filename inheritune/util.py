@@ -122,10 +122,11 @@ def apply_config_args(cfg, argv: list[str], example: str, usage: str):
     return cfg
 
 
-def setting(default, help: str, *, choices=None, at_least=None, above=None, below=None):
+def setting(default, help: str, *, choices=None, at_least=None, above=None, below=None, at_most=None):
     """A config key, as a dataclass field: its default, its line in --help, and what it accepts: one of
-    `choices`, or a range (>= at_least or > above, and < below; an optional key left at None passes)."""
-    rules = {"choices": choices, "at_least": at_least, "above": above, "below": below}
+    `choices`, or a range (>= at_least or > above, and < below or <= at_most; an optional key left at None
+    passes)."""
+    rules = {"choices": choices, "at_least": at_least, "above": above, "below": below, "at_most": at_most}
     return field(default=default, metadata={"help": help, **rules})
 
 
@@ -146,7 +147,7 @@ def accepts(rules) -> str:
     """What a key accepts, as --help states it after the key's meaning: "; one of a, b", "; >= 1", or ""."""
     if rules.get("choices") is not None:
         return f"; one of {', '.join(map(str, rules['choices']))}"
-    bounded = any(rules.get(k) is not None for k in ("at_least", "above", "below"))
+    bounded = any(rules.get(k) is not None for k in ("at_least", "above", "below", "at_most"))
     return f"; {range_text(rules)}" if bounded else ""
 
 
@@ -161,18 +162,21 @@ def check_settings(cfg) -> None:
 
 
 def out_of_range(value, rules) -> bool:
-    """Whether value breaks a bound of the rules (at_least, above, below)."""
-    low, above, below = rules.get("at_least"), rules.get("above"), rules.get("below")
+    """Whether value breaks a bound of the rules (at_least, above, below, at_most)."""
+    low, above, below, high = (rules.get(k) for k in ("at_least", "above", "below", "at_most"))
     return (
         (low is not None and value < low)
         or (above is not None and value <= above)
         or (below is not None and value >= below)
+        or (high is not None and value > high)
     )
 
 
 def range_text(rules) -> str:
-    """'>= 1', '> 0' or 'in [0, 1)': a range as the error message states it."""
+    """'>= 1', '> 0', 'in [0, 1)' or 'in [0, 1]': a range as the error message states it."""
     closed, low = (True, rules["at_least"]) if rules.get("at_least") is not None else (False, rules["above"])
+    if rules.get("at_most") is not None:
+        return f"in {'[' if closed else '('}{low:g}, {rules['at_most']:g}]"
     if rules.get("below") is None:
         return f"{'>=' if closed else '>'} {low:g}"
     return f"in {'[' if closed else '('}{low:g}, {rules['below']:g})"

@@ -65,6 +65,30 @@ def test_a_failing_variant_gives_an_error_row_and_the_rest_still_run(tmp_path):
     assert ran["variant"] == "m2a1-eager" and ran["tok_per_s"] > 0 and "error" not in ran
 
 
+def test_distillation_cost_pairs_plain_and_kd_runs_from_train_py_logs(tmp_path):
+    results = tmp_path / "r.jsonl"
+    out = run_throughput(
+        "--shapes=tiny-1l",
+        "--kd=0.5",
+        "--log_every=2",
+        "--intervals=2",
+        f"--work={tmp_path}",
+        f"--json={results}",
+    )
+    plain, distilled = map(json.loads, results.read_text().splitlines())
+    assert (plain["kd_ratio"], distilled["kd_ratio"]) == (0, 0.5) and plain["tok_per_s"] > 0 < distilled[
+        "tok_per_s"
+    ]
+    kd_log = next(
+        p for p in tmp_path.glob("tiny-1l_m2a2-eager_1gpu_*/log.jsonl") if "kd_loss" in p.read_text()
+    )
+    config = json.loads(kd_log.read_text().splitlines()[0])["config"]
+    assert config["n_layer"] == 1 and config["teacher"] == str(tmp_path / "teacher_tiny.pt")
+    bound = throughput.flops_per_token("tiny") / 3 / throughput.flops_per_token("tiny-1l")
+    overhead = plain["tok_per_s"] / distilled["tok_per_s"] - 1
+    assert f"| {overhead:+.1%} | {bound:.1%} |" in out.split("step-time overhead", 1)[1]
+
+
 def test_loss_check_micro_batch_splits_agree(tmp_path, small_bins):
     variants = "m2a2-eager+eval_tokens=4096,m4a1-eager+eval_tokens=4096"
     out = run_throughput(

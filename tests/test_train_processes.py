@@ -38,9 +38,13 @@ def assert_same_updates(args, run_a, run_b):
 
 # 3 ranks: the paper's, and the card's, GPU count; 2 ranks through the float8 path (slow on a CPU: 6 steps)
 @pytest.mark.parametrize(
-    "ranks,batch_size,steps,path", [(3, 12, 10, PLAIN), (2, 8, 6, FP8_ON_CPU)], ids=["3", "2-fp8"]
+    "ranks,batch_size,steps,path,distil",
+    [(3, 12, 10, PLAIN, False), (2, 8, 6, FP8_ON_CPU, False), (2, 8, 6, PLAIN, True)],
+    ids=["3", "2-fp8", "2-distilling"],
 )
-def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size, steps, path):
+def test_one_process_and_ddp_ranks_agree(
+    small_bins, reference, tmp_path, ranks, batch_size, steps, path, distil
+):
     # bias=False: GPT-2's key bias has an exactly zero gradient (softmax ignores a shift shared by every key),
     # so Adam steps it by pure rounding noise, which no tolerance derived from float32 bounds. fp8: each
     # micro-batch's float8 scales are its own whichever rank runs it; only the gradients' summation order
@@ -52,6 +56,7 @@ def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size
         f"--batch_size={batch_size}",
         "--bias=False",
     ]
+    common += ["--kd_ratio=0.5", "--kd_temperature=2", f"--teacher={reference}"] if distil else []
     run_train(*common, f"--out_dir={tmp_path / 'one'}", path=path)
     ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks, path=path)
     cfg1, log1 = run_log(tmp_path / "one")
@@ -62,17 +67,22 @@ def test_one_process_and_ddp_ranks_agree(small_bins, tmp_path, ranks, batch_size
     )
     assert [r["step"] for r in log1] == [r["step"] for r in log2]
     for a, b in zip(log1, log2):  # losses of near-equal weights: agree to ~1e-7 relative, 1e-4 leaves room
-        for key in ("train_loss", "val_loss"):
+        for key in ("train_loss", "val_loss", "ce_loss", "kd_loss", "val_kl"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-4), (a, b)
     assert_same_updates([*common, *path["args"]], tmp_path / "one", tmp_path / "two")
 
 
 # killed once step 10 is logged: enough steps after it that the kill lands before the end
-@pytest.mark.parametrize("path,steps,batch", [(PLAIN, 60, 8), (FP8_ON_CPU, 14, 4)], ids=["plain", "fp8"])
-def test_sigkill_then_resume_is_bit_identical(small_bins, tmp_path, path, steps, batch):
+@pytest.mark.parametrize(
+    "path,steps,batch,distil",
+    [(PLAIN, 60, 8, False), (FP8_ON_CPU, 14, 4, False), (PLAIN, 40, 8, True)],
+    ids=["plain", "fp8", "distilling"],
+)
+def test_sigkill_then_resume_is_bit_identical(small_bins, reference, tmp_path, path, steps, batch, distil):
     common = [*TINY, f"--data_dir={small_bins}", f"--max_iters={steps}", f"--batch_size={batch}"]
     common += ["--checkpoint_interval=7"]
+    common += ["--kd_ratio=0.7", "--kd_temperature=1.5", f"--teacher={reference}"] if distil else []
     run_train(*common, f"--out_dir={tmp_path / 'straight'}", path=path)
     proc = run_train(
         *common, f"--out_dir={tmp_path / 'killed'}", background=tmp_path / "killed.txt", path=path
