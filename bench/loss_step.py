@@ -2,11 +2,11 @@
 GPU.
 
     python bench/loss_step.py --rows 65536 --vocab 50257            # GPT-2 124M at micro-batch 64
-    # also another checkout's model.CrossEntropy
+    # also another checkout's CrossEntropy
     python bench/loss_step.py --repo /path/to/other/checkout
 
 Rows are tokens (micro-batch x block), the logits are (rows, vocab padded to 64) bf16 as the head produces
-them. It times F.cross_entropy on the sliced float32 logits (the plain path) and model.CrossEntropy (this
+them. It times F.cross_entropy on the sliced float32 logits (the plain path) and CrossEntropy (this
 checkout's and each --repo's): wall time of forward+backward between two syncs, 3 warm-up and --repeat timed
 runs, median. It also prints the GB/s of the minimum traffic (read the logits twice, write their gradient
 once) to compare against ~4.3 TB/s."""
@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cross_entropy_of(repo: Path):
-    """model.CrossEntropy from a checkout, imported under a name of its own (the package is this
-    checkout's)."""
+    """CrossEntropy from a checkout (its inheritune/losses.py, or its model.py where older checkouts defined
+    it), imported from that file under a name of its own."""
     sys.path.insert(0, str(repo))
-    spec = importlib.util.spec_from_file_location(f"model_{abs(hash(str(repo)))}", repo / "model.py")
+    path = repo / "inheritune" / "losses.py"
+    path = path if path.exists() else repo / "model.py"
+    spec = importlib.util.spec_from_file_location(f"losses_{abs(hash(str(repo)))}", path)
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dynamo looks globals up there
     spec.loader.exec_module(module)
     sys.path.remove(str(repo))

@@ -117,15 +117,23 @@ def test_profile_step_splits_train_py_step_time_by_class(tmp_path):
 
 
 def test_loss_step_times_every_loss_and_they_agree(tmp_path):
-    """This checkout's CrossEntropy, another checkout's (here a copy) and F.cross_entropy: the same loss
-    value; the times mean something on a GPU only (here traced by aot_eager: no kernels to compile)."""
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "model.py").write_text((ROOT / "model.py").read_text())
-    rows = loss_step.measure(rows=64, vocab=300, repeat=1, repos=[other], device="cpu", backend="aot_eager")
-    assert [name.split(" (")[0] for name, _, _ in rows] == ["F.cross_entropy", "CrossEntropy", "CrossEntropy"]
+    """This checkout's CrossEntropy, other checkouts' (here copies: one in inheritune/losses.py, one in
+    model.py, where older checkouts define it) and F.cross_entropy: the same loss value; the times mean
+    something on a GPU only (here traced by aot_eager: no kernels to compile)."""
+    other, older = tmp_path / "other", tmp_path / "older"
+    (other / "inheritune").mkdir(parents=True)
+    older.mkdir()
+    (other / "inheritune" / "losses.py").write_text((ROOT / "inheritune" / "losses.py").read_text())
+    (older / "model.py").write_text((ROOT / "inheritune" / "losses.py").read_text())
+    repos = [other, older]
+    rows = loss_step.measure(rows=64, vocab=300, repeat=1, repos=repos, device="cpu", backend="aot_eager")
+    assert [name.split(" (")[0] for name, _, _ in rows] == ["F.cross_entropy"] + ["CrossEntropy"] * 3
     values = [value for _, _, value in rows]
-    assert values[1] == values[2] and abs(values[0] - values[1]) < 1e-5 and all(ms > 0 for _, ms, _ in rows)
+    assert values[1] == values[2] == values[3] and abs(values[0] - values[1]) < 1e-5
+    assert all(ms > 0 for _, ms, _ in rows)
+    assert {loss_step.cross_entropy_of(r).__module__ for r in repos} == {
+        f"losses_{abs(hash(str(r)))}" for r in repos
+    }
 
 
 def test_lazy_layers_cost_solvers_agree_and_the_diagnosis_is_timed():

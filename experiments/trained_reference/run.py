@@ -12,12 +12,13 @@ name without its last _suffix: --only random6_2x runs random6_2x_s1, _s2, _s3), 
 done."""
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+from jobs import pick, run_jobs  # noqa: E402
+
 CONFIG = "experiments/trained_reference/config"
 OUT = "out/trained_reference"
 DATA = "data/offline_english"
@@ -75,49 +76,8 @@ def main():
         [f"--{kv}" for kv in args.set],
         [int(n) for n in args.lazy_seq_len.split(",")],
     )
-    skipped = set()
-    if args.only:
-        wanted = set(args.only.split(","))
-        called = lambda name: {name, name.rsplit("_", 1)[0]}  # noqa: E731  the job's name and its group's
-        if unknown := wanted - set().union(*(called(j[0]) for j in todo)):
-            sys.exit(
-                f"error: --only {','.join(sorted(unknown))}: no such job; jobs: "
-                f"{', '.join(j[0] for j in todo)}"
-            )
-        skipped = {j[0] for j in todo if not called(j[0]) & wanted}
-        todo = [j for j in todo if j[0] not in skipped]
-    logs = ROOT / OUT / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    running, done, failed = {}, set(skipped), set()
-    t0 = time.time()
-    while todo or running:
-        for name, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[name]
-                (done if proc.returncode == 0 else failed).add(name)
-                print(
-                    f"[{time.time() - t0:6.0f} s] {name}: {'done' if proc.returncode == 0 else 'FAILED'}",
-                    flush=True,
-                )
-        while blocked := [j for j in todo if set(j[2]) & failed]:  # what waits on a failure never runs
-            for job in blocked:
-                todo.remove(job)
-                failed.add(job[0])
-                print(
-                    f"[{time.time() - t0:6.0f} s] {job[0]}: skipped (waits on {sorted(set(job[2]) & failed)})"
-                )
-        while len(running) < args.jobs and (ready := next((j for j in todo if set(j[2]) <= done), None)):
-            todo.remove(ready)
-            name, cmd, _ = ready
-            print(f"[{time.time() - t0:6.0f} s] {name}: {' '.join(cmd[1:])}", flush=True)
-            with open(logs / f"{name}.txt", "w") as out:  # the child keeps its own copy of the file
-                running[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        time.sleep(1)
-    print(
-        f"[{time.time() - t0:6.0f} s] finished: {len(done - skipped)} done, {len(failed)} failed",
-        *sorted(failed),
-    )
-    sys.exit(1 if failed else 0)
+    todo, skipped = pick(todo, args.only)
+    run_jobs(todo, args.jobs, ROOT / OUT / "logs", skipped)
 
 
 if __name__ == "__main__":
