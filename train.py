@@ -91,14 +91,15 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
 
 
 def compile_model(model: GPT, scope: str, mode: str | None):
-    """One graph, or (scope "blocks") each block and the head-plus-loss apart: identical blocks share one
-    compiled graph, so compile time stays flat in depth, and DDP can all-reduce a block's gradients as its
-    backward ends."""
+    """One graph, or (scope "blocks") each block and the head-plus-loss (either loss) apart: identical blocks
+    share one compiled graph, so compile time stays flat in depth, and DDP can all-reduce a block's gradients
+    as its backward ends."""
     if scope == "model":
         return torch.compile(model, mode=mode, dynamic=False)
     for block in model.h:
         block.compile(mode=mode, dynamic=False)
     model.loss = torch.compile(model.loss, mode=mode, dynamic=False)
+    model.distillation_loss = torch.compile(model.distillation_loss, mode=mode, dynamic=False)
     return model
 
 

@@ -40,7 +40,10 @@ CHUNK_ELEMENTS = 1 << 25
 
 
 def row_chunks(n_rows: int, n_columns: int) -> list[tuple[int, int]]:
-    """[start, end) row ranges whose float32 temporaries stay within CHUNK_ELEMENTS each."""
+    """[start, end) row ranges whose float32 temporaries stay within CHUNK_ELEMENTS each; one range under
+    torch.compile, whose fused kernels read the 16-bit logits and keep no float32 (N, V) tensor anyway."""
+    if torch.compiler.is_compiling():
+        return [(0, n_rows)]
     step = max(1, CHUNK_ELEMENTS // n_columns)
     return [(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
@@ -92,13 +95,16 @@ class DistillationLoss(torch.autograd.Function):
         # d ce / ds = softmax(s) - one_hot; d kd / ds = T (softmax(s / T) - softmax(t / T)), per valid row
         ce_scale = torch.where(valid, (grad[0] * (1 - kd_ratio) + grad[1]) / count, 0.0)
         kd_scale = torch.where(valid, (grad[0] * kd_ratio + grad[2]) * temperature / count, 0.0)
-        out = torch.empty_like(logits)
-        for i, j in row_chunks(*logits.shape):
+        chunks = row_chunks(*logits.shape)
+        out = None if len(chunks) == 1 else torch.empty_like(logits)
+        for i, j in chunks:
             lse, lse_s, lse_t = stats[i:j].unbind(1)
             s, t = logits[i:j].float(), teacher_logits[i:j].float()
             p = torch.exp(s - lse[:, None])
             p = torch.where(column == targets[i:j, None], p - 1.0, p)
             q = torch.exp(s / temperature - lse_s[:, None]) - torch.exp(t / temperature - lse_t[:, None])
-            g = p * ce_scale[i:j, None] + q * kd_scale[i:j, None]
-            out[i:j] = g.masked_fill(column >= vocab_size, 0.0).to(logits.dtype)
+            g = (p * ce_scale[i:j, None] + q * kd_scale[i:j, None]).masked_fill(column >= vocab_size, 0.0)
+            if out is None:
+                return g.to(logits.dtype), None, None, None, None, None
+            out[i:j] = g.to(logits.dtype)
         return out, None, None, None, None, None

@@ -112,6 +112,28 @@ def test_distilling_moves_the_student_towards_its_teacher(small_bins, reference,
     assert kl[1.0][-1] < 0.5 * kl[0.0][-1], kl
 
 
+@pytest.mark.parametrize("scope", ["model", "blocks"])
+def test_compiled_distillation_matches_eager(small_bins, reference, tmp_path, scope):
+    """Under torch.compile the loss takes its rows in one piece (inductor's kernels keep no float32 (N, V)
+    tensor) and, in scope blocks, is compiled apart from the blocks, as the head and CrossEntropy are: the
+    same losses as eager up to float32 reassociation (~1e-6 relative here; 1e-4 leaves room)."""
+    args = (
+        "--kd_ratio=0.5",
+        "--kd_temperature=2",
+        f"--teacher={reference}",
+        "--max_iters=5",
+        "--eval_interval=5",
+    )
+    distil(small_bins, tmp_path / "eager", *args)
+    distil(small_bins, tmp_path / "compiled", *args, "--compile=True", f"--compile_scope={scope}")
+    eager, compiled = run_log(tmp_path / "eager")[1], run_log(tmp_path / "compiled")[1]
+    assert [r["step"] for r in eager] == [r["step"] for r in compiled]
+    for a, b in zip(eager, compiled):
+        for key in ("train_loss", "ce_loss", "kd_loss", "val_loss", "val_kl"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (key, a, b)
+
+
 def test_refusals_name_the_teacher(small_bins, reference, tmp_path):
     other_vocab = tmp_path / "other_vocab"
     tiny_hf_gpt2(vocab_size=640).save_pretrained(other_vocab)
