@@ -13,7 +13,12 @@ queries and keys, one sequence and one layer at a time (memory: one heads x T x 
   that one key position receives: 1 when every query looks only at the same token, ~1/T for attention to
   oneself.
 Each is averaged over the sequences, and per layer summarised as the paper does (max over heads) and as the
-mean.
+mean. From the residual stream x_l that layer l reads and x_l+1 that it writes (before the final norm), mean
+over every token and sequence:
+- block_influence: ShortGPT's 1 - cos(x_l, x_l+1) (arXiv 2403.03853): near 0, the layer changes little;
+- angular_distance: arccos(cos(x_l, x_l+1)) / pi; and between any two streams, for Gromov et al.'s rule (arXiv
+  2403.17887): to drop n layers, drop the block l .. l+n-1 whose x_l and x_l+n are closest. The report names
+  that block for the n layers the suggested depth leaves out (all tokens are averaged, not the last only).
 
 A layer is lazy when its heads put on average at least --lazy_mass of their attention on one key. The
 suggested starting depth for the growth loop is the number of layers before the first lazy one: the paper's
@@ -70,10 +75,11 @@ def load_sequences(data, ref, tokenizer, vocab_size: int, n: int, length: int) -
 
 
 @torch.no_grad()
-def attention_maps(model, idx):
-    """For each layer in turn, its attention probabilities (B, n_head, T, T) in float32. The model's forward
-    runs a fused kernel that never forms them, so they are computed here from the block's own queries and
-    keys."""
+def layer_passes(model, idx):
+    """For each layer in turn: its attention probabilities (B, n_head, T, T) in float32, and the residual
+    stream it reads and the one it writes (B, T, n_embd; before the final norm). The model's forward runs a
+    fused kernel that never forms the probabilities, so they are computed here from the block's own queries
+    and keys."""
     x, rope, mask = model.block_inputs(idx)
     T = idx.shape[1]
     allowed = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril() if mask is None else mask
@@ -82,8 +88,34 @@ def attention_maps(model, idx):
         # grouped-query attention: a key head serves several
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1])
-        yield scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-        x = block(x, rope, mask)
+        x_out = block(x, rope, mask)
+        yield scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1), x, x_out
+        x = x_out
+
+
+def attention_maps(model, idx):
+    """Each layer's attention probabilities (B, n_head, T, T), in turn."""
+    return (probs for probs, _, _ in layer_passes(model, idx))
+
+
+def angular_distances(streams: list[torch.Tensor]) -> torch.Tensor:
+    """(L + 1, L + 1): the mean over tokens of arccos(cos(x_i, x_j)) / pi between the residual streams x_0
+    (embeddings) .. x_L (the last block's output), each (T, n_embd); computed in float64."""
+    x = torch.nn.functional.normalize(torch.stack(streams).double(), dim=-1)  # (L + 1, T, d)
+    cos = torch.einsum("itd,jtd->ijt", x, x).clamp(-1.0, 1.0)
+    return torch.arccos(cos).mean(-1) / math.pi
+
+
+def stream_stats(streams: list[torch.Tensor]) -> dict:
+    """Per layer l, from its input x_l and output x_l+1 (mean over tokens): ShortGPT's block influence
+    1 - cos, and the angular distance arccos(cos) / pi; and every pair's angular distance (Gromov et al.)."""
+    x = torch.stack(streams).double()
+    cos = torch.nn.functional.cosine_similarity(x[:-1], x[1:], dim=-1).clamp(-1.0, 1.0)  # (L, T)
+    return {
+        "block_influence": (1 - cos).mean(-1),
+        "angular_distance": torch.arccos(cos).mean(-1) / math.pi,
+        "pairs": angular_distances(streams),
+    }
 
 
 def squared_singular_values(p: torch.Tensor) -> torch.Tensor:
@@ -109,16 +141,21 @@ def attention_stats(probs: torch.Tensor, rank_tol: float) -> dict:
 def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) -> dict:
     """Every number of the report: per layer and head, averaged over the sequences; the summaries; the
     suggestion."""
-    sums = None
+    sums, streams = None, None
     for row in sequences:  # one sequence at a time: one (heads, T, T) map in memory per layer
-        stats = [attention_stats(p[0], rank_tol) for p in attention_maps(model, row[None])]
+        passes = list(layer_passes(model, row[None]))
+        stats = [attention_stats(p[0], rank_tol) for p, _, _ in passes]
         sums = stats if sums is None else [{k: a[k] + b[k] for k in a} for a, b in zip(sums, stats)]
+        found = stream_stats([x[0] for _, x, _ in passes] + [passes[-1][2][0]])
+        streams = found if streams is None else {k: streams[k] + v for k, v in found.items()}
+    streams = {k: v / len(sequences) for k, v in streams.items()}
     layers = []
     for i, layer in enumerate(sums):
         heads = {k: (v / len(sequences)).tolist() for k, v in layer.items()}
         summary = {
             f"{k}_{how}": f(v) for k, v in heads.items() for how, f in (("max", max), ("mean", np.mean))
         }
+        summary.update({k: streams[k][i].item() for k in ("block_influence", "angular_distance")})
         layers.append(
             {"layer": i, "heads": heads, **summary, "lazy": bool(summary["mass_mean"] >= lazy_mass)}
         )
@@ -127,7 +164,19 @@ def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) 
         f"a layer is lazy when its heads put on average >= {lazy_mass:.0%} of their attention on one key "
         f"position; start with the layers before the first lazy one: {depth} of {len(layers)}"
     )
-    return {"layers": layers, "suggested_depth": depth, "rule": rule}
+    pairs = streams["pairs"]
+    found = {"layers": layers, "suggested_depth": depth, "rule": rule}
+    return found | {"angular_distances": pairs.tolist(), "gromov": gromov_block(pairs, len(layers) - depth)}
+
+
+def gromov_block(pairs: torch.Tensor, n: int) -> dict | None:
+    """Gromov et al.'s choice of n layers to drop: the contiguous block l .. l + n - 1 whose input x_l and
+    output x_l+n are closest in angular distance (None when nothing is dropped)."""
+    if n < 1:
+        return None
+    distances = [pairs[i, i + n].item() for i in range(len(pairs) - n)]
+    first = int(np.argmin(distances))
+    return {"drop": n, "layers": list(range(first, first + n)), "distance": distances[first]}
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -143,15 +192,22 @@ def peak_memory_gb(device: torch.device) -> float:
 def report_table(report: dict) -> str:
     T = report["settings"]["seq_len"]
     lines = [
-        f"| layer | rank max (of {T}) | rank mean | rank_90 max | mass max | mass mean | lazy |",
-        "|---" * 7 + "|",
+        f"| layer | rank max (of {T}) | rank mean | rank_90 max | mass max | mass mean | lazy | block "
+        "influence | angular distance |",
+        "|---" * 9 + "|",
     ]
     for e in report["layers"]:
         lines.append(
             f"| {e['layer']} | {e['rank_max']:.1f} | {e['rank_mean']:.1f} | {e['rank_90_max']:.1f} | "
-            f"{e['mass_max']:.3f} | {e['mass_mean']:.3f} | {'lazy' if e['lazy'] else ''} |"
+            f"{e['mass_max']:.3f} | {e['mass_mean']:.3f} | {'lazy' if e['lazy'] else ''} | "
+            f"{e['block_influence']:.4f} | {e['angular_distance']:.4f} |"
         )
     lines.append(f"suggested starting depth: {report['suggested_depth']} ({report['rule']})")
+    if g := report["gromov"]:
+        lines.append(
+            f"Gromov et al.'s {g['drop']} layers to drop at that depth: {g['layers'][0]}-{g['layers'][-1]} "
+            f"(angular distance {g['distance']:.4f} between their input and output)"
+        )
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lazy_layers
-from conftest import random_model, tiny_hf, tiny_hf_llama, tree_hash
+from conftest import random_model, tiny_hf, tiny_hf_gpt2, tiny_hf_llama, tree_hash
 from inheritune.util import UserError
 from lazy_layers import attention_maps, attention_stats, diagnose
 from model import GPT, ModelConfig
@@ -86,6 +86,57 @@ def test_attention_maps_equal_transformers_attention_outputs(family, tmp_path, t
     assert len(ours) == len(theirs) == hf.config.num_hidden_layers
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-5
+
+
+def last_block(hf):
+    return hf.transformer.h[-1] if hasattr(hf, "transformer") else hf.model.layers[-1]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_block_influence_and_angular_distance_equal_those_of_transformers_hidden_states(
+    family, tmp_path, tokens
+):
+    """ShortGPT's block influence and the angular distances (per layer, and Gromov et al.'s between any two
+    layers) against the same numbers computed independently from transformers' output_hidden_states. Its
+    last hidden state is after the final norm, so the last block's own output is caught by a hook. Both
+    forwards are float32 and agree to ~1e-6; arccos magnifies that near cos = 1, hence 1e-4 for angles."""
+    hf = tiny_hf_gpt2() if family == "gpt2" else tiny_hf_llama()
+    hf.save_pretrained(tmp_path)
+    caught = []
+    hook = last_block(hf).register_forward_hook(
+        lambda m, i, out: caught.append(out[0] if isinstance(out, tuple) else out)
+    )
+    with torch.no_grad():
+        hidden = hf(tokens, output_hidden_states=True).hidden_states
+    hook.remove()
+    streams = torch.stack([*hidden[:-1], caught[0]]).double()  # (L + 1, B, T, d)
+    unit = streams / streams.norm(dim=-1, keepdim=True)
+    cos = (unit[:, None] * unit[None]).sum(-1).clamp(-1, 1)  # (L + 1, L + 1, B, T)
+    angles = (torch.arccos(cos) / math.pi).mean(-1).mean(-1)  # per sequence, then over the sequences
+    influence = (1 - cos).mean(-1).mean(-1)
+    report = diagnose(load_model(tmp_path), tokens, rank_tol=1e-2, lazy_mass=0.5)
+    L = hf.config.num_hidden_layers
+    for i, layer in enumerate(report["layers"]):
+        assert layer["block_influence"] == pytest.approx(influence[i, i + 1].item(), abs=1e-5)
+        assert layer["angular_distance"] == pytest.approx(angles[i, i + 1].item(), abs=1e-4)
+    assert np.allclose(report["angular_distances"], angles.numpy(), atol=1e-4) and len(angles) == L + 1
+
+
+def test_an_identity_layer_has_no_influence_and_is_the_block_gromov_drops():
+    model = random_model("gpt2", n_layer=4)
+    with torch.no_grad():  # layer 2 writes nothing into the residual stream: x_3 = x_2
+        for linear in (model.h[2].attn.c_proj, model.h[2].mlp.c_proj):
+            linear.weight.zero_()
+            linear.bias.zero_()
+    report = diagnose(
+        model, torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0)), 1e-2, 0.5
+    )
+    influence = [e["block_influence"] for e in report["layers"]]
+    assert influence[2] == pytest.approx(0, abs=1e-9) and min(influence[:2] + influence[3:]) > 1e-3
+    assert report["layers"][2]["angular_distance"] == pytest.approx(0, abs=1e-6)
+    pairs = torch.tensor(report["angular_distances"])
+    assert lazy_layers.gromov_block(pairs, 1)["layers"] == [2]
+    assert lazy_layers.gromov_block(pairs, 0) is None
 
 
 def test_ranks_from_eigenvalues_equal_ranks_from_singular_values_down_to_the_smallest_tolerance():
