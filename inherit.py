@@ -3,15 +3,23 @@
     python inherit.py --ref REF --n_layer 18 --out inherited.pt
     # any blocks, in the order given; negatives count from the end
     python inherit.py --ref REF --layers 0-5,30-35 --out x.pt
+    # N blocks chosen by a criterion, from lazy_layers.py's scores of the reference
+    python inherit.py --ref REF --n_layer 18 --select block_influence --scores DIR/lazy_layers.json --out x.pt
 
 The new model gets the reference's token embedding, position embedding (GPT-2), the selected blocks, the final
 norm and the head. The paper's published code copies only the blocks and the head, leaving GPT-2's wpe/ln_f
 and LLaMA's embedding/norm random; here every tensor has a recorded source, and a tensor left freshly
 initialised is an error unless asked for with --reinit. REF is anything weights.load_model reads; only the
 needed tensors are read. --out must be a new file unless --overwrite says to replace it, and is never a file
-of the reference."""
+of the reference.
+
+--select keeps N blocks, in the reference's order: first (the paper), last, block_influence (ShortGPT: the N
+with the largest 1 - cos between the stream a block reads and writes), angular (Gromov et al.: all but the
+contiguous block whose input and output streams are closest) or lazy (the N whose heads put the least
+attention on one key); the checkpoint records the criterion and the scores file."""
 
 import argparse
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -60,6 +68,63 @@ def select_layers(ref_depth: int, n_layer=None, layers=None, flag: str = "--laye
     if not 1 <= n_layer <= ref_depth:
         raise UserError(f"n_layer={n_layer} is outside 1..{ref_depth} (the reference's depth)")
     return list(range(n_layer))
+
+
+# ------------------------------------------------------------------------------- which layers, by criterion
+
+# first: the paper's (Inheritune); last: the last N; block_influence: ShortGPT's N most influential layers;
+# angular: all but Gromov et al.'s block; lazy: the N layers whose attention is least lazy
+SELECTIONS = ("first", "last", "block_influence", "angular", "lazy")
+
+
+def choose_layers(criterion: str, n_layer: int, ref_depth: int, scores: dict | None = None) -> list[int]:
+    """The N reference layers a criterion keeps, in the reference's order. scores: lazy_layers.py's report on
+    the reference (every criterion but first and last needs it)."""
+    if not 1 <= n_layer <= ref_depth:
+        raise UserError(f"n_layer={n_layer} is outside 1..{ref_depth} (the reference's depth)")
+    if criterion in ("first", "last"):
+        return list(range(n_layer)) if criterion == "first" else list(range(ref_depth - n_layer, ref_depth))
+    layers = scores["layers"]
+    if criterion == "angular":
+        dropped = gromov_drop(scores["angular_distances"], ref_depth - n_layer)
+        return [i for i in range(ref_depth) if i not in (dropped["layers"] if dropped else [])]
+    key, most = {"block_influence": ("block_influence", True), "lazy": ("mass_mean", False)}[criterion]
+    ranked = sorted(range(ref_depth), key=lambda i: layers[i][key], reverse=most)
+    return sorted(ranked[:n_layer])
+
+
+def gromov_drop(pairs, n: int) -> dict | None:
+    """Gromov et al.'s choice of n layers to drop (arXiv 2403.17887): the contiguous block l .. l+n-1 whose
+    input x_l and output x_l+n are closest in angular distance (pairs[i][j]: between streams i and j); None
+    when nothing is dropped."""
+    if n < 1:
+        return None
+    distances = [pairs[i][i + n] for i in range(len(pairs) - n)]
+    first = min(range(len(distances)), key=distances.__getitem__)
+    return {"drop": n, "layers": list(range(first, first + n)), "distance": float(distances[first])}
+
+
+def read_scores(path, ref_depth: int) -> dict:
+    """A lazy_layers.json of the reference: its per-layer scores and angular distances."""
+    try:
+        scores = json.loads(Path(path).read_text())
+        depth = len(scores["layers"])
+        complete = all("block_influence" in e and "mass_mean" in e for e in scores["layers"])
+        if not complete or len(scores["angular_distances"]) != depth + 1:
+            raise ValueError("incomplete")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"--scores {path} is not a lazy_layers.json with block influence and angular distances; run "
+            f"`python lazy_layers.py --ref REF --data DATA --out DIR` and pass DIR/lazy_layers.json"
+        ) from None
+    if depth != ref_depth:
+        raise UserError(
+            f"--scores {path} scores {depth} layers, the reference has {ref_depth}: another model's"
+        )
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------- inheriting
 
 
 def inherit_layers(
@@ -187,6 +252,28 @@ def check_out(out: Path, ref: str, overwrite: bool) -> None:
     check_new_output(out, overwrite, example="inherited.pt")
 
 
+def selected_by(args, ref_depth: int) -> tuple[dict, dict]:
+    """(inherit_layers' layer arguments, what the checkpoint records of the choice) for --n_layer with
+    --select, or --layers."""
+    if args.layers is not None and args.select != "first":
+        raise UserError("--select chooses --n_layer blocks; with --layers the blocks are named already")
+    if args.layers is not None or args.select == "first":
+        if args.scores:
+            raise UserError("--scores is read by --select block_influence, angular or lazy; drop it")
+        return {"n_layer": args.n_layer, "layers": args.layers}, {}
+    needs = args.select not in ("first", "last")
+    if needs and not args.scores:
+        raise UserError(
+            f"--select {args.select} ranks the reference's layers by their scores: pass --scores "
+            f"DIR/lazy_layers.json (python lazy_layers.py --ref REF --data DATA --out DIR writes it)"
+        )
+    scores = read_scores(args.scores, ref_depth) if needs else None
+    layers = choose_layers(args.select, args.n_layer, ref_depth, scores)
+    return {"layers": layers}, {
+        "selection": {"criterion": args.select, "n_layer": args.n_layer, "scores": args.scores}
+    }
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ref", required=True, help="reference: project .pt, HF model folder or .gguf")
@@ -196,6 +283,13 @@ def main(argv=None):
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--n_layer", type=int, help="inherit the first N blocks (the paper)")
     group.add_argument("--layers", help="explicit blocks, e.g. 0-11, 0,2,4,6, 0-5,30-35, -2,-1")
+    p.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        default="first",
+        help="which N blocks --n_layer keeps (default: first)",
+    )
+    p.add_argument("--scores", help="the reference's lazy_layers.json: the scores --select reads")
     p.add_argument("--reinit", default="", help="comma-separated modules to initialise fresh, e.g. lm_head")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: the reference's)")
     p.add_argument("--seed", type=int, default=0, help="seed for --reinit")
@@ -204,9 +298,11 @@ def main(argv=None):
     out = Path(args.out)
     check_out(out, args.ref, args.overwrite)
     reinit = tuple(r.strip() for r in args.reinit.split(",") if r.strip())
-    layers = {"n_layer": args.n_layer, "layers": args.layers}
+    reference = opened(args.ref)
+    layers, selection = selected_by(args, reference.config.n_layer)
     dtype = DTYPES.get(args.dtype)
-    model, provenance = inherit_layers(args.ref, **layers, reinit=reinit, dtype=dtype, seed=args.seed)
+    model, provenance = inherit_layers(reference, **layers, reinit=reinit, dtype=dtype, seed=args.seed)
+    provenance.update(selection)
     print(format_audit(provenance))
     # atomic: an existing --out is replaced only once all is written
     save_checkpoint(out, model, inherit=provenance)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inherit import gromov_drop
 from inheritune.data import check_bins, open_split, read_meta
 from inheritune.runtime import resolve_device
 from inheritune.tokenizer import load_tokenizer
@@ -164,19 +165,9 @@ def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) 
         f"a layer is lazy when its heads put on average >= {lazy_mass:.0%} of their attention on one key "
         f"position; start with the layers before the first lazy one: {depth} of {len(layers)}"
     )
-    pairs = streams["pairs"]
+    pairs = streams["pairs"].tolist()
     found = {"layers": layers, "suggested_depth": depth, "rule": rule}
-    return found | {"angular_distances": pairs.tolist(), "gromov": gromov_block(pairs, len(layers) - depth)}
-
-
-def gromov_block(pairs: torch.Tensor, n: int) -> dict | None:
-    """Gromov et al.'s choice of n layers to drop: the contiguous block l .. l + n - 1 whose input x_l and
-    output x_l+n are closest in angular distance (None when nothing is dropped)."""
-    if n < 1:
-        return None
-    distances = [pairs[i, i + n].item() for i in range(len(pairs) - n)]
-    first = int(np.argmin(distances))
-    return {"drop": n, "layers": list(range(first, first + n)), "distance": distances[first]}
+    return found | {"angular_distances": pairs, "gromov": gromov_drop(pairs, len(layers) - depth)}
 
 
 def peak_memory_gb(device: torch.device) -> float:

@@ -312,6 +312,17 @@ def truncated_reference_logits(hf, layers, tokens):
             body.layers = full
 
 
+def gpt2_with_a_silent_layer(n_layer: int = 4, silent: int = 2) -> GPT:
+    """A random GPT-2 whose layer `silent` writes nothing into the residual stream (zeroed output
+    projections): x_silent+1 = x_silent, so its block influence is 0."""
+    model = random_model("gpt2", n_layer=n_layer)
+    with torch.no_grad():
+        for linear in (model.h[silent].attn.c_proj, model.h[silent].mlp.c_proj):
+            linear.weight.zero_()
+            linear.bias.zero_()
+    return model
+
+
 def copy_bins(small_bins, folder, train=None, val=None, **meta):
     """The small bins copied into folder, with train/val ids replaced (arrays) and meta.json keys replaced (a
     value of None deletes the key): bins as another tool, or a damaged disk, might leave them."""

@@ -1,6 +1,7 @@
 """inherit.py: logits against an independent truncated reference, audit completeness, laziness, bad inputs."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import inherit
 from conftest import tiny_hf_gpt2, tiny_hf_llama, truncated_reference_logits, write_gguf
 from inherit import inherit_layers, parse_layers
 from inheritune.util import UserError
-from weights import load_model, open_weights
+from weights import load_model, open_weights, save_checkpoint
 
 DEPTH = 6
 
@@ -212,3 +213,68 @@ def test_cli_never_replaces_the_reference_nor_an_existing_out_unasked(refs, tmp_
     assert tree_hash(tmp_path / "small.pt") == kept
     run_cli("--ref", root / "llama", "--n_layer", 3, "--out", tmp_path / "small.pt", "--overwrite")
     assert load_model(tmp_path / "small.pt").config.n_layer == 3
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A 4-layer GPT-2 reference whose layer 2 writes nothing into the residual stream, and lazy_layers.py's
+    scores of it."""
+    from conftest import gpt2_with_a_silent_layer
+    from lazy_layers import diagnose
+
+    root = tmp_path_factory.mktemp("scored")
+    model = gpt2_with_a_silent_layer(n_layer=4, silent=2)
+    save_checkpoint(root / "ref.pt", model)
+    report = diagnose(
+        model, torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0)), 1e-2, 0.5
+    )
+    (root / "lazy_layers.json").write_text(json.dumps(report))
+    return root, report
+
+
+def test_select_keeps_the_layers_each_criterion_ranks_highest(scored, tmp_path):
+    root, report = scored
+    least_lazy = sorted(sorted(range(4), key=lambda i: report["layers"][i]["mass_mean"])[:3])
+    expected = {
+        "first": [0, 1, 2],
+        "last": [1, 2, 3],
+        "block_influence": [0, 1, 3],
+        "angular": [0, 1, 3],
+        "lazy": least_lazy,
+    }
+    for criterion, layers in expected.items():
+        out = tmp_path / f"{criterion}.pt"
+        scores = [] if criterion in ("first", "last") else ["--scores", root / "lazy_layers.json"]
+        run_cli("--ref", root / "ref.pt", "--n_layer", 3, "--select", criterion, *scores, "--out", out)
+        provenance = torch.load(out, weights_only=True)["inherit"]
+        assert provenance["layers"] == layers, criterion
+        if criterion != "first":
+            assert provenance["selection"]["criterion"] == criterion
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--select", "angular"],
+            "--select angular ranks the reference's layers by their scores: pass --scores",
+        ),
+        (["--select", "lazy", "--scores", "SCORES_OF_6"], "scores 6 layers, the reference has 4"),
+        (["--select", "angular", "--scores", "REF"], "is not a lazy_layers.json with block influence"),
+        (["--scores", "SCORES"], "--scores is read by --select block_influence, angular or lazy; drop it"),
+    ],
+)
+def test_select_refusals(scored, refs, tmp_path, args, message):
+    root, report = scored
+    (tmp_path / "six.json").write_text(
+        json.dumps({**report, "layers": report["layers"][:3] * 2, "angular_distances": [[0] * 7] * 7})
+    )
+    paths = {
+        "SCORES": root / "lazy_layers.json",
+        "SCORES_OF_6": tmp_path / "six.json",
+        "REF": root / "ref.pt",
+    }
+    args = [paths.get(a, a) for a in args]
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_cli("--ref", root / "ref.pt", "--n_layer", 2, *args, "--out", tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

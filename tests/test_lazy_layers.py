@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import lazy_layers
-from conftest import random_model, tiny_hf, tiny_hf_gpt2, tiny_hf_llama, tree_hash
+from conftest import gpt2_with_a_silent_layer, random_model, tiny_hf, tiny_hf_gpt2, tiny_hf_llama, tree_hash
+from inherit import gromov_drop
 from inheritune.util import UserError
 from lazy_layers import attention_maps, attention_stats, diagnose
 from model import GPT, ModelConfig
@@ -123,20 +124,15 @@ def test_block_influence_and_angular_distance_equal_those_of_transformers_hidden
 
 
 def test_an_identity_layer_has_no_influence_and_is_the_block_gromov_drops():
-    model = random_model("gpt2", n_layer=4)
-    with torch.no_grad():  # layer 2 writes nothing into the residual stream: x_3 = x_2
-        for linear in (model.h[2].attn.c_proj, model.h[2].mlp.c_proj):
-            linear.weight.zero_()
-            linear.bias.zero_()
+    model = gpt2_with_a_silent_layer(n_layer=4, silent=2)
     report = diagnose(
         model, torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0)), 1e-2, 0.5
     )
     influence = [e["block_influence"] for e in report["layers"]]
     assert influence[2] == pytest.approx(0, abs=1e-9) and min(influence[:2] + influence[3:]) > 1e-3
     assert report["layers"][2]["angular_distance"] == pytest.approx(0, abs=1e-6)
-    pairs = torch.tensor(report["angular_distances"])
-    assert lazy_layers.gromov_block(pairs, 1)["layers"] == [2]
-    assert lazy_layers.gromov_block(pairs, 0) is None
+    assert gromov_drop(report["angular_distances"], 1)["layers"] == [2]
+    assert gromov_drop(report["angular_distances"], 0) is None
 
 
 def test_ranks_from_eigenvalues_equal_ranks_from_singular_values_down_to_the_smallest_tolerance():
