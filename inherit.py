@@ -16,7 +16,9 @@ of the reference.
 --select keeps N blocks, in the reference's order: first (the paper), last, block_influence (ShortGPT: the N
 with the largest 1 - cos between the stream a block reads and writes), angular (Gromov et al.: all but the
 contiguous block whose input and output streams are closest) or lazy (the N whose heads put the least
-attention on one key); the checkpoint records the criterion and the scores file."""
+attention on one key); the checkpoint records the criterion and the scores file. --fresh_blocks keeps the
+reference's embeddings, final norm and head and initialises every block fresh: how much of a student's start
+is the embeddings alone."""
 
 import argparse
 import json
@@ -291,13 +293,20 @@ def main(argv=None):
     )
     p.add_argument("--scores", help="the reference's lazy_layers.json: the scores --select reads")
     p.add_argument("--reinit", default="", help="comma-separated modules to initialise fresh, e.g. lm_head")
+    p.add_argument(
+        "--fresh_blocks",
+        action="store_true",
+        help="the embeddings-only control: every block initialised fresh (--reinit h), the rest inherited",
+    )
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: the reference's)")
     p.add_argument("--seed", type=int, default=0, help="seed for --reinit")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never the reference)")
     args = p.parse_args(argv)
     out = Path(args.out)
     check_out(out, args.ref, args.overwrite)
-    reinit = tuple(r.strip() for r in args.reinit.split(",") if r.strip())
+    reinit = tuple(r.strip() for r in args.reinit.split(",") if r.strip()) + (
+        ("h",) if args.fresh_blocks else ()
+    )
     reference = opened(args.ref)
     layers, selection = selected_by(args, reference.config.n_layer)
     dtype = DTYPES.get(args.dtype)

@@ -278,3 +278,12 @@ def test_select_refusals(scored, refs, tmp_path, args, message):
     with pytest.raises(UserError, match=re.escape(message)):
         run_cli("--ref", root / "ref.pt", "--n_layer", 2, *args, "--out", tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_fresh_blocks_inherit_everything_but_the_blocks(refs, tmp_path):
+    root, _ = refs
+    run_cli("--ref", root / "gpt2", "--n_layer", 2, "--fresh_blocks", "--seed", 3, "--out", tmp_path / "x.pt")
+    provenance = torch.load(tmp_path / "x.pt", weights_only=True)["inherit"]
+    inherited = {name for name, source in provenance["sources"].items() if isinstance(source, list)}
+    assert inherited == {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"}
+    assert set(provenance["reinit"]) == {n for n in provenance["sources"] if n.startswith("h.")}
