@@ -106,8 +106,9 @@ def gromov_drop(pairs, n: int) -> dict | None:
     return {"drop": n, "layers": list(range(first, first + n)), "distance": float(distances[first])}
 
 
-def read_scores(path, ref_depth: int) -> dict:
-    """A lazy_layers.json of the reference: its per-layer scores and angular distances."""
+def read_scores(path, ref_depth: int, flag: str = "--scores ") -> dict:
+    """A lazy_layers.json of the reference: its per-layer scores and angular distances. flag: how the user
+    named the file (inherit.py's --scores, train.py's inherit_scores), for the messages."""
     try:
         scores = json.loads(Path(path).read_text())
         depth = len(scores["layers"])
@@ -116,13 +117,11 @@ def read_scores(path, ref_depth: int) -> dict:
             raise ValueError("incomplete")
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
-            f"--scores {path} is not a lazy_layers.json with block influence and angular distances; run "
+            f"{flag}{path} is not a lazy_layers.json with block influence and angular distances; run "
             f"`python lazy_layers.py --ref REF --data DATA --out DIR` and pass DIR/lazy_layers.json"
         ) from None
     if depth != ref_depth:
-        raise UserError(
-            f"--scores {path} scores {depth} layers, the reference has {ref_depth}: another model's"
-        )
+        raise UserError(f"{flag}{path} scores {depth} layers, the reference has {ref_depth}: another model's")
     return scores
 
 

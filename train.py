@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from distill import Teacher, teacher_weights
 from growth import grow
-from inherit import inherit_layers, select_layers
+from inherit import choose_layers, inherit_layers, read_scores, select_layers
 from inheritune.data import check_bins, check_same_bins, fetch, open_for_training, train_windows, val_loss
 from inheritune.fp8 import check_fp8_device, convert_to_float8
 from inheritune.runs import RunLock, append_log, check_same_recipe, continue_or_refuse, read_log, write_log
@@ -64,19 +64,28 @@ def build_model(
         torch.manual_seed(cfg.seed)
         model = GPT(shape)
     elif cfg.init_from == "inherit":
-        depth = reference.config.n_layer
-        layers = (
-            select_layers(depth, layers=cfg.inherit_layers, flag="inherit_layers=")
-            if cfg.inherit_layers
-            else None
-        )
+        layers, selection = chosen_layers(cfg, reference.config.n_layer)
         n_layer = None if layers else cfg.n_layer
         model, provenance = inherit_layers(reference, n_layer, layers, dtype=torch.float32)
-        meta["inherit"] = provenance
+        meta["inherit"] = provenance | selection
     else:  # pretrained
         model = load_model(reference, dtype=torch.float32)
     model.crop_block_size(cfg.block_size)
     return model.to(rt.device).train(), meta
+
+
+def chosen_layers(cfg: TrainConfig, ref_depth: int) -> tuple[list[int] | None, dict]:
+    """(the blocks to inherit, None for the first n_layer; what the checkpoint records of the choice):
+    named by inherit_layers, or n_layer of them chosen by inherit_select (each growth round chooses its
+    own n_layer)."""
+    if cfg.inherit_layers:
+        return select_layers(ref_depth, layers=cfg.inherit_layers, flag="inherit_layers="), {}
+    if cfg.inherit_select == "first":
+        return None, {}
+    scores = read_scores(cfg.inherit_scores, ref_depth, "inherit_scores=") if cfg.inherit_scores else None
+    layers = choose_layers(cfg.inherit_select, cfg.n_layer, ref_depth, scores)
+    selection = {"criterion": cfg.inherit_select, "n_layer": cfg.n_layer, "scores": cfg.inherit_scores}
+    return layers, {"selection": selection}
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -423,6 +432,8 @@ def main(argv=None):
         # the reference is opened once, and what it holds is read lazily by the steps that need it
         needs_reference = cfg.ref is not None and (cfg.grow or cfg.init_from != "resume")
         reference = open_weights(cfg.ref) if needs_reference else None
+        if cfg.inherit_scores and reference is not None:  # before anything is written, not at round 1
+            read_scores(cfg.inherit_scores, reference.config.n_layer, "inherit_scores=")
         run = functools.partial(train, teacher=teacher_weights(cfg, reference))
         with StopRequested() as stop:
             grow(cfg, rt, stop, reference, run) if cfg.grow else run(cfg, rt, stop, reference)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
+from inherit import SELECTIONS
 from inheritune.data import EVAL_TOKENS
 from inheritune.util import HUB_NAME, UserError, apply_config_args, check_settings, resolve_hub_name, setting
 from model import ARCHS, ModelConfig
@@ -29,6 +30,10 @@ class TrainConfig:
     )
     ref: str | None = setting(None, ".pt, run or HF folder, .gguf or hub name; scratch: its shape at n_layer")
     inherit_layers: str | None = setting(None, 'blocks to inherit, e.g. "0-5,30-35"; None: the first n_layer')
+    inherit_select: str = setting("first", "which n_layer blocks (inherit.py --select)", choices=SELECTIONS)
+    inherit_scores: str | None = setting(
+        None, "the reference's lazy_layers.json, which inherit_select ranks by"
+    )
     # model
     arch: str = setting("gpt2", "model family (all but gpt2 are LLaMA-shaped)", choices=ARCHS)
     n_layer: int = setting(12, "transformer blocks (also the inherited depth)", at_least=1)
@@ -123,7 +128,8 @@ def check_config(cfg: TrainConfig, world: int) -> None:
         with_grow = " with grow" if cfg.grow else ""
         raise UserError(f"init_from={cfg.init_from}{with_grow} needs ref=<reference checkpoint>")
     if cfg.grow and cfg.inherit_layers:
-        raise UserError("grow=True inherits the first n_layer blocks each round; unset inherit_layers")
+        raise UserError("grow=True chooses n_layer blocks each round (inherit_select); unset inherit_layers")
+    check_selection(cfg)
     if cfg.grow and cfg.init_from not in ("scratch", "inherit"):
         raise UserError(
             f"grow=True inherits every round from ref, so init_from={cfg.init_from} has no effect: drop it"
@@ -146,6 +152,24 @@ def check_config(cfg: TrainConfig, world: int) -> None:
             f"batch_size={cfg.batch_size} is not divisible by micro_batch_size={cfg.micro_batch_size} x "
             f"world size {world}; change batch_size or micro_batch_size"
         )
+
+
+def check_selection(cfg: TrainConfig) -> None:
+    """inherit_select and inherit_scores go with an inheriting run, and with each other."""
+    if cfg.inherit_select != "first" and not (cfg.init_from == "inherit" or cfg.grow):
+        raise UserError(
+            f"inherit_select={cfg.inherit_select} chooses inherited blocks: set init_from=inherit"
+        )
+    if cfg.inherit_select != "first" and cfg.inherit_layers:
+        raise UserError("inherit_layers names the blocks already; unset inherit_select or inherit_layers")
+    needs_scores = cfg.inherit_select not in ("first", "last")
+    if needs_scores and not cfg.inherit_scores:
+        raise UserError(
+            f"inherit_select={cfg.inherit_select} ranks the reference's layers: set inherit_scores="
+            f"DIR/lazy_layers.json (python lazy_layers.py --ref REF --data DATA --out DIR writes it)"
+        )
+    if cfg.inherit_scores and not needs_scores:
+        raise UserError("inherit_scores is read by inherit_select block_influence, angular or lazy; unset it")
 
 
 def check_attention(cfg: TrainConfig, model: ModelConfig) -> None:

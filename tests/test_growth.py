@@ -157,6 +157,22 @@ def test_a_loop_continues_only_under_its_own_recipe(small_bins, reference, tmp_p
         )
 
 
+def test_the_loop_grows_by_criterion_each_round_choosing_its_own_layers(small_bins, reference, tmp_path):
+    """inherit_select=last: round n inherits the reference's last n layers, chosen afresh each round."""
+    extra = (
+        "--grow_tolerance=-100",
+        "--max_iters=2",
+        "--warmup_iters=1",
+        "--n_layer=2",
+        "--inherit_select=last",
+    )
+    train_here(*grow_args(small_bins, reference, tmp_path, *extra))
+    rounds = growth_json(tmp_path)["rounds"]
+    chosen = [torch.load(f"{r['runs'][0]['dir']}/ckpt.pt", weights_only=True)["inherit"] for r in rounds]
+    assert [c["layers"] for c in chosen] == [[2, 3], [1, 2, 3], [0, 1, 2, 3]]
+    assert all(c["selection"]["criterion"] == "last" for c in chosen)
+
+
 def test_a_loop_continues_only_on_its_own_bins(small_bins, reference, tmp_path):
     data = copy_bins(small_bins, tmp_path / "data")
     extra = "--grow_tolerance=100", "--max_iters=2", "--warmup_iters=1"

@@ -89,6 +89,20 @@ def test_config_file_and_typed_overrides(tmp_path):
             ["--warmup_iters=200", "--max_iters=100"],
             "warmup_iters=200 is longer than the run (max_iters=100)",
         ),
+        (["--inherit_select=last"], "inherit_select=last chooses inherited blocks: set init_from=inherit"),
+        (
+            ["--init_from=inherit", "--ref=x", "--inherit_select=angular"],
+            "set inherit_scores=DIR/lazy_layers.json",
+        ),
+        (
+            ["--init_from=inherit", "--ref=x", "--inherit_scores=s.json"],
+            "inherit_scores is read by inherit_select",
+        ),
+        (
+            ["--init_from=inherit", "--ref=x", "--inherit_select=last", "--inherit_layers=0,1"],
+            "inherit_layers names the blocks already",
+        ),
+        (["--kd_ratio=0.5"], "kd_ratio=0.5 distils from a teacher"),
     ],
 )
 def test_config_errors(args, message):
