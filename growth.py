@@ -47,9 +47,9 @@ def grow(cfg, rt, stop, reference, train) -> dict:
                 cfg, out_dir=str(run_dir), n_layer=n_layer, seed=seed, grow=False, init_from=init_from
             )
             runs.append(run_record(seed, run_dir, train(run_cfg, rt, stop, reference), state["k"]))
-        ref_score = state["reference_score"]
+        ref_scores = state.get("reference_scores", [state["reference_score"]])
         rounds.append(
-            round_record(len(rounds) + 1, n_layer, cfg.max_iters, runs, ref_score, cfg.grow_tolerance)
+            round_record(len(rounds) + 1, n_layer, cfg.max_iters, runs, ref_scores, cfg.grow_tolerance)
         )
         save_growth_state(state, cfg, rt)
         n_layer = max_layer if n_layer < max_layer < n_layer + cfg.grow_step else n_layer + cfg.grow_step
@@ -89,9 +89,7 @@ def growth_state(cfg, rt, reference) -> dict:
         settings, data = asdict(cfg), read_meta(cfg.data_dir)
         state.update(recipe=recipe_of(settings), data=data, reference=cfg.ref)
         state.update(reference_layers=reference.config.n_layer)
-        state.update(reference_side(reference, settings, data, cfg.grow_last_k))
-        if state["reference_score"] is None:  # no comparable curve in its log: evaluate its final weights
-            state["reference_score"] = reference_val_loss(cfg, rt, reference)
+        state.update(references_side(cfg, rt, reference, settings, data))
     save_growth_state(state, cfg, rt)
     if rt.master:
         print(
@@ -100,6 +98,39 @@ def growth_state(cfg, rt, reference) -> dict:
             flush=True,
         )
     return state
+
+
+def references_side(cfg, rt, reference, settings: dict, data: dict) -> dict:
+    """The reference's side of the verdict over its seeds (ref, then grow_references): each scored by one
+    statistic, the mean of the last k val losses of its own log where every seed has a comparable curve,
+    else the val loss of its final weights. A reference trained with another recipe is refused unless
+    grow_other_recipe."""
+    others = [p.strip() for p in (cfg.grow_references or "").split(",") if p.strip()]
+    weights = [reference, *(opened(p) for p in others)]
+    sides = [reference_side(w, settings, data, cfg.grow_last_k) for w in weights]
+    for path, side in zip([cfg.ref, *others], sides):
+        if side["recipe_differences"] and not cfg.grow_other_recipe:
+            raise UserError(
+                f"reference {path} was trained with another recipe than the rounds' "
+                f"({', '.join(side['recipe_differences'])}): train the rounds with its recipe, or set "
+                f"grow_other_recipe=True to compare final val losses anyway"
+            )
+    side = sides[0]
+    if all(s["reference_score"] is not None for s in sides):
+        k = min(s["k"] for s in sides)
+        scores = [score(s["reference_val_curve"], k) for s in sides]
+    else:  # a seed without a comparable curve: every seed by the val loss of its final weights
+        side = {**side, "statistic": "final val loss", "k": 1, "reference_score": None}
+        side["why"] = next(s["why"] for s in sides if s["reference_score"] is None)
+        scores = [reference_val_loss(cfg, rt, w) for w in weights]
+    sd = stdev(scores) if len(scores) > 1 else None
+    return {
+        **side,
+        "reference_score": mean(scores),
+        "reference_scores": scores,
+        "reference_sd": sd,
+        "references": [cfg.ref, *others],
+    }
 
 
 def save_growth_state(state: dict, cfg, rt) -> None:
@@ -182,17 +213,21 @@ def score(curve: list, k: int) -> float:
     return mean(loss for _, loss in curve[-k:])
 
 
-def verdict(scores: list[float], reference_score: float, tolerance: float) -> dict:
-    """The growth loop's decision for one depth, from its runs' scores (one per seed)."""
-    margin = mean(scores) - reference_score
+def verdict(scores: list[float], reference_scores, tolerance: float) -> dict:
+    """The growth loop's decision for one depth, from its runs' scores (one per seed) against the
+    reference's (one score, or one per reference seed): the means' difference against the tolerance."""
+    references = [reference_scores] if isinstance(reference_scores, (int, float)) else list(reference_scores)
+    margin = mean(scores) - mean(references)
     sd = stdev(scores) if len(scores) > 1 else None
+    # the standard error of the difference of the means, counting each side that has several seeds
+    variance = sum(stdev(xs) ** 2 / len(xs) for xs in (scores, references) if len(xs) > 1)
     return {
         "score": mean(scores),
         "seed_sd": sd,
         "margin": margin,
         "matches": margin <= tolerance,
-        # the call is within two standard errors of the seed mean: another set of seeds could flip it
-        "within_noise": None if sd is None else abs(margin - tolerance) <= 2 * sd / math.sqrt(len(scores)),
+        # within two standard errors: another set of seeds (of either side) could flip the call
+        "within_noise": None if variance == 0 else abs(margin - tolerance) <= 2 * math.sqrt(variance),
     }
 
 
@@ -208,9 +243,9 @@ def run_record(seed: int, run_dir, records: list[dict], k: int) -> dict:
     }
 
 
-def round_record(number: int, n_layer: int, steps: int, runs: list, reference_score, tolerance) -> dict:
+def round_record(number: int, n_layer: int, steps: int, runs: list, reference_scores, tolerance) -> dict:
     """One round (a depth and its runs), with the verdict on it."""
-    decision = verdict([run["score"] for run in runs], reference_score, tolerance)
+    decision = verdict([run["score"] for run in runs], reference_scores, tolerance)
     return {"round": number, "n_layer": n_layer, "steps": steps, "runs": runs, **decision}
 
 
@@ -219,8 +254,11 @@ def round_record(number: int, n_layer: int, steps: int, runs: list, reference_sc
 
 def growth_table(state: dict) -> str:
     """The rounds as a markdown table: depth, seeds, scores, the margin to the reference and the call."""
+    ref_sd = state.get("reference_sd")
+    seeds = f" ± {ref_sd:.4f} over {len(state['reference_scores'])} reference seeds" if ref_sd else ""
     lines = [
-        f"statistic: {state['statistic']} (k={state['k']}), because {state['why']}",
+        f"statistic: {state['statistic']} (k={state['k']}), because {state['why']}; reference "
+        f"{state['reference_score']:.4f}{seeds}",
         "| depth | seeds | final val | score | ± sd | reference | margin | verdict |",
         "|---" * 8 + "|",
     ]

@@ -85,6 +85,12 @@ class TrainConfig:
     grow_last_k: int = setting(3, "score: mean of the last k val losses (or the final one)", at_least=1)
     grow_tolerance: float = setting(0.0, "a round matches when its score <= the reference's + tolerance")
     grow_seeds: int = setting(1, "runs per round (seed, seed+1, ...): decide on their mean", at_least=1)
+    grow_references: str | None = setting(
+        None, "ref's other seeds (comma-separated): decide on all refs' mean"
+    )
+    grow_other_recipe: bool = setting(
+        False, "compare with a ref trained with another recipe (final val losses)"
+    )
     # distillation
     kd_ratio: float = setting(0.0, "r: (1-r) CE + r T^2 KL(teacher||student); 0: off", at_least=0, at_most=1)
     kd_temperature: float = setting(1.0, "T: compare softmax(logits / T) of teacher and student", above=0)
@@ -130,6 +136,10 @@ def check_config(cfg: TrainConfig, world: int) -> None:
     if cfg.grow and cfg.inherit_layers:
         raise UserError("grow=True chooses n_layer blocks each round (inherit_select); unset inherit_layers")
     check_selection(cfg)
+    if (cfg.grow_references or cfg.grow_other_recipe) and not cfg.grow:
+        raise UserError(
+            "grow_references and grow_other_recipe are the growth loop's: set grow=True or unset them"
+        )
     if cfg.grow and cfg.init_from not in ("scratch", "inherit"):
         raise UserError(
             f"grow=True inherits every round from ref, so init_from={cfg.init_from} has no effect: drop it"

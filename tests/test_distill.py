@@ -170,6 +170,7 @@ def test_a_run_resumes_only_with_the_teacher_it_began_with(small_bins, reference
 
 def test_every_growth_round_distils_from_the_reference(small_bins, reference, tmp_path):
     loop = ["--grow=True", "--n_layer=3", "--grow_step=1", "--max_iters=2", "--warmup_iters=1"]
+    loop += ["--grow_other_recipe=True"]
     distil(small_bins, tmp_path, f"--ref={reference}", *loop, "--grow_tolerance=-100", "--kd_ratio=0.5")
     rounds = json.loads((tmp_path / "growth.json").read_text())["rounds"]
     assert [r["n_layer"] for r in rounds] == [3, 4]

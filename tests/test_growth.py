@@ -22,6 +22,7 @@ from weights import load_model, save_checkpoint
 
 def grow_args(small_bins, reference, out, *extra):
     loop = ["--grow=True", "--n_layer=1", "--grow_step=1", "--max_iters=20", "--grow_last_k=2"]
+    loop += ["--grow_other_recipe=True"]  # 20 steps against the reference's 60: compared on final val losses
     return [*TINY, f"--data_dir={small_bins}", f"--ref={reference}", *loop, f"--out_dir={out}", *extra]
 
 
@@ -126,14 +127,16 @@ def test_the_loop_reads_the_reference_curve_from_its_own_log_and_decides_on_the_
 ):
     """The reference trained with this recipe (60 steps): both sides are scored by the mean of their last
     grow_last_k val losses, the reference's taken from its own log; grow_seeds runs each round over seeds."""
-    extra = "--max_iters=60", "--n_layer=3", "--grow_tolerance=100", "--grow_seeds=2"
+    extra = "--max_iters=60", "--n_layer=3", "--grow_max_layer=3", "--grow_seeds=2"
     train_here(*grow_args(small_bins, reference, tmp_path, *extra))
     state = growth_json(tmp_path)
     log = [r["val_loss"] for r in run_log(reference.parent)[1] if "val_loss" in r]
     assert state["statistic"] == "mean of the last k val losses" and state["k"] == 2
     assert state["recipe_differences"] == [] and state["reference_score"] == pytest.approx(sum(log[-2:]) / 2)
     (only,) = state["rounds"]
-    assert [run["seed"] for run in only["runs"]] == [1337, 1338] and only["matches"]
+    assert [run["seed"] for run in only["runs"]] == [1337, 1338]
+    assert only["margin"] == pytest.approx(only["score"] - state["reference_score"])
+    assert only["matches"] == (only["margin"] <= 0)  # tolerance 0: the call follows the margin
     assert [run["dir"] for run in only["runs"]] == [
         str(tmp_path / "round1_3L" / f"seed{s}") for s in (1337, 1338)
     ]
@@ -144,9 +147,7 @@ def test_the_loop_reads_the_reference_curve_from_its_own_log_and_decides_on_the_
 
 def test_a_loop_continues_only_under_its_own_recipe(small_bins, reference, tmp_path):
     train_here(
-        *grow_args(
-            small_bins, reference, tmp_path, "--grow_tolerance=100", "--max_iters=2", "--warmup_iters=1"
-        )
+        *grow_args(small_bins, reference, tmp_path, "--grow_max_layer=1", "--max_iters=2", "--warmup_iters=1")
     )
     message = re.escape("growth.json was made with other settings: learning_rate=0.01 (was 0.003)")
     with pytest.raises(UserError, match=message):
@@ -175,7 +176,7 @@ def test_the_loop_grows_by_criterion_each_round_choosing_its_own_layers(small_bi
 
 def test_a_loop_continues_only_on_its_own_bins(small_bins, reference, tmp_path):
     data = copy_bins(small_bins, tmp_path / "data")
-    extra = "--grow_tolerance=100", "--max_iters=2", "--warmup_iters=1"
+    extra = "--grow_max_layer=1", "--max_iters=2", "--warmup_iters=1"
     args = grow_args(data, reference, tmp_path / "loop", *extra)
     train_here(*args)
     before = tree_hash(tmp_path / "loop")
