@@ -24,6 +24,11 @@ def teacher_weights(cfg, reference: Weights | None) -> Weights | None:
     spec = cfg.teacher or cfg.ref
     is_reference = reference is not None and spec in (cfg.ref, reference.path)
     weights = reference if is_reference else open_weights(spec)
+    if weights.config.block_size < cfg.block_size:
+        raise UserError(
+            f"teacher {spec} sees {weights.config.block_size} tokens, fewer than block_size="
+            f"{cfg.block_size}: lower block_size or distil from a model of a longer context"
+        )
     check_teacher(weights, spec, cfg.data_dir)
     if reference is not None and cfg.init_from != "scratch":  # the student's vocabulary is the reference's
         check_same_vocabulary(weights.config.vocab_size, spec, reference.config.vocab_size)
@@ -53,8 +58,9 @@ class Teacher:
         self.spec, self.rt = cfg.teacher or cfg.ref, rt
         self.identity = {"teacher": self.spec, **checkpoint_identity(weights.path)}
         dtype = getattr(rt.autocast, "fast_dtype", torch.float32)  # bfloat16 weights under bf16 autocast
-        self.model = load_model(weights, device=rt.device, dtype=dtype).requires_grad_(False)
-        self.model.crop_block_size(cfg.block_size)
+        self.model = load_model(weights, device=rt.device, dtype=dtype)
+        self.model.crop_block_size(cfg.block_size)  # then frozen: cropping makes a new position table
+        self.model.requires_grad_(False)
         self.vocab_size = self.model.config.vocab_size
         self.flops_per_token = self.model.flops_per_token(cfg.block_size) / 3  # the forward pass's share
         self.forward = self.model.padded_logits

@@ -8,7 +8,7 @@ fields of ModelConfig: q/k/v biases (Qwen2), RMSNorm on each head of q and k (Qw
 writing checkpoints (project .pt, HF folders, GGUF) is weights.py's job."""
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -281,7 +281,8 @@ class GPT(nn.Module):
         if block_size > self.config.block_size:
             raise UserError(f"block_size={block_size} is longer than the model's {self.config.block_size}")
         if block_size < self.config.block_size:
-            self.config.block_size = block_size
+            # a config of its own: the one the model was built from may be shared (an opened reference's)
+            self.config = replace(self.config, block_size=block_size)
             if self.wpe is not None:
                 self.wpe.weight = nn.Parameter(self.wpe.weight[:block_size].detach().clone())
             self.init_buffers()

@@ -348,7 +348,7 @@ class Run:
         record = {"step": step, "tokens": self.tokens(step), "val_loss": loss}
         message = f"val loss {loss:.4f}"
         if self.teacher is not None:
-            record["val_kl"] = self.teacher.val_kl(self.raw, cfg)
+            record["val_kl"] = self.teacher.val_kl(self.eval_model, cfg)
             message += f", KL to the teacher {record['val_kl']:.4f}"
         self.log(record, f"step {step}: {message}")
         self.reset_peak_memory()

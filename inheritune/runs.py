@@ -5,7 +5,7 @@ of a command does. train.py and growth.py share them."""
 import fcntl
 import json
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from inheritune.tensor_files import safe_torch_load
@@ -24,12 +24,12 @@ def recipe_of(config: dict) -> dict:
 
 
 def check_same_recipe(cfg, saved: dict, what: str, may_change=RESUMABLE_CHANGES) -> None:
-    """A run (or a growth loop) continues only with the recipe it began with (data, batch, schedule, seed)."""
-    changed = [
-        f"{k}={getattr(cfg, k)!r} (was {v!r})"
-        for k, v in saved.items()
-        if k not in may_change and getattr(cfg, k, v) != v
-    ]
+    """A run (or a growth loop) continues only with the recipe it began with (data, batch, schedule, seed). A
+    key the saved config lacks (one added since) counts as its default."""
+    if not saved:  # nothing began yet
+        return
+    was = {f.name: saved.get(f.name, f.default) for f in fields(cfg) if f.name not in may_change}
+    changed = [f"{k}={getattr(cfg, k)!r} (was {v!r})" for k, v in was.items() if getattr(cfg, k) != v]
     if changed:
         raise UserError(
             f"{what} was made with other settings: {', '.join(changed)}; rerun it with its own settings "

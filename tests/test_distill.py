@@ -178,3 +178,36 @@ def test_every_growth_round_distils_from_the_reference(small_bins, reference, tm
         ckpt = torch.load(f"{r['runs'][0]['dir']}/ckpt.pt", weights_only=True)
         assert ckpt["distill"]["path"] == str(reference.resolve())
         assert all("kd_loss" in rec for rec in run_log(r["runs"][0]["dir"])[1] if "train_loss" in rec)
+
+
+def test_a_reference_of_a_longer_context_serves_as_teacher_and_every_growth_round(small_bins, tmp_path):
+    """Cropping a model to the run's block_size leaves the opened reference's own config alone: the teacher
+    (loaded after the student) and round 2 (inherited after round 1) read its full position table."""
+    tiny_hf_gpt2(vocab_size=512, n_positions=64, bos_token_id=511, eos_token_id=511).save_pretrained(
+        tmp_path / "ref"
+    )
+    ref, short = f"--ref={tmp_path / 'ref'}", ("--max_iters=2", "--warmup_iters=1")
+    distil(small_bins, tmp_path / "pretrained", "--init_from=pretrained", ref, "--kd_ratio=0.5", *short)
+    loop = ["--grow=True", "--n_layer=1", "--grow_step=1", "--grow_max_layer=2", "--grow_tolerance=-100"]
+    distil(small_bins, tmp_path / "loop", ref, *loop, "--kd_ratio=0.5", *short)
+    rounds = json.loads((tmp_path / "loop" / "growth.json").read_text())["rounds"]
+    assert [r["n_layer"] for r in rounds] == [1, 2]
+
+
+def test_a_teacher_of_a_shorter_context_is_refused_by_name(small_bins, tmp_path):
+    tiny_hf_gpt2(vocab_size=512, n_positions=16, bos_token_id=511, eos_token_id=511).save_pretrained(
+        tmp_path / "short"
+    )
+    message = f"teacher {tmp_path / 'short'} sees 16 tokens, fewer than block_size=32"
+    with pytest.raises(UserError, match=re.escape(message)):
+        distil(small_bins, tmp_path / "x", "--kd_ratio=0.5", f"--teacher={tmp_path / 'short'}")
+
+
+def test_a_run_saved_before_distillation_existed_does_not_resume_distilling(small_bins, reference, tmp_path):
+    distil(small_bins, tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    for key in ("kd_ratio", "kd_temperature", "teacher"):  # as a checkpoint of an older tree has it
+        del ckpt["train_config"][key]
+    torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
+    with pytest.raises(UserError, match=re.escape("kd_ratio=0.5 (was 0.0)")):
+        distil(small_bins, tmp_path / "run", "--init_from=resume", "--kd_ratio=0.5", f"--teacher={reference}")
