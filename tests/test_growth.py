@@ -220,6 +220,49 @@ def test_verdict_scores_the_reference_by_the_rounds_statistic():
     assert far["matches"] and not far["within_noise"]
 
 
+def test_verdict_counts_the_noise_of_several_reference_seeds():
+    one = verdict([4.25, 4.26, 4.27], 4.30, tolerance=0.0)  # the candidate's spread alone: a clear call
+    assert one["matches"] and not one["within_noise"]
+    several = verdict(
+        [4.25, 4.26, 4.27], [4.22, 4.30, 4.38], tolerance=0.0
+    )  # same reference mean, wide spread
+    assert (
+        several["margin"] == pytest.approx(one["margin"]) and several["matches"] and several["within_noise"]
+    )
+    assert (
+        verdict([4.26], [4.25, 4.27], 0.0)["within_noise"] is not None
+    )  # the reference's spread alone counts
+    assert verdict([4.26], 4.25, 0.0)["within_noise"] is None  # no spread on either side: cannot be told
+
+
+def test_the_loop_decides_on_the_mean_of_the_reference_seeds_and_refuses_another_recipe_unasked(
+    small_bins, reference, tmp_path
+):
+    second = tmp_path / "ref_seed2"
+    train_here(
+        *TINY, "--n_layer=4", f"--data_dir={small_bins}", "--max_iters=60", "--seed=2", f"--out_dir={second}"
+    )
+    extra = "--grow_max_layer=1", "--max_iters=2", "--warmup_iters=1", f"--grow_references={second}"
+    train_here(*grow_args(small_bins, reference, tmp_path / "loop", *extra))
+    state = growth_json(tmp_path / "loop")
+    scores = [val_loss(load_model(r), str(small_bins), 32, 2048, 2) for r in (reference, second / "ckpt.pt")]
+    assert state["statistic"] == "final val loss" and state["reference_scores"] == pytest.approx(scores)
+    assert state["reference_score"] == pytest.approx(sum(scores) / 2) and state["reference_sd"] > 0
+    (only,) = state["rounds"]
+    assert only["margin"] == pytest.approx(only["score"] - state["reference_score"])
+    unasked = [
+        a for a in grow_args(small_bins, reference, tmp_path / "x", *extra) if "grow_other_recipe" not in a
+    ]
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            "was trained with another recipe than the rounds' (max_iters=2 (reference: 60), warmup_iters=1"
+        ),
+    ):
+        train_here(*unasked)
+    assert not (tmp_path / "x").exists()
+
+
 def test_verdict_falls_back_to_final_values_for_an_unfinished_or_foreign_reference(
     small_bins, reference, tmp_path
 ):
