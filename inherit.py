@@ -3,7 +3,7 @@
     python inherit.py --ref REF --n_layer 18 --out inherited.pt
     # any blocks, in the order given; negatives count from the end
     python inherit.py --ref REF --layers 0-5,30-35 --out x.pt
-    # N blocks chosen by a criterion, from lazy_layers.py's scores of the reference
+    # N blocks chosen by a criterion, from lazy_layers.py's scores of the reference (or measured now on --data)
     python inherit.py --ref REF --n_layer 18 --select block_influence --scores DIR/lazy_layers.json --out x.pt
 
 The new model gets the reference's token embedding, position embedding (GPT-2), the selected blocks, the final
@@ -21,7 +21,6 @@ reference's embeddings, final norm and head and initialises every block fresh: h
 is the embeddings alone."""
 
 import argparse
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +28,9 @@ from pathlib import Path
 import torch
 
 from inheritune.util import UserError, check_new_output, cli
+from layer_scores import SELECTIONS, choose_layers, diagnose, load_sequences, read_scores
 from model import GPT, empty_model
-from weights import checkpoint_identity, load_tensors, opened, save_checkpoint
+from weights import checkpoint_identity, load_model, load_tensors, opened, save_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -70,59 +70,6 @@ def select_layers(ref_depth: int, n_layer=None, layers=None, flag: str = "--laye
     if not 1 <= n_layer <= ref_depth:
         raise UserError(f"n_layer={n_layer} is outside 1..{ref_depth} (the reference's depth)")
     return list(range(n_layer))
-
-
-# ------------------------------------------------------------------------------- which layers, by criterion
-
-# first: the paper's (Inheritune); last: the last N; block_influence: ShortGPT's N most influential layers;
-# angular: all but Gromov et al.'s block; lazy: the N layers whose attention is least lazy
-SELECTIONS = ("first", "last", "block_influence", "angular", "lazy")
-
-
-def choose_layers(criterion: str, n_layer: int, ref_depth: int, scores: dict | None = None) -> list[int]:
-    """The N reference layers a criterion keeps, in the reference's order. scores: lazy_layers.py's report on
-    the reference (every criterion but first and last needs it)."""
-    if not 1 <= n_layer <= ref_depth:
-        raise UserError(f"n_layer={n_layer} is outside 1..{ref_depth} (the reference's depth)")
-    if criterion in ("first", "last"):
-        return list(range(n_layer)) if criterion == "first" else list(range(ref_depth - n_layer, ref_depth))
-    layers = scores["layers"]
-    if criterion == "angular":
-        dropped = gromov_drop(scores["angular_distances"], ref_depth - n_layer)
-        return [i for i in range(ref_depth) if i not in (dropped["layers"] if dropped else [])]
-    key, most = {"block_influence": ("block_influence", True), "lazy": ("mass_mean", False)}[criterion]
-    ranked = sorted(range(ref_depth), key=lambda i: layers[i][key], reverse=most)
-    return sorted(ranked[:n_layer])
-
-
-def gromov_drop(pairs, n: int) -> dict | None:
-    """Gromov et al.'s choice of n layers to drop (arXiv 2403.17887): the contiguous block l .. l+n-1 whose
-    input x_l and output x_l+n are closest in angular distance (pairs[i][j]: between streams i and j); None
-    when nothing is dropped."""
-    if n < 1:
-        return None
-    distances = [pairs[i][i + n] for i in range(len(pairs) - n)]
-    first = min(range(len(distances)), key=distances.__getitem__)
-    return {"drop": n, "layers": list(range(first, first + n)), "distance": float(distances[first])}
-
-
-def read_scores(path, ref_depth: int, flag: str = "--scores ") -> dict:
-    """A lazy_layers.json of the reference: its per-layer scores and angular distances. flag: how the user
-    named the file (inherit.py's --scores, train.py's inherit_scores), for the messages."""
-    try:
-        scores = json.loads(Path(path).read_text())
-        depth = len(scores["layers"])
-        complete = all("block_influence" in e and "mass_mean" in e for e in scores["layers"])
-        if not complete or len(scores["angular_distances"]) != depth + 1:
-            raise ValueError("incomplete")
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(
-            f"{flag}{path} is not a lazy_layers.json with block influence and angular distances; run "
-            f"`python lazy_layers.py --ref REF --data DATA --out DIR` and pass DIR/lazy_layers.json"
-        ) from None
-    if depth != ref_depth:
-        raise UserError(f"{flag}{path} scores {depth} layers, the reference has {ref_depth}: another model's")
-    return scores
 
 
 # ---------------------------------------------------------------------------------------------- inheriting
@@ -253,26 +200,38 @@ def check_out(out: Path, ref: str, overwrite: bool) -> None:
     check_new_output(out, overwrite, example="inherited.pt")
 
 
-def selected_by(args, ref_depth: int) -> tuple[dict, dict]:
+def selected_by(args, reference) -> tuple[dict, dict]:
     """(inherit_layers' layer arguments, what the checkpoint records of the choice) for --n_layer with
     --select, or --layers."""
+    ref_depth, needs = reference.config.n_layer, args.select not in ("first", "last")
     if args.layers is not None and args.select != "first":
         raise UserError("--select chooses --n_layer blocks; with --layers the blocks are named already")
+    if (args.scores or args.data) and not needs:
+        raise UserError(
+            "--scores and --data are read by --select block_influence, angular or lazy; drop them"
+        )
     if args.layers is not None or args.select == "first":
-        if args.scores:
-            raise UserError("--scores is read by --select block_influence, angular or lazy; drop it")
         return {"n_layer": args.n_layer, "layers": args.layers}, {}
-    needs = args.select not in ("first", "last")
-    if needs and not args.scores:
+    if needs and bool(args.scores) == bool(args.data):
         raise UserError(
             f"--select {args.select} ranks the reference's layers by their scores: pass --scores "
-            f"DIR/lazy_layers.json (python lazy_layers.py --ref REF --data DATA --out DIR writes it)"
+            f"DIR/lazy_layers.json (lazy_layers.py writes it) or --data DATA to measure them now"
         )
-    scores = read_scores(args.scores, ref_depth) if needs else None
+    scores, source = None, None
+    if needs:
+        scores = read_scores(args.scores, ref_depth) if args.scores else measured_scores(args, reference)
+        source = args.scores or f"measured on {args.data} ({args.seqs} x {args.seq_len} tokens)"
     layers = choose_layers(args.select, args.n_layer, ref_depth, scores)
-    return {"layers": layers}, {
-        "selection": {"criterion": args.select, "n_layer": args.n_layer, "scores": args.scores}
-    }
+    selection = {"criterion": args.select, "n_layer": args.n_layer, "scores": source}
+    return {"layers": layers}, {"selection": selection}
+
+
+def measured_scores(args, reference) -> dict:
+    """lazy_layers.py's scores of the reference on --seqs windows of --seq_len tokens of --data, now."""
+    model = load_model(reference)
+    seq_len = min(args.seq_len, model.config.block_size)
+    sequences = load_sequences(args.data, reference, None, model.config.vocab_size, args.seqs, seq_len)
+    return diagnose(model, sequences, rank_tol=1e-2, lazy_mass=0.5)
 
 
 def main(argv=None):
@@ -291,6 +250,11 @@ def main(argv=None):
         help="which N blocks --n_layer keeps (default: first)",
     )
     p.add_argument("--scores", help="the reference's lazy_layers.json: the scores --select reads")
+    p.add_argument("--data", help="or measure them now on token bins (their val split) or a text file")
+    p.add_argument("--seqs", type=int, default=8, help="--data: sequences, spread evenly over the data")
+    p.add_argument(
+        "--seq_len", type=int, default=256, help="--data: tokens per sequence (at most the context)"
+    )
     p.add_argument("--reinit", default="", help="comma-separated modules to initialise fresh, e.g. lm_head")
     p.add_argument(
         "--fresh_blocks",
@@ -307,7 +271,7 @@ def main(argv=None):
         ("h",) if args.fresh_blocks else ()
     )
     reference = opened(args.ref)
-    layers, selection = selected_by(args, reference.config.n_layer)
+    layers, selection = selected_by(args, reference)
     dtype = DTYPES.get(args.dtype)
     model, provenance = inherit_layers(reference, **layers, reinit=reinit, dtype=dtype, seed=args.seed)
     provenance.update(selection)

@@ -28,7 +28,6 @@ and DIR/lazy_layers.png (layers x heads heatmaps and the per-layer curves), and 
 
 import argparse
 import json
-import math
 import resource
 import sys
 import time
@@ -37,137 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inherit import gromov_drop
-from inheritune.data import check_bins, open_split, read_meta
 from inheritune.runtime import resolve_device
-from inheritune.tokenizer import load_tokenizer
 from inheritune.util import UserError, atomic_write, check_can_create, cli, pyplot
-from weights import checkpoint_identity, load_model, open_weights, reference_tokenizer_hash, tokenizer_spec_of
-
-
-def load_sequences(data, ref, tokenizer, vocab_size: int, n: int, length: int) -> torch.Tensor:
-    """n windows of `length` tokens spread evenly over token bins' val split or a text file's tokens, in the
-    reference's tokenizer (ref: a path or an opened Weights) unless `tokenizer` names another."""
-    path = Path(data)
-    if path.is_dir():
-        expected = load_tokenizer(tokenizer).hash if tokenizer else reference_tokenizer_hash(ref)
-        # None (unknown): check_bins insists on an equal vocabulary size
-        check_bins(path, vocab_size, expected)
-        tokens = np.asarray(open_split(path, "val", read_meta(path)))
-    elif path.is_file():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UserError(
-                f"--data {path} is not UTF-8 text; pass a text file or a folder of token bins"
-            ) from None
-        tokens = np.array(load_tokenizer(tokenizer or tokenizer_spec_of(ref)).encode(text))
-    else:
-        raise UserError(
-            f"--data {path}: no such file or folder; pass token bins (prepare_owt.py) or a text file"
-        )
-    if len(tokens) < n * length:
-        raise UserError(
-            f"--data {path} has {len(tokens)} tokens, fewer than --seqs x --seq_len = {n * length}; "
-            f"lower them or pass more text"
-        )
-    starts = np.linspace(0, len(tokens) - length, n).round().astype(np.int64)
-    return torch.from_numpy(np.stack([tokens[s : s + length] for s in starts]).astype(np.int64))
-
-
-@torch.no_grad()
-def layer_passes(model, idx):
-    """For each layer in turn: its attention probabilities (B, n_head, T, T) in float32, and the residual
-    stream it reads and the one it writes (B, T, n_embd; before the final norm). The model's forward runs a
-    fused kernel that never forms the probabilities, so they are computed here from the block's own queries
-    and keys."""
-    x, rope, mask = model.block_inputs(idx)
-    T = idx.shape[1]
-    allowed = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril() if mask is None else mask
-    for block in model.h:
-        q, k, _ = block.attn.qkv(block.ln_1(x), rope)
-        # grouped-query attention: a key head serves several
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1])
-        x_out = block(x, rope, mask)
-        yield scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1), x, x_out
-        x = x_out
-
-
-def attention_maps(model, idx):
-    """Each layer's attention probabilities (B, n_head, T, T), in turn."""
-    return (probs for probs, _, _ in layer_passes(model, idx))
-
-
-def angular_distances(streams: list[torch.Tensor]) -> torch.Tensor:
-    """(L + 1, L + 1): the mean over tokens of arccos(cos(x_i, x_j)) / pi between the residual streams x_0
-    (embeddings) .. x_L (the last block's output), each (T, n_embd); computed in float64."""
-    x = torch.nn.functional.normalize(torch.stack(streams).double(), dim=-1)  # (L + 1, T, d)
-    cos = torch.einsum("itd,jtd->ijt", x, x).clamp(-1.0, 1.0)
-    return torch.arccos(cos).mean(-1) / math.pi
-
-
-def stream_stats(streams: list[torch.Tensor]) -> dict:
-    """Per layer l, from its input x_l and output x_l+1 (mean over tokens): ShortGPT's block influence
-    1 - cos, and the angular distance arccos(cos) / pi; and every pair's angular distance (Gromov et al.)."""
-    x = torch.stack(streams).double()
-    cos = torch.nn.functional.cosine_similarity(x[:-1], x[1:], dim=-1).clamp(-1.0, 1.0)  # (L, T)
-    return {
-        "block_influence": (1 - cos).mean(-1),
-        "angular_distance": torch.arccos(cos).mean(-1) / math.pi,
-        "pairs": angular_distances(streams),
-    }
-
-
-def squared_singular_values(p: torch.Tensor) -> torch.Tensor:
-    """Of each float64 matrix (..., T, T), largest first, as the eigenvalues of P P^T: svdvals' values (to
-    float64 precision of the squares) at a fraction of an SVD's time on a GPU (bench/lazy_layers_cost.py,
-    experiments/lazy_layers/cost_llama7b.md); the squaring is why --rank_tol stops at 1e-6."""
-    return torch.linalg.eigvalsh(p @ p.mT).flip(-1).clamp(min=0)
-
-
-def attention_stats(probs: torch.Tensor, rank_tol: float) -> dict:
-    """Per head of attention maps (..., T, T): numerical rank, 90%-energy rank and dominant single-column
-    mass."""
-    p = probs.double()
-    s2 = squared_singular_values(p)
-    energy = s2.cumsum(-1) / s2.sum(-1, keepdim=True)
-    return {
-        "rank": (s2 > rank_tol**2 * s2[..., :1]).sum(-1).double(),
-        "rank_90": (energy < 0.9).sum(-1).double() + 1,
-        "mass": p.sum(-2).amax(-1) / probs.shape[-1],
-    }
-
-
-def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) -> dict:
-    """Every number of the report: per layer and head, averaged over the sequences; the summaries; the
-    suggestion."""
-    sums, streams = None, None
-    for row in sequences:  # one sequence at a time: one (heads, T, T) map in memory per layer
-        passes = list(layer_passes(model, row[None]))
-        stats = [attention_stats(p[0], rank_tol) for p, _, _ in passes]
-        sums = stats if sums is None else [{k: a[k] + b[k] for k in a} for a, b in zip(sums, stats)]
-        found = stream_stats([x[0] for _, x, _ in passes] + [passes[-1][2][0]])
-        streams = found if streams is None else {k: streams[k] + v for k, v in found.items()}
-    streams = {k: v / len(sequences) for k, v in streams.items()}
-    layers = []
-    for i, layer in enumerate(sums):
-        heads = {k: (v / len(sequences)).tolist() for k, v in layer.items()}
-        summary = {
-            f"{k}_{how}": f(v) for k, v in heads.items() for how, f in (("max", max), ("mean", np.mean))
-        }
-        summary.update({k: streams[k][i].item() for k in ("block_influence", "angular_distance")})
-        layers.append(
-            {"layer": i, "heads": heads, **summary, "lazy": bool(summary["mass_mean"] >= lazy_mass)}
-        )
-    depth = max(1, next((entry["layer"] for entry in layers if entry["lazy"]), len(layers)))
-    rule = (
-        f"a layer is lazy when its heads put on average >= {lazy_mass:.0%} of their attention on one key "
-        f"position; start with the layers before the first lazy one: {depth} of {len(layers)}"
-    )
-    pairs = streams["pairs"].tolist()
-    found = {"layers": layers, "suggested_depth": depth, "rule": rule}
-    return found | {"angular_distances": pairs, "gromov": gromov_drop(pairs, len(layers) - depth)}
+from layer_scores import diagnose, load_sequences
+from weights import checkpoint_identity, load_model, open_weights
 
 
 def peak_memory_gb(device: torch.device) -> float:

@@ -30,13 +30,14 @@ import torch.distributed as dist
 
 from distill import Teacher, teacher_weights
 from growth import grow
-from inherit import choose_layers, inherit_layers, read_scores, select_layers
+from inherit import inherit_layers, select_layers
 from inheritune.data import check_bins, check_same_bins, fetch, open_for_training, train_windows, val_loss
 from inheritune.fp8 import check_fp8_device, convert_to_float8
 from inheritune.runs import RunLock, append_log, check_same_recipe, continue_or_refuse, read_log, write_log
 from inheritune.runtime import Runtime, StopRequested, all_sum, any_rank, setup_runtime
 from inheritune.tensor_files import safe_torch_load
 from inheritune.util import UserError, atomic_write, check_can_create, cli, plot_curves
+from layer_scores import choose_layers, read_scores
 from model import GPT, ModelConfig
 from train_config import (
     SHAPE_KEYS,

@@ -9,9 +9,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
-from inherit import SELECTIONS
 from inheritune.data import EVAL_TOKENS
 from inheritune.util import HUB_NAME, UserError, apply_config_args, check_settings, resolve_hub_name, setting
+from layer_scores import SELECTIONS
 from model import ARCHS, ModelConfig
 
 INIT_FROM = ("scratch", "resume", "inherit", "pretrained")

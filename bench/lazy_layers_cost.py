@@ -5,7 +5,7 @@ default.
         [--seqs 8]
 
 The model is built with random weights on the device in float32, as lazy_layers.py loads a reference (no file
-is written), and lazy_layers.diagnose runs on --seqs windows of random tokens for each --seq_len. Its time is
+is written), and layer_scores.diagnose runs on --seqs windows of random tokens for each --seq_len. Its time is
 mostly the singular values of every head's T x T map, and their solver's work depends on the matrices: random
 weights give near-uniform maps, so the solvers are also timed alone on one layer's worth of sharp maps (causal
 softmax of N(0, 3^2) logits): torch.linalg.svdvals in float64 on the device and on the CPU, in float32 on the
@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from inheritune.runtime import resolve_device  # noqa: E402
-from lazy_layers import diagnose, peak_memory_gb, squared_singular_values  # noqa: E402
+from layer_scores import diagnose, squared_singular_values  # noqa: E402
+from lazy_layers import peak_memory_gb  # noqa: E402
 from model import GPT, ModelConfig  # noqa: E402
 
 SHAPES = {
@@ -71,7 +72,7 @@ def time_solvers(n_head: int, T: int, device: torch.device) -> tuple[dict, dict]
 
 
 def time_diagnosis(model: GPT, T: int, seqs: int, device: torch.device) -> tuple[float, float]:
-    """(seconds, peak GB) of lazy_layers.diagnose on `seqs` windows of T random tokens."""
+    """(seconds, peak GB) of layer_scores.diagnose on `seqs` windows of T random tokens."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     idx = torch.randint(0, model.config.vocab_size, (seqs, T), device=device)

@@ -220,7 +220,7 @@ def scored(tmp_path_factory):
     """A 4-layer GPT-2 reference whose layer 2 writes nothing into the residual stream, and lazy_layers.py's
     scores of it."""
     from conftest import gpt2_with_a_silent_layer
-    from lazy_layers import diagnose
+    from layer_scores import diagnose
 
     root = tmp_path_factory.mktemp("scored")
     model = gpt2_with_a_silent_layer(n_layer=4, silent=2)
@@ -261,7 +261,11 @@ def test_select_keeps_the_layers_each_criterion_ranks_highest(scored, tmp_path):
         ),
         (["--select", "lazy", "--scores", "SCORES_OF_6"], "scores 6 layers, the reference has 4"),
         (["--select", "angular", "--scores", "REF"], "is not a lazy_layers.json with block influence"),
-        (["--scores", "SCORES"], "--scores is read by --select block_influence, angular or lazy; drop it"),
+        (["--scores", "SCORES"], "--scores and --data are read by --select block_influence, angular or lazy"),
+        (
+            ["--select", "lazy", "--scores", "SCORES", "--data", "SCORES"],
+            "pass --scores DIR/lazy_layers.json",
+        ),
     ],
 )
 def test_select_refusals(scored, refs, tmp_path, args, message):
@@ -287,3 +291,18 @@ def test_fresh_blocks_inherit_everything_but_the_blocks(refs, tmp_path):
     inherited = {name for name, source in provenance["sources"].items() if isinstance(source, list)}
     assert inherited == {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"}
     assert set(provenance["reinit"]) == {n for n in provenance["sources"] if n.startswith("h.")}
+
+
+def test_select_measures_the_scores_on_data_as_lazy_layers_py_does(reference, small_bins, tmp_path):
+    import lazy_layers
+
+    window = ["--seqs", 2, "--seq_len", 32]
+    lazy_layers.main([str(a) for a in ["--ref", reference, "--data", small_bins, "--out", tmp_path, *window]])
+    for criterion in ("block_influence", "angular", "lazy"):
+        chosen = []
+        for source in (["--scores", tmp_path / "lazy_layers.json"], ["--data", small_bins, *window]):
+            out = tmp_path / f"{criterion}_{source[0][2:]}.pt"
+            run_cli("--ref", reference, "--n_layer", 2, "--select", criterion, *source, "--out", out)
+            chosen.append(torch.load(out, weights_only=True)["inherit"])
+        assert chosen[0]["layers"] == chosen[1]["layers"], criterion
+        assert chosen[1]["selection"]["scores"] == f"measured on {small_bins} (2 x 32 tokens)"

@@ -11,9 +11,8 @@ import torch
 
 import lazy_layers
 from conftest import gpt2_with_a_silent_layer, random_model, tiny_hf, tiny_hf_gpt2, tiny_hf_llama, tree_hash
-from inherit import gromov_drop
 from inheritune.util import UserError
-from lazy_layers import attention_maps, attention_stats, diagnose
+from layer_scores import attention_maps, attention_stats, diagnose, gromov_drop
 from model import GPT, ModelConfig
 from weights import load_model, save_checkpoint
 
