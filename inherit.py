@@ -3,7 +3,7 @@
     python inherit.py --ref REF --n_layer 18 --out inherited.pt
     # any blocks, in the order given; negatives count from the end
     python inherit.py --ref REF --layers 0-5,30-35 --out x.pt
-    # N blocks chosen by a criterion, from lazy_layers.py's scores of the reference (or measured now on --data)
+    # N blocks chosen by a criterion, by lazy_layers.py's scores of the reference (or --data to measure them)
     python inherit.py --ref REF --n_layer 18 --select block_influence --scores DIR/lazy_layers.json --out x.pt
 
 The new model gets the reference's token embedding, position embedding (GPT-2), the selected blocks, the final
