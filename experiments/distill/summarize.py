@@ -10,19 +10,15 @@ training for every row that needs the reference.
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
+from study import mean_sd, read_run  # noqa: E402
+
 from growth import score  # noqa: E402
-from inheritune.runs import read_log  # noqa: E402
 from inheritune.util import atomic_write  # noqa: E402
-from model import GPT  # noqa: E402
-from train_config import TrainConfig, model_config  # noqa: E402
 
 # label: (run folders under --runs, one per seed; whether the row needs the reference: inherits or distils)
 ROWS = {
@@ -34,29 +30,6 @@ ROWS = {
     "random init, 6 layers, kd_ratio 1": ("random6_kd1_s*", True),
 }
 K = 3  # the growth loop's statistic: the mean of the last 3 val evaluations
-
-
-def read_run(folder: Path) -> dict:
-    """A run's seed, kd_ratio, FLOPs per trained token, tokens trained on and val curves, from its own log."""
-    records = read_log(folder / "log.jsonl")
-    config = records[0]["config"]
-    cfg = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
-    vocab = json.loads((ROOT / cfg.data_dir / "meta.json").read_text())["vocab_size"]
-    with torch.device("meta"):
-        per_token = GPT(model_config(cfg, vocab)).flops_per_token(cfg.block_size)
-    return {
-        "seed": cfg.seed,
-        "kd_ratio": cfg.kd_ratio,
-        "flops_per_token": per_token,
-        "tokens": cfg.max_iters * cfg.batch_size * cfg.block_size,
-        "curve": [[r["step"], r["val_loss"]] for r in records[1:] if "val_loss" in r],
-        "kl": [[r["step"], r["val_kl"]] for r in records[1:] if "val_kl" in r],
-    }
-
-
-def mean_sd(xs: list[float], digits: int = 4) -> str:
-    sd = f" ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else ""
-    return f"{statistics.mean(xs):.{digits}f}{sd}" if xs else "-"
 
 
 def print_rows(rows: dict) -> None:

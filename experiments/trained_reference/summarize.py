@@ -11,19 +11,15 @@ as PNG.
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
+from study import mean_sd, read_run  # noqa: E402
+
 from growth import score, verdict  # noqa: E402
-from inheritune.runs import read_log  # noqa: E402
 from inheritune.util import atomic_write, pyplot  # noqa: E402
-from model import GPT  # noqa: E402
-from train import TrainConfig, model_config  # noqa: E402
 
 # label: (its run folders under --runs, one per seed; whether the reference's training is part of its cost)
 ROWS = {
@@ -34,24 +30,6 @@ ROWS = {
     "random init, 6 layers, 2x steps": ("random6_2x_s*", False),
 }
 K = 3  # the growth loop's statistic: the mean of the last 3 val evaluations
-
-
-def read_run(folder: Path) -> dict:
-    """A run's seed, steps, training FLOPs (train.py's 6N + attention per token, times the tokens it trained
-    on; evaluations not counted) and val curve, from its own log."""
-    records = read_log(folder / "log.jsonl")
-    cfg = TrainConfig(
-        **{k: v for k, v in records[0]["config"].items() if k in TrainConfig.__dataclass_fields__}
-    )
-    vocab = json.loads((ROOT / cfg.data_dir / "meta.json").read_text())["vocab_size"]
-    with torch.device("meta"):
-        per_token = GPT(model_config(cfg, vocab)).flops_per_token(cfg.block_size)
-    return {
-        "seed": cfg.seed,
-        "steps": cfg.max_iters,
-        "flops": per_token * cfg.max_iters * cfg.batch_size * cfg.block_size,
-        "curve": [[r["step"], r["val_loss"]] for r in records[1:] if "val_loss" in r],
-    }
 
 
 def read_growth(runs: Path) -> list[dict]:
@@ -77,11 +55,6 @@ def read_growth(runs: Path) -> list[dict]:
             }
         )
     return out
-
-
-def mean_sd(xs: list[float], digits: int = 4) -> str:
-    sd = f" ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else ""
-    return f"{statistics.mean(xs):.{digits}f}{sd}"
 
 
 def main():
