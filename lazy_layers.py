@@ -78,7 +78,7 @@ def plot(report: dict, path: Path) -> None:
     if (plt := pyplot(path)) is None:
         return
     layers, T = report["layers"], report["settings"]["seq_len"]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(18, 8))
     for col, (key, title, scale) in enumerate(
         (("rank", f"rank / {T}", T), ("mass", "dominant-column mass", 1))
     ):
@@ -94,6 +94,7 @@ def plot(report: dict, path: Path) -> None:
         axes[1, col].set(xlabel="layer", ylabel=title, ylim=(0, 1.05))
         axes[1, col].legend()
         axes[1, col].grid(alpha=0.3)
+    plot_streams(report, axes[:, 2], fig)
     fig.suptitle(
         f"{Path(report['reference']['path']).name}: {len(layers)} layers, "
         f"{report['settings']['seqs']} sequences of {T}"
@@ -101,6 +102,24 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
+
+
+def plot_streams(report: dict, axes, fig) -> None:
+    """The residual-stream scores: every pair's angular distance, and each layer's block influence and
+    angular distance (with Gromov et al.'s block to drop, if the suggested depth leaves layers out)."""
+    pairs = np.array(report["angular_distances"])
+    image = axes[0].imshow(pairs, origin="lower", cmap="viridis")
+    axes[0].set(title="angular distance between streams x_i, x_j", xlabel="j", ylabel="i")
+    fig.colorbar(image, ax=axes[0])
+    for key, style in (("block_influence", "o-"), ("angular_distance", "s--")):
+        axes[1].plot([e[key] for e in report["layers"]], style, label=key.replace("_", " "), ms=3)
+    if g := report["gromov"]:
+        axes[1].axvspan(
+            g["layers"][0] - 0.5, g["layers"][-1] + 0.5, alpha=0.15, color="k", label="Gromov drop"
+        )
+    axes[1].set(xlabel="layer", ylabel="1 - cos, arccos(cos) / pi")
+    axes[1].legend()
+    axes[1].grid(alpha=0.3)
 
 
 def parse_args(argv):
