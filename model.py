@@ -388,6 +388,22 @@ class GPT(nn.Module):
         c, T = self.config, seq_len or self.config.block_size
         return 6 * self.num_params(matmul_only=True) + 12 * c.n_layer * c.n_head * c.head_dim * T
 
+    def training_memory(self, micro_batch: int, seq_len: int | None = None, shards: int = 1) -> dict:
+        """Estimated bytes per GPU of a training step under bf16 autocast: float32 weights, gradients and
+        AdamW's two moments (each divided by `shards` where they are sharded), and the activations one
+        micro-batch keeps for backward. Per block and token: 18 n_embd + 4 ffn bytes for GPT-2 (Korthikanti et
+        al.'s 34 n_embd at ffn = 4 n_embd, flash attention), 18 n_embd + 6 ffn for SwiGLU (gate, up and their
+        product kept); plus the 16-bit logits. docs/PERFORMANCE.md compares it with measured peaks."""
+        c, T = self.config, seq_len or self.config.block_size
+        n, tokens = self.num_params(), micro_batch * T
+        per_token = 18 * c.n_embd + (4 if c.arch == "gpt2" else 6) * c.intermediate_size
+        return {
+            "weights": 4 * n / shards,
+            "gradients": 4 * n / shards,
+            "optimizer": 8 * n / shards,
+            "activations": c.n_layer * per_token * tokens + 2 * c.padded_vocab_size * tokens,
+        }
+
     @torch.no_grad()
     def generate(
         self,

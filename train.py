@@ -264,6 +264,19 @@ class Run:
             f"steps {self.start} -> {cfg.max_iters}",
             flush=True,
         )
+        print(self.memory_estimate(), flush=True)
+
+    def memory_estimate(self) -> str:
+        """What a step should hold per GPU (GPT.training_memory; a distilling run adds its teacher's weights
+        and logits), in a line."""
+        parts = self.raw.training_memory(self.cfg.micro_batch_size, self.cfg.block_size)
+        if self.teacher is not None:
+            teacher = self.teacher.model
+            tokens = self.cfg.micro_batch_size * self.cfg.block_size
+            parts["teacher"] = teacher.num_params() * 2 + teacher.config.padded_vocab_size * tokens * 2
+        unit, scale = ("GiB", 2**30) if sum(parts.values()) >= 2**30 else ("MiB", 2**20)
+        terms = " + ".join(f"{name} {size / scale:.2f}" for name, size in parts.items())
+        return f"memory per device, estimated: {terms} = {sum(parts.values()) / scale:.2f} {unit}"
 
     def steps(self, stop: StopRequested) -> None:
         """From the run's step to max_iters: checkpoint, stop on SIGTERM, evaluate, train a step, log."""

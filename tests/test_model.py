@@ -139,3 +139,18 @@ def test_overfits_one_batch(arch):
         loss.backward()
         opt.step()
     assert loss.item() <= 0.1 * first, (first, loss.item())
+
+
+@pytest.mark.parametrize("arch,ffn_bytes", [("gpt2", 4), ("llama", 6)])
+def test_training_memory_counts_states_activations_and_logits(arch, ffn_bytes):
+    """The estimate's terms (docs/PERFORMANCE.md compares their sum with measured peaks): float32 weights,
+    gradients and two AdamW moments, sharded by `shards`; per block and token 18 n_embd + 4 or 6 ffn bytes;
+    16-bit logits."""
+    model = GPT(ModelConfig(arch=arch, n_layer=2, n_head=4, n_embd=64, vocab_size=1000, block_size=32))
+    n, c, tokens = model.num_params(), model.config, 4 * 32
+    one = model.training_memory(micro_batch=4)
+    assert (one["weights"], one["gradients"], one["optimizer"]) == (4 * n, 4 * n, 8 * n)
+    per_token = 18 * c.n_embd + ffn_bytes * c.intermediate_size
+    assert one["activations"] == 2 * per_token * tokens + 2 * c.padded_vocab_size * tokens
+    two = model.training_memory(micro_batch=4, shards=2)
+    assert two["optimizer"] == 4 * n and two["activations"] == one["activations"]
