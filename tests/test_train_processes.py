@@ -1,7 +1,7 @@
-"""train.py as processes: one process against DDP ranks (2 and 3, plain and float8), bit-identical resume
-after SIGKILL, torchrun restarting a killed rank, SIGTERM, and a bad input reported once under torchrun."""
+"""train.py as processes: bit-identical resume after SIGKILL, torchrun restarting a killed rank, SIGTERM and
+Ctrl-C, one run per folder, and a bad input reported once under torchrun. (DDP ranks against one process:
+tests/test_train_ddp.py.)"""
 
-import contextlib
 import os
 import re
 import signal
@@ -12,65 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FP8_ON_CPU, PLAIN, ROOT, TINY, run_log, run_train, train_here, wait_for, without_timing
-from inheritune.data import read_meta
-from inheritune.runs import RunLock
-from inheritune.runtime import Runtime
-from inheritune.util import UserError
-from train import build_model, load_config
-from weights import load_model
-
-
-def assert_same_updates(args, run_a, run_b):
-    """Two runs of one recipe whose gradients were summed in another order (ranks, DDP buckets) learned the
-    same update, up to float32 rounding. Not element by element: Adam divides each gradient by its own running
-    scale, so an element whose gradient is all rounding noise (near-cancelling sums) may step either way, by
-    whatever the CPU's kernels round. Per tensor, the difference of the two runs' updates is ~1e-5 of the
-    update's norm (measured: 2-3 ranks, 10-40 steps); a run that trains on a third of the batch wrongly is off
-    by 0.3-0.6. 1e-3 sits between."""
-    cfg = load_config(args)
-    rt = Runtime(0, 1, torch.device("cpu"), contextlib.nullcontext())
-    initial, _ = build_model(cfg, read_meta(cfg.data_dir)["vocab_size"], rt, None)
-    w0, a, b = initial.state_dict(), load_model(run_a).state_dict(), load_model(run_b).state_dict()
-    for name in w0:
-        assert (a[name] - b[name]).norm() <= 1e-3 * (a[name] - w0[name]).norm(), name
-
-
-# 3 ranks: the paper's, and the card's, GPU count; 2 ranks through the float8 path (slow on a CPU: 6 steps)
-@pytest.mark.parametrize(
-    "ranks,batch_size,steps,path,distil",
-    [(3, 12, 10, PLAIN, False), (2, 8, 6, FP8_ON_CPU, False), (2, 8, 6, FP8_ON_CPU, True)],
-    ids=["3", "2-fp8", "2-fp8-distilling"],  # distilling: a bf16 teacher beside a float8 student
+from conftest import (
+    FP8_ON_CPU,
+    PLAIN,
+    ROOT,
+    TINY,
+    assert_same_updates,
+    run_log,
+    run_train,
+    train_here,
+    wait_for,
+    without_timing,
 )
-def test_one_process_and_ddp_ranks_agree(
-    small_bins, reference, tmp_path, ranks, batch_size, steps, path, distil
-):
-    # bias=False: GPT-2's key bias has an exactly zero gradient (softmax ignores a shift shared by every key),
-    # so Adam steps it by pure rounding noise, which no tolerance derived from float32 bounds. fp8: each
-    # micro-batch's float8 scales are its own whichever rank runs it; only the gradients' summation order
-    # differs
-    common = [
-        *TINY,
-        f"--data_dir={small_bins}",
-        f"--max_iters={steps}",
-        f"--batch_size={batch_size}",
-        "--bias=False",
-    ]
-    common += ["--kd_ratio=0.5", "--kd_temperature=2", f"--teacher={reference}"] if distil else []
-    run_train(*common, f"--out_dir={tmp_path / 'one'}", path=path)
-    ddp = run_train(*common, f"--out_dir={tmp_path / 'two'}", torchrun=ranks, path=path)
-    cfg1, log1 = run_log(tmp_path / "one")
-    cfg2, log2 = run_log(tmp_path / "two")
-    assert cfg1["batch_size"] == cfg2["batch_size"] == batch_size  # the global batch does not depend on world
-    assert (
-        f"{batch_size} x 32 tokens/step = {ranks} ranks x 2 x {batch_size // (2 * ranks)} accum" in ddp.stdout
-    )
-    assert [r["step"] for r in log1] == [r["step"] for r in log2]
-    for a, b in zip(log1, log2):  # losses of near-equal weights: agree to ~1e-7 relative, 1e-4 leaves room
-        for key in ("train_loss", "val_loss", "ce_loss", "kd_loss", "val_kl"):
-            if key in a:
-                assert a[key] == pytest.approx(b[key], rel=1e-4), (a, b)
-    assert_same_updates([*common, *path["args"]], tmp_path / "one", tmp_path / "two")
+from inheritune.runs import RunLock
+from inheritune.util import UserError
 
 
 # killed once step 10 is logged: enough steps after it that the kill lands before the end
