@@ -79,23 +79,18 @@ def attention_maps(model, idx):
     return (probs for probs, _, _ in layer_passes(model, idx))
 
 
-def angular_distances(streams: list[torch.Tensor]) -> torch.Tensor:
-    """(L + 1, L + 1): the mean over tokens of arccos(cos(x_i, x_j)) / pi between the residual streams x_0
-    (embeddings) .. x_L (the last block's output), each (T, n_embd); computed in float64."""
+def stream_stats(streams: list[torch.Tensor]) -> dict:
+    """From the residual streams x_0 (embeddings) .. x_L (the last block's output), each (T, n_embd), in
+    float64 and averaged over tokens: every pair's angular distance arccos(cos(x_i, x_j)) / pi (Gromov et
+    al.), and per layer l, from its input x_l and output x_l+1, ShortGPT's block influence 1 - cos and the
+    angular distance."""
     x = torch.nn.functional.normalize(torch.stack(streams).double(), dim=-1)  # (L + 1, T, d)
     cos = torch.einsum("itd,jtd->ijt", x, x).clamp(-1.0, 1.0)
-    return torch.arccos(cos).mean(-1) / math.pi
-
-
-def stream_stats(streams: list[torch.Tensor]) -> dict:
-    """Per layer l, from its input x_l and output x_l+1 (mean over tokens): ShortGPT's block influence
-    1 - cos, and the angular distance arccos(cos) / pi; and every pair's angular distance (Gromov et al.)."""
-    x = torch.stack(streams).double()
-    cos = torch.nn.functional.cosine_similarity(x[:-1], x[1:], dim=-1).clamp(-1.0, 1.0)  # (L, T)
+    pairs = torch.arccos(cos).mean(-1) / math.pi
     return {
-        "block_influence": (1 - cos).mean(-1),
-        "angular_distance": torch.arccos(cos).mean(-1) / math.pi,
-        "pairs": angular_distances(streams),
+        "block_influence": (1 - cos.diagonal(1)).mean(0),  # diagonal(1): (T, L), layer l's input and output
+        "angular_distance": pairs.diagonal(1),
+        "pairs": pairs,
     }
 
 
@@ -124,10 +119,14 @@ def diagnose(model, sequences: torch.Tensor, rank_tol: float, lazy_mass: float) 
     suggestion."""
     sums, streams = None, None
     for row in sequences:  # one sequence at a time: one (heads, T, T) map in memory per layer
-        passes = list(layer_passes(model, row[None]))
-        stats = [attention_stats(p[0], rank_tol) for p, _, _ in passes]
+        stats, stream = [], []
+        for probs, x_in, x_out in layer_passes(model, row[None]):  # a layer's map is freed before the next's
+            stats.append(attention_stats(probs[0], rank_tol))
+            if not stream:  # x_0, the embeddings; then each layer's output: x_1 .. x_L
+                stream.append(x_in[0])
+            stream.append(x_out[0])
         sums = stats if sums is None else [{k: a[k] + b[k] for k in a} for a, b in zip(sums, stats)]
-        found = stream_stats([x[0] for _, x, _ in passes] + [passes[-1][2][0]])
+        found = stream_stats(stream)
         streams = found if streams is None else {k: streams[k] + v for k, v in found.items()}
     streams = {k: v / len(sequences) for k, v in streams.items()}
     layers = []

@@ -137,7 +137,8 @@ def fetch(data_dir, split: str, starts, block_size: int, device: torch.device, m
     no max_token_id are checked here, as they are read)."""
     data = open_split(data_dir, split, meta)
     windows = np.stack([data[s : s + block_size + 1] for s in starts])
-    if vocab_size is not None and windows.max() >= vocab_size:
+    # check_bins has held meta.json's max_token_id against the vocabulary already, when it records one
+    if vocab_size is not None and "max_token_id" not in meta and windows.max() >= vocab_size:
         row, column = np.argwhere(windows >= vocab_size)[0]
         offset = int(starts[row]) + int(column)
         raise UserError(

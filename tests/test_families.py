@@ -27,9 +27,10 @@ from conftest import (
     truncated_reference_logits,
     write_gguf,
 )
+from formats import HF_CLASSES
 from inheritune.util import UserError
 from model import GPT, ModelConfig
-from weights import HF_CLASSES, load_model, save_hf
+from weights import load_model, save_hf
 
 # Llama 3.x's RoPE rescaling as every Llama 3.x sets it (llama.cpp stores it as rope_freqs)
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
